@@ -1,0 +1,1 @@
+"""rtdgan models: nn.Modules and their config dataclasses only (no losses, no data)."""

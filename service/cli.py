@@ -1,0 +1,181 @@
+"""`rtd`: the one command line. Flags become a config, the config is printed, the job runs.
+
+Subcommands import their package lazily, so `rtd serve` never pulls torch in and `rtd --help` is instant.
+Bad input (a flag, a file, a folder) is one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from index.errors import UserError
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def print_config(command: str, config: object) -> None:
+    """Print the effective config of a job as one JSON object on stderr (stdout stays for results)."""
+    if dataclasses.is_dataclass(config):
+        config = dataclasses.asdict(config)  # type: ignore[arg-type]
+    text = json.dumps(config, default=str, sort_keys=False)
+    print(f"rtd {command}: config {text}", file=sys.stderr)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+# ---- data ------------------------------------------------------------------------------------------
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from training.synth import SynthConfig, synthesize
+
+    cfg = SynthConfig(out=args.out, products=args.products, photos_per_product=args.photos_per_product,
+                      size=args.size, seed=args.seed, workers=args.workers)
+    print_config("data synth", cfg)
+    report = synthesize(cfg)
+    print(json.dumps(report, default=str))
+    return 0
+
+
+def cmd_data_split(args: argparse.Namespace) -> int:
+    from training.split import SplitConfig, make_split
+
+    cfg = SplitConfig(data=args.data, out=args.out, test_fraction=args.test_fraction, seed=args.seed,
+                      phash_threshold=args.phash_threshold, workers=args.workers)
+    print_config("data split", cfg)
+    info = make_split(cfg)
+    for line in info["skipped"]:
+        print(f"rtd data split: skipped {line}", file=sys.stderr)
+    print(json.dumps({"out": str(cfg.out), "counts": info["counts"], "dropped": len(info["dropped"]),
+                      "skipped": len(info["skipped"])}))
+    return 0
+
+
+def cmd_data_sheet(args: argparse.Namespace) -> int:
+    from training.sheet import contact_sheet
+
+    print_config("data sheet", vars(args) | {"func": None})
+    out = contact_sheet(args.data, args.out, products=args.products, photos=args.photos, size=args.size)
+    print(out)
+    return 0
+
+
+def not_built(name: str, issue: int) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"rtd {name}: not built yet (issue #{issue})", file=sys.stderr)
+        return EXIT_USAGE
+    return run
+
+
+# ---- the parser ------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="rtd", description="rtdgan: clothing product search with rtdGAN "
+                           "(street photo -> product image -> embedding -> catalog).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    data = sub.add_parser("data", help="make, split and inspect paired data sets")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=OneLineParser)
+
+    p = data_sub.add_parser("synth", help="write the synthetic street-to-shop data set (LookBook layout)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write")
+    p.add_argument("--products", type=positive_int, default=50)
+    p.add_argument("--photos-per-product", type=positive_int, default=4)
+    p.add_argument("--size", type=positive_int, default=128, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=positive_int, default=1, help="processes (output is identical for any value)")
+    p.set_defaults(func=cmd_data_synth)
+
+    p = data_sub.add_parser("split", help="seeded train/test split by product, with near-duplicate cleaning")
+    p.add_argument("--data", type=Path, required=True, help="LookBook folder or pairs manifest CSV")
+    p.add_argument("--out", type=Path, required=True, help="split file to write (JSON)")
+    p.add_argument("--test-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--phash-threshold", type=int, default=6, help="Hamming bits (of 64) that count as a duplicate")
+    p.add_argument("--workers", type=positive_int, default=1)
+    p.set_defaults(func=cmd_data_split)
+
+    p = data_sub.add_parser("sheet", help="draw a contact sheet of a data set (product | photos per row)")
+    p.add_argument("data", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--products", type=positive_int, default=8)
+    p.add_argument("--photos", type=positive_int, default=4)
+    p.add_argument("--size", type=positive_int, default=128)
+    p.set_defaults(func=cmd_data_sheet)
+
+    p = sub.add_parser("train", help="train rtdGAN or a baseline (pix2pix, PLDT)")
+    try:
+        from training import train_cli  # no torch at import time
+    except ImportError:
+        p.set_defaults(func=not_built("train", 3))
+    else:
+        train_cli.add_arguments(p)
+        p.set_defaults(func=train_cli.run)
+
+    sub.add_parser("eval", help="RMSE, SSIM and Recall@K of exported artifacts").set_defaults(
+        func=not_built("eval", 5))
+    sub.add_parser("export", help="export a run to ONNX artifacts").set_defaults(func=not_built("export", 4))
+
+    idx = sub.add_parser("index", help="build and query the catalog index")
+    idx_sub = idx.add_subparsers(dest="index_command", required=True, parser_class=OneLineParser)
+    p = idx_sub.add_parser("build", help="embed a catalog into a FAISS + SQLite index folder")
+    try:
+        from index import index_cli
+    except ImportError:
+        p.set_defaults(func=not_built("index build", 4))
+    else:
+        index_cli.add_arguments_build(p)
+        p.set_defaults(func=index_cli.run_build)
+    idx_sub.add_parser("search", help="top-K products for a photo").set_defaults(func=not_built("index search", 4))
+
+    sub.add_parser("serve", help="run the HTTP service").set_defaults(func=not_built("serve", 6))
+    sub.add_parser("demo", help="build the demo artifacts if absent and serve the demo page").set_defaults(
+        func=not_built("demo", 6))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `rtd` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"rtd {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"rtd {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] in ("torch", "torchvision", "onnx", "skimage"):
+            print(f"rtd {args.command}: error: needs {e.name}; install the training extras: "
+                  f"pip install 'rtdgan[train]'", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+    except Exception as e:  # noqa: BLE001 - an internal error: one line unless debugging
+        if os.environ.get("RTD_DEBUG"):
+            raise
+        print(f"rtd {args.command}: internal error: {type(e).__name__}: {e} (RTD_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
