@@ -77,6 +77,14 @@ def cmd_data_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from service.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(root=args.root, products=args.products, size=args.size, seed=args.seed)
+    print_config("demo", cfg)
+    return run_demo(cfg)
+
+
 def not_built(name: str, issue: int) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         print(f"rtd {name}: not built yet (issue #{issue})", file=sys.stderr)
@@ -146,8 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     idx_sub.add_parser("search", help="top-K products for a photo").set_defaults(func=not_built("index search", 4))
 
     sub.add_parser("serve", help="run the HTTP service").set_defaults(func=not_built("serve", 6))
-    sub.add_parser("demo", help="build the demo artifacts if absent and serve the demo page").set_defaults(
-        func=not_built("demo", 6))
+    p = sub.add_parser("demo", help="build the demo (data, model, artifacts, index) if absent and serve it")
+    p.add_argument("--root", type=Path, default=Path("demo"), help="folder for everything the demo builds")
+    p.add_argument("--products", type=positive_int, default=300)
+    p.add_argument("--size", type=positive_int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
