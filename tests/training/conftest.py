@@ -1,0 +1,29 @@
+"""Fixtures for tests/training: one torch thread (the CI machine is small and shared), tiny data sets."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import make_lookbook
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_lookbook(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 products x 2 photos at 32 px in the LookBook layout (16 training items); read-only for tests."""
+    return make_lookbook(tmp_path_factory.mktemp("tiny") / "lookbook", products=8, photos=2, size=32, seed=1)
+
+
+@pytest.fixture(scope="session")
+def train_parser() -> argparse.ArgumentParser:
+    """The `rtd train` flags, as service/cli.py builds them."""
+    from training import train_cli
+
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    return parser

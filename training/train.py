@@ -1,0 +1,527 @@
+"""The training loop: rtdGAN's rough-to-detail training (Algorithm 1) and the pix2pix and PLDT baselines.
+
+`train(cfg)` reads top to bottom in the order things happen: processes and device, data, networks,
+schedule, resume, then the loop (one optimiser step of G and one of D per iteration), with logging,
+sample grids and checkpoints. The pure pieces live beside it: the Gaussian pyramid (pyramid.py), the
+losses (losses.py), the stage/alpha schedule (schedule.py) and checkpoint I/O (checkpoint.py).
+
+Run folder: config.json, stats.jsonl, samples/epoch_XXXX.png, checkpoints/last.pt and stage_<i>.pt.
+Under `torchrun` (RANK / WORLD_SIZE set) every process trains a shard of each batch in
+DistributedDataParallel and only rank 0 writes files; batch sizes are global (split over processes).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from index.errors import UserError
+from index.images import to_image
+from models.critic import ConditionalPatchCritic, CriticConfig
+from models.generator import GeneratorConfig, ProgressiveGenerator, max_stages
+from models.layers import resize_to
+from models.pix2pix import MIN_RESOLUTION as PIX2PIX_MIN_RESOLUTION
+from models.pix2pix import PatchDiscriminator, Pix2PixConfig, UNetGenerator
+from models.pldt import PLDTConfig, PLDTConverter, PLDTDomainDiscriminator, PLDTRealFakeDiscriminator
+from training.checkpoint import capture_rng, code_version, load_checkpoint, restore_rng, save_checkpoint
+from training.data import ProductRecord, load_records, load_split
+from training.dataset import PairDataset
+from training.losses import (
+    critic_loss,
+    pix2pix_discriminator_loss,
+    pix2pix_generator_loss,
+    pldt_converter_loss,
+    pldt_domain_loss,
+    pldt_real_fake_loss,
+    rtdgan_generator_loss,
+)
+from training.pyramid import stage_target
+from training.schedule import Phase, Plan, describe, epoch_order, make_plan, schedule_at
+
+Model = Literal["rtdgan", "pix2pix", "pldt"]
+MODELS: tuple[Model, ...] = ("rtdgan", "pix2pix", "pldt")
+PLDT_RESOLUTION = 64  # Yoo et al. 2016 generate 64 x 64 products
+SAMPLE_COUNT = 8  # photos in each sample grid
+# Options that fix the schedule and the data order: a resumed run must use the checkpoint's values.
+RESUME_MUST_MATCH = ("model", "stages", "resolution", "width", "epochs_fade", "epochs_stab", "batch_sizes",
+                     "seed", "limit_items")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; printed at start and saved as RUN/config.json."""
+
+    data: str  # LookBook folder or pairs manifest
+    out: str  # run folder
+    split: str | None = None  # split file (`rtd data split`); None trains on every product in `data`
+    model: Model = "rtdgan"
+    stages: int = 3  # N (Sec. 4.1: 3 at 256 px); baselines train one stage of N x (fade + stab) epochs
+    resolution: int = 256  # S
+    width: int = 64  # channels of the first G and D layers
+    epochs_fade: int = 40  # t_fade (Sec. 4.1)
+    epochs_stab: int = 40  # t_stab (Sec. 4.1)
+    batch_sizes: tuple[int, ...] = (60, 40, 20)  # per stage, global (Sec. 4.1); baselines use the last
+    lr: float = 2e-4  # Adam, G and D (Sec. 4.1)
+    lambda_adv: float = 1.0  # Eq. 4 weights (Sec. 4.1: all 1); rtdGAN only
+    lambda_con: float = 1.0
+    lambda_lap: float = 1.0
+    lambda_gp: float = 10.0  # WGAN-GP weight (Sec. 4.1)
+    seed: int = 0
+    workers: int = 0  # DataLoader worker processes
+    resume: bool = False  # continue from RUN/checkpoints/last.pt
+    device: str = "cpu"  # "cpu" or "cuda" (bf16 autocast and channels_last on cuda)
+    log_every: int = 50  # steps between stats.jsonl lines
+    checkpoint_every_steps: int = 1000  # also at every stage end and on stop
+    limit_items: int | None = None  # train on the first n (photo, product) items only
+    stop_after_steps: int | None = None  # stop (with a checkpoint) once this many steps are done
+
+    @property
+    def data_resolution(self) -> int:
+        """Side of the images the data loader produces: S, or PLDT's min(S, 64)."""
+        return min(self.resolution, PLDT_RESOLUTION) if self.model == "pldt" else self.resolution
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise UserError (one line) for options that cannot train."""
+    if cfg.model not in MODELS:
+        raise UserError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
+    try:
+        limit = max_stages(cfg.resolution)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    if cfg.model == "rtdgan" and not 1 <= cfg.stages <= limit:
+        raise UserError(f"--stages {cfg.stages}: resolution {cfg.resolution} allows 1..{limit} stages "
+                        f"(the coarsest stage must be at least 8 px)")
+    if cfg.model == "pix2pix" and cfg.resolution < PIX2PIX_MIN_RESOLUTION:
+        raise UserError(f"pix2pix needs --resolution >= {PIX2PIX_MIN_RESOLUTION}, got {cfg.resolution}")
+    if cfg.model == "rtdgan" and len(cfg.batch_sizes) != cfg.stages:
+        raise UserError(f"--batch-sizes needs one value per stage ({cfg.stages}), got {len(cfg.batch_sizes)}")
+    checks = [
+        (cfg.stages >= 1, "--stages must be >= 1"),
+        (len(cfg.batch_sizes) >= 1 and min(cfg.batch_sizes) >= 1, "--batch-sizes must be positive integers"),
+        (cfg.width >= 1, "--width must be >= 1"),
+        (cfg.epochs_fade >= 0 and cfg.epochs_stab >= 0, "--epochs-fade and --epochs-stab must be >= 0"),
+        (cfg.epochs_fade + cfg.epochs_stab >= 1, "--epochs-fade + --epochs-stab must be >= 1"),
+        (cfg.lr > 0, "--lr must be positive"),
+        (min(cfg.lambda_adv, cfg.lambda_con, cfg.lambda_lap, cfg.lambda_gp) >= 0, "loss weights must be >= 0"),
+        (cfg.workers >= 0, "--workers must be >= 0"),
+        (cfg.log_every >= 1 and cfg.checkpoint_every_steps >= 1, "--log-every and --checkpoint-every-steps must be >= 1"),
+        (cfg.limit_items is None or cfg.limit_items >= 1, "--limit-items must be >= 1"),
+        (cfg.stop_after_steps is None or cfg.stop_after_steps >= 1, "--stop-after-steps must be >= 1"),
+        (cfg.device in ("cpu", "cuda"), f"--device must be cpu or cuda, got {cfg.device!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but no CUDA device is available (use --device cpu)")
+
+
+def read_records(cfg: TrainConfig) -> tuple[list[ProductRecord], list[ProductRecord]]:
+    """Training products, and the products whose photos fill the sample grids (the test split if any)."""
+    if cfg.split is None:
+        records = load_records(Path(cfg.data)).records
+        return records, records
+    split = load_split(Path(cfg.split))
+    if not Path(cfg.data).exists():
+        raise UserError(f"data not found: {cfg.data}")
+    if split.data.resolve() != Path(cfg.data).resolve():
+        raise UserError(f"{cfg.split} was made from {split.data}, not from --data {cfg.data}")
+    if not split.train:
+        raise UserError(f"{cfg.split}: the train split is empty")
+    return split.train, split.test or split.train
+
+
+def make_run_plan(cfg: TrainConfig, items: int, world: int = 1) -> Plan:
+    """The schedule for this config on `items` training items split over `world` processes."""
+    per_rank_items = math.ceil(items / world)
+    if any(b % world for b in cfg.batch_sizes):
+        raise UserError(f"--batch-sizes {cfg.batch_sizes} must be multiples of the {world} processes")
+    per_rank = tuple(b // world for b in cfg.batch_sizes)
+    if cfg.model == "rtdgan":
+        return make_plan(cfg.stages, cfg.epochs_fade, cfg.epochs_stab, per_rank, per_rank_items)
+    # Baselines have no stages: one stage with the same epoch budget as the rtdGAN run, at the batch size
+    # of rtdGAN's full-resolution stage, so the three models see the data equally often.
+    epochs = cfg.stages * (cfg.epochs_fade + cfg.epochs_stab)
+    return make_plan(1, 0, epochs, per_rank[-1:], per_rank_items)
+
+
+@dataclass
+class Nets:
+    """The networks, their optimisers, and the views the forward/backward passes go through (DDP or not)."""
+
+    generator: nn.Module  # ProgressiveGenerator | UNetGenerator | PLDTConverter
+    critic: nn.Module  # ConditionalPatchCritic | PatchDiscriminator | PLDTRealFakeDiscriminator (D_R)
+    domain_critic: nn.Module | None  # PLDT's D_A, else None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer  # one Adam over every discriminator (Adam is per-parameter anyway)
+    generator_train: nn.Module
+    critic_train: nn.Module
+    domain_train: nn.Module | None
+
+
+def build_nets(cfg: TrainConfig, device: torch.device, distributed: bool) -> Nets:
+    """The networks and optimisers of `cfg.model`, on `device`, wrapped in DDP when distributed."""
+    domain: nn.Module | None = None
+    if cfg.model == "rtdgan":
+        generator: nn.Module = ProgressiveGenerator(GeneratorConfig(cfg.resolution, cfg.stages, cfg.width))
+        critic: nn.Module = ConditionalPatchCritic(CriticConfig(width=cfg.width))
+        betas = (0.0, 0.99)  # Sec. 4.1
+    elif cfg.model == "pix2pix":
+        p2p = Pix2PixConfig(resolution=cfg.resolution, width=cfg.width)
+        generator, critic = UNetGenerator(p2p), PatchDiscriminator(p2p)
+        betas = (0.5, 0.999)  # Isola et al. 2017
+    else:
+        pldt = PLDTConfig(resolution=cfg.data_resolution, width=cfg.width)
+        generator, critic, domain = PLDTConverter(pldt), PLDTRealFakeDiscriminator(pldt), PLDTDomainDiscriminator(pldt)
+        betas = (0.5, 0.999)
+    fmt = torch.channels_last if device.type == "cuda" else torch.preserve_format
+    for net in (generator, critic, domain):
+        if net is not None:
+            net.to(device=device, memory_format=fmt).train()
+    d_params = list(critic.parameters()) + (list(domain.parameters()) if domain is not None else [])
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas)
+    opt_d = torch.optim.Adam(d_params, lr=cfg.lr, betas=betas)
+    if not distributed:
+        return Nets(generator, critic, domain, opt_g, opt_d, generator, critic, domain)
+    ids = [device.index] if device.type == "cuda" else None
+    # A stage-i generator leaves the later decoder blocks and the other ToRGBs without gradient (Fig. 2a),
+    # so DDP must look for unused parameters. Discriminators see real and fake batches in separate
+    # forwards: their batch-norm buffers stay per process (broadcasting them mid-step breaks autograd).
+    # (`forward_sync_buffers` replaces `broadcast_buffers` in newer torch; older ones only know the latter.)
+    local = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+             else {"broadcast_buffers": False})
+    g_train = DDP(generator, device_ids=ids, find_unused_parameters=cfg.model == "rtdgan")
+    c_train = DDP(critic, device_ids=ids, **local)
+    a_train = DDP(domain, device_ids=ids, **local) if domain is not None else None
+    return Nets(generator, critic, domain, opt_g, opt_d, g_train, c_train, a_train)
+
+
+def autocast(device: torch.device) -> AbstractContextManager:
+    """bf16 autocast on CUDA (no loss scaling needed), a no-op on CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@contextmanager
+def frozen(*modules: nn.Module | None) -> Iterator[None]:
+    """Parameters take no gradient inside: the generator's update must not touch D's gradients."""
+    params = [p for m in modules if m is not None for p in m.parameters()]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def sync_if(module: nn.Module, last: bool) -> AbstractContextManager:
+    """DDP accumulates without all-reduce until the last backward of a step (several forwards, one sync)."""
+    return module.no_sync() if isinstance(module, DDP) and not last else nullcontext()
+
+
+def update(opt: torch.optim.Optimizer, loss: Tensor) -> None:
+    """One optimiser step on `loss`."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def rtdgan_step(cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, phase: Phase) -> dict[str, Tensor]:
+    """Algorithm 1, lines 8-13: update G_i on Eq. 4, then the critic once on Eq. 1 + GP (Sec. 4.1)."""
+    device = photo.device
+    target = stage_target(product, phase.stage, cfg.stages)  # (B, 3, s, s): y_i = y_g^{N-i}
+    photo_i = resize_to(photo, target.shape[-1])  # (B, 3, s, s): x_i of Eq. 1, area-downsampled
+    with autocast(device):
+        fake = nets.generator_train(photo, stage=phase.stage, alpha=phase.alpha)  # (B, 3, s, s)
+        with frozen(nets.critic):
+            critic_fake = nets.critic(photo_i, fake)  # (B, 1, h, w)
+    # Outside autocast: the DoG of Eq. 3 subtracts two blurs, which bf16 convolutions would drown in noise.
+    g_loss, g_terms = rtdgan_generator_loss(critic_fake, fake, target, cfg.lambda_adv, cfg.lambda_con, cfg.lambda_lap)
+    update(nets.opt_g, g_loss)
+    with autocast(device):
+        d_loss, d_terms = critic_loss(nets.critic_train, photo_i, target, fake, cfg.lambda_gp)
+    update(nets.opt_d, d_loss)
+    return g_terms | d_terms
+
+
+def pix2pix_step(cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, phase: Phase) -> dict[str, Tensor]:
+    """pix2pix (Isola et al. 2017): D on real and fake pairs, then G on BCE + 100 L1, as the reference code."""
+    device = photo.device
+    with autocast(device):
+        fake = nets.generator_train(photo)  # (B, 3, S, S)
+    nets.opt_d.zero_grad(set_to_none=True)
+    d_loss = torch.zeros((), device=device)
+    for i, (image, is_real) in enumerate(((fake.detach(), False), (product, True))):
+        with sync_if(nets.critic_train, last=i == 1):
+            with autocast(device):
+                loss = pix2pix_discriminator_loss(nets.critic_train(photo, image), is_real)
+            loss.backward()
+        d_loss += loss.detach()
+    nets.opt_d.step()
+    with autocast(device), frozen(nets.critic):
+        g_loss, g_terms = pix2pix_generator_loss(nets.critic(photo, fake), fake, product)
+    update(nets.opt_g, g_loss)
+    return g_terms | {"d_loss": d_loss}
+
+
+def pldt_step(cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, phase: Phase) -> dict[str, Tensor]:
+    """PLDT (Yoo et al. 2016): D_R and D_A on their three kinds of input, then the converter fools both."""
+    assert nets.domain_critic is not None and nets.domain_train is not None
+    device = photo.device
+    with autocast(device):
+        fake = nets.generator_train(photo)  # (B, 3, R, R)
+    # The unassociated pair: each photo with the next item's product (another garment, unless two photos
+    # of one product meet in a batch, which a shuffled order makes rare; a batch of one has none).
+    unassociated = product.roll(1, dims=0)
+    nets.opt_d.zero_grad(set_to_none=True)
+    terms = {"d_real_fake": torch.zeros((), device=device), "d_domain": torch.zeros((), device=device)}
+    for i, (image, is_real) in enumerate(((product, True), (fake.detach(), False))):
+        with sync_if(nets.critic_train, last=i == 1):
+            with autocast(device):
+                loss = pldt_real_fake_loss(nets.critic_train(image), is_real)
+            loss.backward()
+        terms["d_real_fake"] += loss.detach()
+    for i, (image, is_assoc) in enumerate(((product, True), (unassociated, False), (fake.detach(), False))):
+        with sync_if(nets.domain_train, last=i == 2):
+            with autocast(device):
+                loss = pldt_domain_loss(nets.domain_train(photo, image), is_assoc)
+            loss.backward()
+        terms["d_domain"] += loss.detach()
+    nets.opt_d.step()
+    with autocast(device), frozen(nets.critic, nets.domain_critic):
+        g_loss, g_terms = pldt_converter_loss(nets.critic(fake), nets.domain_critic(photo, fake))
+    update(nets.opt_g, g_loss)
+    return g_terms | terms | {"d_loss": terms["d_real_fake"] + terms["d_domain"]}
+
+
+STEPS: dict[Model, Callable[[TrainConfig, Nets, Tensor, Tensor, Phase], dict[str, Tensor]]] = {
+    "rtdgan": rtdgan_step, "pix2pix": pix2pix_step, "pldt": pldt_step,
+}
+
+
+@torch.no_grad()
+def save_samples(path: Path, cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, phase: Phase) -> None:
+    """A grid of rows photo | output | target, each image upsampled (nearest) to the photo's size."""
+    G = nets.generator
+    G.eval()  # running statistics and no dropout: the network as it will be exported
+    with autocast(photo.device):
+        fake = G(photo, stage=phase.stage, alpha=phase.alpha) if cfg.model == "rtdgan" else G(photo)
+    G.train()
+    target = stage_target(product, phase.stage, cfg.stages) if cfg.model == "rtdgan" else product
+    size = photo.shape[-1]
+    rows = [photo, fake.float(), resize_to(target, fake.shape[-1])]
+    rows = [torch.nn.functional.interpolate(r, size=size, mode="nearest") for r in rows]  # (k, 3, S, S) each
+    grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)  # (3, 3 S, k S)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_image(grid.cpu().numpy()).save(path)
+
+
+@contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """The first Ctrl-C or SIGTERM asks the loop to stop after this step (with a checkpoint); a second
+    Ctrl-C interrupts at once."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield requested
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (the networks' initial weights come from torch's generator)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train `cfg.model` into the run folder `cfg.out`; return the path of the last checkpoint."""
+    validate(cfg)
+
+    # ---- processes and device: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    distributed = world > 1
+    device = torch.device(f"cuda:{local_rank}" if cfg.device == "cuda" else "cpu")
+    own_group = distributed and not dist.is_initialized()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    if own_group:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    is_main = rank == 0
+
+    # ---- data: one item per photo, (photo, product) at the data resolution
+    train_records, shown_records = read_records(cfg)
+    dataset = PairDataset(train_records, cfg.data_resolution)
+    items = min(len(dataset), cfg.limit_items or len(dataset))
+    plan = make_run_plan(cfg, items, world)
+    shown = PairDataset(shown_records, cfg.data_resolution)
+    shown_photo, shown_product = (torch.stack(t).to(device) for t in zip(
+        *(shown[i] for i in range(min(SAMPLE_COUNT, len(shown)))), strict=True))  # (k, 3, S, S) each
+
+    # ---- run folder: config.json beside the checkpoints (only rank 0 writes files)
+    out = Path(cfg.out)
+    last_path = out / "checkpoints" / "last.pt"
+    if not cfg.resume and last_path.exists():
+        raise UserError(f"{out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n", encoding="utf-8")
+        print(f"rtd train: {cfg.model} on {items} items ({len(train_records)} products), {world} process(es)",
+              file=sys.stderr)
+        for line in describe(plan, world):
+            print(f"rtd train: {line}", file=sys.stderr)
+
+    # ---- networks: the same initial weights on every rank, then per-rank noise (GP mixing, dropout)
+    seed_everything(cfg.seed)
+    nets = build_nets(cfg, device, distributed)
+    seed_everything(cfg.seed + rank)
+    version = code_version()
+    train_step = STEPS[cfg.model]
+
+    # ---- resume: weights, optimiser moments, RNG; the schedule and the data order follow from the step
+    start_step = 0
+    if cfg.resume:
+        state = load_checkpoint(last_path)
+        for key in RESUME_MUST_MATCH:
+            saved = state["config"][key]
+            saved = tuple(saved) if isinstance(saved, list) else saved
+            if saved != getattr(cfg, key):
+                raise UserError(f"--resume: {key} is {getattr(cfg, key)!r} but the checkpoint has {saved!r}")
+        if state["items"] != items:
+            raise UserError(f"--resume: the data has {items} items, the checkpoint was trained on {state['items']}")
+        nets.generator.load_state_dict(state["models"]["generator"])
+        nets.critic.load_state_dict(state["models"]["critic"])
+        if nets.domain_critic is not None:
+            nets.domain_critic.load_state_dict(state["models"]["domain_critic"])
+        nets.opt_g.load_state_dict(state["optimizers"]["generator"])
+        nets.opt_d.load_state_dict(state["optimizers"]["critic"])
+        for opt in (nets.opt_g, nets.opt_d):  # --lr may change on resume; the schedule may not
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr
+        rngs = state["rng"]
+        restore_rng(rngs[rank] if len(rngs) == world else rngs[0])
+        start_step = state["step"]
+        if is_main:
+            print(f"rtd train: resumed at step {start_step} of {plan.total_steps}", file=sys.stderr)
+
+    def checkpoint(step: int, phase: Phase) -> dict[str, Any]:
+        """Everything needed to continue after `step` completed steps (gathers every rank's RNG)."""
+        rngs = [capture_rng()]
+        if distributed:
+            rngs = [None] * world
+            dist.all_gather_object(rngs, capture_rng())
+        models = {"generator": nets.generator.state_dict(), "critic": nets.critic.state_dict()}
+        if nets.domain_critic is not None:
+            models["domain_critic"] = nets.domain_critic.state_dict()
+        return {
+            "config": asdict(cfg), "code_version": version, "model": cfg.model,
+            "generator_config": asdict(nets.generator.cfg), "step": step, "stage": phase.stage,
+            "alpha": phase.alpha, "epoch": phase.epoch, "items": items, "models": models,
+            "optimizers": {"generator": nets.opt_g.state_dict(), "critic": nets.opt_d.state_dict()},
+            "rng": rngs, "data_order": {"seed": cfg.seed, "epoch": phase.epoch, "batches_done": phase.step_in_epoch + 1},
+        }
+
+    # ---- the loop: one G step and one D step per iteration (Sec. 4.1: one critic step per G step)
+    stats_file = (out / "stats.jsonl").open("a", encoding="utf-8") if is_main else None
+    bar = tqdm(total=plan.total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+               disable=None if is_main else True)
+    sums: dict[str, Tensor] = {}
+    count, seen, t_start = 0, 0, time.perf_counter()
+    t_log = t_start
+    batches: Iterator[list[Tensor]] | None = None
+    try:
+        with stop_signals() as stop_requested:
+            for step in range(start_step, plan.total_steps):
+                phase = schedule_at(step, plan)
+                if batches is None or phase.step_in_epoch == 0:  # a new epoch, or resuming mid-epoch
+                    order = epoch_order(items, cfg.seed, phase.epoch, rank, world)
+                    batches = iter(DataLoader(dataset, batch_size=phase.batch_size,
+                                              sampler=order[phase.step_in_epoch * phase.batch_size:],
+                                              num_workers=cfg.workers, pin_memory=device.type == "cuda",
+                                              generator=torch.Generator()))  # keeps the global RNG untouched
+                photo, product = (t.to(device, non_blocking=True) for t in next(batches))  # (B, 3, S, S)
+                if device.type == "cuda":
+                    photo = photo.contiguous(memory_format=torch.channels_last)
+                    product = product.contiguous(memory_format=torch.channels_last)
+
+                terms = train_step(cfg, nets, photo, product, phase)
+
+                done = step + 1
+                count, seen = count + 1, seen + photo.shape[0] * world
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0) + v
+                if done % cfg.log_every == 0 or phase.last_in_stage or done == cfg.stop_after_steps:
+                    now = time.perf_counter()
+                    if stats_file is not None:  # rank 0 logs its own shard's losses (.item() syncs the GPU)
+                        losses = {k: round((v / count).item(), 6) for k, v in sums.items()}
+                        line = {"step": done, "epoch": phase.epoch, "stage": phase.stage, "alpha": phase.alpha,
+                                "batch_size": phase.batch_size * world, **losses,
+                                "images_per_s": round(seen / max(now - t_log, 1e-9), 2),
+                                "wall_s": round(now - t_start, 3), "time": time.time()}
+                        stats_file.write(json.dumps(line) + "\n")
+                        stats_file.flush()
+                        bar.set_postfix(stage=phase.stage, alpha=f"{phase.alpha:.2f}", img_s=line["images_per_s"],
+                                        **{k: f"{v:.3f}" for k, v in losses.items() if k in ("g_loss", "d_loss")})
+                    sums, count, seen, t_log = {}, 0, 0, now
+                if is_main and phase.step_in_epoch == phase.steps_per_epoch - 1:
+                    save_samples(out / "samples" / f"epoch_{phase.epoch:04d}.png", cfg, nets, shown_photo,
+                                 shown_product, phase)
+                bar.update(1)
+
+                stop = stop_requested.is_set() or (cfg.stop_after_steps is not None and done >= cfg.stop_after_steps)
+                if distributed:  # every rank must stop at the same step, or DDP would wait forever
+                    flag = torch.tensor([float(stop)], device=device)
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    stop = bool(flag.item())
+                if stop or phase.last_in_stage or done % cfg.checkpoint_every_steps == 0:
+                    state = checkpoint(done, phase)
+                    if is_main:
+                        save_checkpoint(last_path, state)
+                        if phase.last_in_stage:
+                            save_checkpoint(out / "checkpoints" / f"stage_{phase.stage}.pt", state)
+                if stop:
+                    if is_main:
+                        print(f"\nrtd train: stopped after step {done} of {plan.total_steps}; continue with --resume",
+                              file=sys.stderr)
+                    break
+    finally:
+        bar.close()
+        if stats_file is not None:
+            stats_file.close()
+        if own_group:
+            dist.destroy_process_group()
+    return last_path
