@@ -11,6 +11,11 @@ axis, y down). Its texture (pattern, trims, print) is drawn once, in product-ima
 image lays the pieces flat; a photo turns the limb pieces to the pose's angles and maps the figure through a
 random homography (scale, rotation, perspective); each piece samples the texture through the inverse of its
 own map. Everything is drawn with PIL polygons at the final size, which keeps a pair to a few milliseconds.
+
+This file holds the config, the garments (drawn per product, their pieces, textures and drawing), the product
+image, the composition of a photo and the files on disk. `training/synth_scene.py` holds the figure-unit
+geometry, the body, poses and the `Garment` record, and the rest of a photo: the person, the background, the
+occluders and the camera effects.
 """
 
 from __future__ import annotations
@@ -25,13 +30,35 @@ from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from index.errors import UserError
 from training.data import LOOKBOOK_RE
+from training.synth_scene import (
+    LEG_JOINT,
+    NECK_Y,
+    RGB,
+    Garment,
+    Piece,
+    Pose,
+    _apply,
+    _ellipse,
+    _mirror_x,
+    _scale,
+    _shade,
+    _translate,
+    background,
+    camera,
+    draw_arms,
+    draw_behind,
+    draw_head,
+    figure_transform,
+    make_person,
+    occluder,
+    place,
+)
 
-RGB = tuple[int, int, int]
 CATEGORIES = ("t-shirt", "long-sleeve", "sweater", "dress", "skirt", "trousers")
 PATTERNS = ("solid", "stripes-h", "stripes-v", "two-tone", "dots", "checks", "logo")
 # A modest palette, so that many products share category and colour and retrieval is not trivial.
@@ -41,23 +68,11 @@ COLOURS: dict[str, RGB] = {
     "olive": (112, 112, 58), "mustard": (214, 168, 48), "pink": (234, 146, 172), "beige": (212, 192, 156),
 }
 PRINT_WHITE: RGB = (240, 238, 228)  # the second colour of white stripes, dots and prints
-SKIN: tuple[RGB, ...] = ((250, 222, 196), (238, 196, 162), (224, 172, 130), (200, 138, 98), (164, 106, 72),
-                         (126, 82, 56), (92, 60, 42), (232, 186, 148))
-HAIR: tuple[RGB, ...] = ((24, 20, 18), (58, 38, 26), (104, 70, 40), (196, 160, 96), (140, 66, 34), (150, 150, 150))
-HAIR_STYLES = ("short", "long", "bun", "buzz")
-NEUTRAL: tuple[RGB, ...] = ((58, 82, 128), (34, 34, 38), (232, 232, 226), (128, 128, 132), (184, 164, 120),
-                            (96, 66, 46))  # denim, black, white, grey, khaki, brown: what goes with the product
-SHOES: tuple[RGB, ...] = ((20, 20, 20), (236, 236, 236), (110, 68, 40), (160, 30, 30))
 EMBLEMS = ("star", "circle", "ring", "diamond", "triangle", "cross", "heart", "bolt")
 LETTERS = "ABCDEFGHKMNPRSTUVWXYZ"
 MARKER = "synth.json"  # marks a folder as written by synth, so a re-run may overwrite it
 FORMAT = 1
 
-# The body, in figure units (see the module docstring).
-HEAD = (0.0, 0.068, 0.046, 0.060)  # centre x, y and radii
-NECK_Y = 0.152  # where the neck meets the shoulders
-ARM_JOINT = (0.09, 0.20)
-LEG_JOINT = (0.05, 0.48)
 FLAT_ARM = {True: 0.80, False: 0.40}  # flat-lay sleeve angle (radians from hanging down): short sleeves, long
 FLAT_LEG = 0.05
 
@@ -75,104 +90,12 @@ class SynthConfig:
     jpeg_quality: int = 92
 
 
-@dataclass(frozen=True)
-class Garment:
-    """One product, in figure units. Pattern parameters vary per product so that each one is identifiable."""
-
-    category: str
-    colour: str
-    pattern: str
-    rgb: RGB
-    rgb2: RGB  # the pattern's second colour
-    fit: float = 1.0  # width scale
-    hem: float = 0.52  # y of the hem; for trousers the leg length below the hip joint
-    waist: float = 0.40  # y of the waistband (skirt, trousers)
-    flare: float = 0.1  # half-width of a dress or skirt hem; half-width of a trouser leg opening
-    sleeve: float = 0.1  # sleeve length; 0 is sleeveless
-    cuff: float = 0.035  # half-width of the sleeve opening
-    neckline: str = "crew"  # crew, v, scoop, boat, turtle
-    period: float = 0.04  # stripe, dot and check period
-    duty: float = 0.5  # fraction of the period in the second colour
-    phase: float = 0.0
-    split: str = "h"  # two-tone: h (colour block), v (halves), d (diagonal)
-    split_at: float = 0.5  # where, as a fraction of the garment's height (h, d) or of its width (v)
-    logo: str = "star"  # the print: an emblem name, or 2-3 letters
-    logo_at: tuple[float, float] = (0.0, 0.27)
-    logo_size: float = 0.06
-    trim: RGB | None = None  # contrasting neck band, cuffs, waistband or belt
-    pocket: bool = False
-    buttons: int = 0
-
-
-@dataclass(frozen=True)
-class Pose:
-    """Limb angles in radians from hanging straight down, outward positive: (left, right)."""
-
-    arms: tuple[float, float]
-    legs: tuple[float, float]
-
-
-@dataclass(frozen=True, eq=False)
-class Piece:
-    """A rigid part of a garment or body: its outline, the edge to stroke, and the joint it turns about."""
-
-    outline: np.ndarray  # (n, 2) in the piece's frame: figure units, or limb units (origin at the joint, +y down it)
-    stroke: np.ndarray | None = None  # (m, 2) open polyline drawn as the garment's edge
-    limb: str | None = None  # "arm" or "leg"; None moves with the body
-    side: int = 1  # +1 the body's right (image right), -1 its mirror
-
-
-# ---- small geometry --------------------------------------------------------------------------------------
-
-def _translate(tx: float, ty: float) -> np.ndarray:
-    return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]])
-
-
-def _scale(sx: float, sy: float) -> np.ndarray:
-    return np.diag([sx, sy, 1.0])
-
-
-def _rotate(a: float) -> np.ndarray:
-    """Limb frame -> body frame: (0, 1), straight down, goes to (sin a, cos a), outward for a > 0."""
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Homography m applied to points (n, 2)."""
-    w = pts @ m[2, :2] + m[2, 2]
-    return (pts @ m[:2, :2].T + m[:2, 2]) / w[:, None]
-
-
-def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 20, a0: float = 0.0,
-             a1: float = 2 * math.pi) -> np.ndarray:
-    t = np.linspace(a0, a1, n, endpoint=(a1 - a0) < 2 * math.pi - 1e-9)
-    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
-
-
-def _mirror_x(pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    return [(-x, y) for x, y in pts]
-
-
-def place(piece: Piece, pose: Pose) -> np.ndarray:
-    """3x3 map from the piece's frame to figure units for this pose."""
-    if piece.limb is None:
-        return np.eye(3)
-    angles, joint = (pose.arms, ARM_JOINT) if piece.limb == "arm" else (pose.legs, LEG_JOINT)
-    m = _translate(*joint) @ _rotate(angles[0 if piece.side < 0 else 1])
-    return _scale(-1.0, 1.0) @ m if piece.side < 0 else m
-
-
-def _shade(rgb: RGB, k: float) -> RGB:
-    return tuple(int(min(255, c * k)) for c in rgb)  # type: ignore[return-value]
-
-
 def _edge(rgb: RGB) -> RGB:
     """The colour of a garment's outline: darker, or lighter on an almost black garment."""
     return _shade(rgb, 0.6) if sum(rgb) > 180 else tuple(c + 40 for c in rgb)  # type: ignore[return-value]
 
 
-# ---- products ---------------------------------------------------------------------------------------------
+# ---- products (the `Garment` record lives in synth_scene: the person wears plain ones) -------------------
 
 def make_garment(rng: np.random.Generator, index: int) -> Garment:
     """Draw product `index`: category and pattern cycle (gcd(6, 7) = 1, so 42 products hold every pair)."""
@@ -488,221 +411,17 @@ def render_product(g: Garment, size: int) -> tuple[Image.Image, Image.Image, np.
     return img.reduce(2), texture, m
 
 
-# ---- the person and the scene -----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Person:
-    """Who wears the product in one photo, how they stand, and what they wear with it."""
-
-    skin: RGB
-    hair: RGB
-    hair_style: str
-    legs: RGB  # skin, or tights
-    shoes: RGB
-    pose: Pose
-    other: Garment | None  # plain bottoms under a top, a plain top over bottoms, nothing with a dress
-
-
-ARM = Piece(np.array([(-0.021, -0.012), (-0.014, 0.33), (0.014, 0.33), (0.022, -0.02)]), limb="arm")
-HAND = _ellipse(0.0, 0.355, 0.017, 0.03, 12)
-LEG = Piece(np.array([(-0.048, -0.03), (-0.03, 0.26), (-0.02, 0.465), (0.02, 0.465), (0.028, 0.26), (0.05, -0.03)]),
-            limb="leg")
-SHOE = _ellipse(0.008, 0.48, 0.03, 0.018, 12)
-TOPS = ("t-shirt", "long-sleeve", "sweater")
-
-
-def _pick(rng: np.random.Generator, items: tuple) -> object:
-    return items[int(rng.integers(len(items)))]
-
-
-def make_person(rng: np.random.Generator, g: Garment) -> Person:
-    """A random person and pose to wear garment g."""
-    u = rng.uniform
-    arms = [u(0.06, 0.4), u(0.06, 0.4)]
-    if u() < 0.15:  # one arm held out
-        arms[int(rng.integers(2))] = u(0.6, 1.1)
-    pose = Pose((arms[0], arms[1]), (u(0.0, 0.12), u(0.0, 0.12)))
-    skin = _pick(rng, SKIN)
-    colour = _pick(rng, NEUTRAL)
-    other: Garment | None = None
-    if g.category in TOPS:
-        if u() < 0.75:
-            other = Garment("trousers", "", "solid", colour, colour, fit=u(0.95, 1.1), waist=0.4, hem=u(0.44, 0.47),
-                            flare=u(0.025, 0.04))
-        else:
-            other = Garment("skirt", "", "solid", colour, colour, waist=0.4, hem=u(0.58, 0.7), flare=u(0.11, 0.18))
-    elif g.category != "dress":  # a plain top, tucked in so that the product shows whole
-        other = Garment(str(_pick(rng, ("t-shirt", "long-sleeve"))), "", "solid", colour, colour, fit=u(0.95, 1.05),
-                        hem=0.42, sleeve=float(_pick(rng, (u(0.08, 0.12), u(0.29, 0.32)))), cuff=0.03)
-    tights = g.category in ("dress", "skirt") or (other is not None and other.category == "skirt")
-    legs = _pick(rng, ((30, 30, 34), (60, 60, 66), (30, 36, 60))) if tights and u() < 0.3 else skin
-    return Person(skin, _pick(rng, HAIR), str(_pick(rng, HAIR_STYLES)), legs, _pick(rng, SHOES), pose, other)
-
-
-def figure_transform(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Figure units -> photo pixels: a random place and size (40-95 % of the height), tilt, turn, perspective."""
-    height = rng.uniform(0.40, 0.95) * size
-    xs = rng.uniform(0.85, 1.1)  # body width, or a slight turn away from the camera
-    tilt = rng.uniform(-0.14, 0.14)
-    persp = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [rng.uniform(-0.5, 0.5), rng.uniform(-0.15, 0.15), 1.0]])
-    half_w, half_h = 0.3 * height * xs, 0.5 * height + 0.01 * size
-    cx = rng.uniform(min(half_w, size / 2), max(size - half_w, size / 2))
-    cy = rng.uniform(min(half_h, size / 2), max(size - half_h, size / 2))
-    return _translate(cx, cy) @ _rotate(tilt) @ _scale(height * xs, height) @ persp @ _translate(0.0, -0.5)
-
-
-def _colour(rng: np.random.Generator, lo: int, hi: int) -> RGB:
-    return tuple(int(c) for c in rng.integers(lo, hi + 1, 3))  # type: ignore[return-value]
-
-
-def _gradient(size: int, c1: RGB, c2: RGB, angle: float) -> Image.Image:
-    """A linear gradient, computed on a 16x16 grid and resized (exact for a linear ramp, and fast)."""
-    t = np.linspace(-1.0, 1.0, 16)
-    u = (t[None, :] * math.cos(angle) + t[:, None] * math.sin(angle) + 1.42) / 2.84  # (16, 16) in [0, 1]
-    a = np.array(c1, np.float32) + u[..., None] * (np.array(c2, np.float32) - np.array(c1, np.float32))
-    return Image.fromarray(a.astype(np.uint8), "RGB").resize((size, size), Image.Resampling.BILINEAR)
-
-
-def _background(rng: np.random.Generator, size: int) -> Image.Image:
-    """Studio wall and floor, a gradient, a texture (blotches, bricks) or a street (buildings, windows, pavement)."""
-    kind = rng.choice(4, p=[0.2, 0.15, 0.2, 0.45])
-    s = size
-    if kind == 0:  # studio: a wall, and a floor meeting it
-        img = _gradient(s, _colour(rng, 150, 225), _colour(rng, 120, 215), rng.uniform(0, math.pi))
-        floor = rng.uniform(0.7, 0.95) * s
-        ImageDraw.Draw(img).rectangle([0, floor, s, s], fill=_colour(rng, 90, 190))
-        return img
-    if kind == 1:
-        return _gradient(s, _colour(rng, 20, 235), _colour(rng, 20, 235), rng.uniform(0, 2 * math.pi))
-    if kind == 2:
-        base = rng.integers(40, 220, 3)
-        if rng.random() < 0.5:  # blotches: a few random colours, smoothly upsampled
-            k = int(rng.integers(3, 9))
-            small = np.clip(base + rng.integers(-45, 46, (k, k, 3)), 0, 255).astype(np.uint8)
-            return Image.fromarray(small, "RGB").resize((s, s), Image.Resampling.BICUBIC)
-        img = Image.new("RGB", (s, s), _shade(tuple(int(c) for c in base), 0.6))  # mortar
-        d = ImageDraw.Draw(img)
-        bw, bh = rng.uniform(0.12, 0.3) * s, rng.uniform(0.05, 0.1) * s
-        gap = min(1.0, bh / 4)
-        for row, y in enumerate(np.arange(0.0, s, bh)):
-            for x in np.arange(-(row % 2) * bw / 2, s, bw):
-                c = np.clip(base + rng.integers(-25, 26, 3), 0, 255)
-                d.rectangle([x + gap, y + gap, x + bw - gap, y + bh - gap], fill=tuple(int(v) for v in c))
-        return img
-    # street: sky, a row of buildings with windows, pavement in perspective
-    horizon = rng.uniform(0.5, 0.8) * s
-    img = _gradient(s, _colour(rng, 150, 210), _colour(rng, 200, 250), math.pi / 2)
-    d = ImageDraw.Draw(img)
-    x = -rng.uniform(0, 0.2) * s
-    while x < s:
-        w, top = rng.uniform(0.15, 0.45) * s, rng.uniform(0.0, 0.6) * horizon
-        wall = _colour(rng, 60, 220)
-        d.rectangle([x, top, x + w, horizon], fill=wall)
-        glass = _shade(wall, 0.45) if rng.random() < 0.6 else _colour(rng, 150, 230)
-        cols, rows = int(rng.integers(2, 6)), int(rng.integers(2, 8))
-        cw, rh = w / cols, (horizon - top) / rows
-        for i in range(cols):
-            for j in range(rows - 1):
-                wx, wy = x + i * cw + 0.25 * cw, top + j * rh + 0.25 * rh
-                d.rectangle([wx, wy, wx + 0.5 * cw, wy + 0.5 * rh], fill=glass)
-        x += w
-    d.rectangle([0, horizon, s, s], fill=_colour(rng, 110, 170))  # pavement
-    line = _colour(rng, 80, 140)
-    vx = rng.uniform(0.2, 0.8) * s  # vanishing point: paving joints run to it
-    for t in np.linspace(-1.0, 2.0, 9):
-        d.line([(vx, horizon), (t * s, s * 1.5)], fill=line, width=1)
-    for y in horizon + (s - horizon) * np.linspace(0.1, 1.0, 6) ** 1.6:
-        d.line([(0, y), (s, y)], fill=line, width=1)
-    if rng.random() < 0.4:  # a tree
-        tx, tw = rng.uniform(0, s), rng.uniform(0.02, 0.04) * s
-        d.rectangle([tx - tw / 2, horizon - 0.35 * s, tx + tw / 2, horizon + 0.02 * s], fill=(80, 60, 40))
-        r = rng.uniform(0.1, 0.2) * s
-        d.ellipse([tx - r, horizon - 0.35 * s - r, tx + r, horizon - 0.35 * s + r], fill=_colour(rng, 40, 110))
-    return img
-
-
-def _camera(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Colour and exposure jitter, a directional light, focus blur and sensor noise."""
-    s = img.size[0]
-    gains = rng.uniform(0.88, 1.12, 3) * rng.uniform(0.8, 1.15)
-    x = np.arange(256) / 255.0
-    lut = np.concatenate([np.clip(255.0 * x ** rng.uniform(0.8, 1.25) * g, 0, 255) for g in gains])
-    img = img.point(lut.astype(np.uint8).tolist())
-    corners = (255 * (1.0 - rng.uniform(0.0, 0.35, (2, 2)))).astype(np.uint8)
-    light = Image.fromarray(corners, "L").resize((s, s), Image.Resampling.BILINEAR)
-    img = ImageChops.multiply(img, Image.merge("RGB", (light, light, light)))
-    if rng.random() < 0.6:
-        img = img.filter(ImageFilter.BoxBlur(rng.uniform(0.3, 0.9) * s / 128))  # 3x faster than GaussianBlur
-    if rng.random() < 0.3:
-        noise = rng.integers(-6, 7, (s, s, 1), dtype=np.int16)
-        img = Image.fromarray(np.clip(np.asarray(img, np.int16) + noise, 0, 255).astype(np.uint8), "RGB")
-    return img
-
-
-def _occluder(img: Image.Image, rng: np.random.Generator, fig: np.ndarray, person: Person) -> None:
-    """Something in front of the garment: a hand bag, a cross-body bag, or a forearm across the body."""
-    d = ImageDraw.Draw(img)
-    width = max(1, round(img.size[0] * 0.006))
-    kind = int(rng.integers(3))
-    if kind == 0:  # hand bag hanging from one hand
-        side = int(rng.choice([-1, 1]))
-        hand = _apply(place(Piece(HAND, limb="arm", side=side), person.pose), HAND).mean(axis=0)
-        w, h = rng.uniform(0.05, 0.08), rng.uniform(0.07, 0.11)
-        bag = hand + np.array([(-w, 0.04), (w, 0.04), (w * 1.1, 0.04 + h), (-w * 1.1, 0.04 + h)])
-        colour = _colour(rng, 20, 200)
-        d.line([tuple(p) for p in _apply(fig, np.array([bag[0], hand, bag[1]]))], fill=_shade(colour, 0.7), width=width)
-        d.polygon(_apply(fig, bag).ravel().tolist(), fill=colour)
-    elif kind == 1:  # cross-body bag: a strap from one shoulder to the other hip, the bag on that hip
-        side = float(rng.choice([-1.0, 1.0]))
-        colour = _colour(rng, 20, 200)
-        strap = np.array([(-side * 0.07, 0.17), (side * 0.1, 0.44)])
-        d.line([tuple(p) for p in _apply(fig, strap)], fill=_shade(colour, 0.7), width=2 * width)
-        cx, cy, w, h = side * 0.11, 0.46, rng.uniform(0.04, 0.07), rng.uniform(0.035, 0.06)
-        d.polygon(_apply(fig, np.array([(cx - w, cy - h), (cx + w, cy - h), (cx + w, cy + h), (cx - w, cy + h)]))
-                  .ravel().tolist(), fill=colour)
-    else:  # a forearm across the waist
-        y, side = rng.uniform(0.3, 0.42), float(rng.choice([-1.0, 1.0]))
-        arm = np.array([(side * 0.13, y - 0.02), (-side * 0.06, y - 0.015), (-side * 0.06, y + 0.015),
-                        (side * 0.13, y + 0.02)])
-        d.polygon(_apply(fig, arm).ravel().tolist(), fill=person.skin)
-        d.polygon(_apply(fig, _ellipse(-side * 0.075, y, 0.028, 0.018, 12)).ravel().tolist(), fill=person.skin)
-
-
-def _hair(person: Person, front: bool) -> list[np.ndarray]:
-    """Hair polygons behind the body (front=False) or over the head (front=True)."""
-    cx, cy, rx, ry = HEAD
-    if not front:
-        if person.hair_style == "long":
-            arc = _ellipse(cx, cy, rx + 0.012, ry + 0.01, 14, math.pi, 2 * math.pi)
-            return [np.vstack([arc, [(0.07, 0.25), (-0.07, 0.25)]])]
-        if person.hair_style == "bun":
-            return [_ellipse(cx, cy - ry - 0.005, 0.026, 0.022, 14)]
-        return []
-    grow, fringe = (0.002, 0.03) if person.hair_style == "buzz" else (0.007, 0.045)
-    arc = _ellipse(cx, cy, rx + grow, ry + grow, 16, math.pi - 0.3, 2 * math.pi + 0.3)
-    return [np.vstack([arc, [(rx * 0.6, fringe), (0.0, fringe - 0.012), (-rx * 0.6, fringe + 0.004)]])]
-
+# ---- the photo --------------------------------------------------------------------------------------------
 
 def render_photo(g: Garment, texture: Image.Image, tex_m: np.ndarray, rng: np.random.Generator,
                  size: int) -> Image.Image:
     """One street photo: a person wearing garment g (sampled from its texture), somewhere on a background."""
     person = make_person(rng, g)
     fig = figure_transform(rng, size)
-    img = _background(rng, size)
+    img = background(rng, size)
     d = ImageDraw.Draw(img, "RGBA")
     width = max(1, size // 180)
-
-    def poly(pts: np.ndarray, m: np.ndarray = fig) -> list[float]:
-        return _apply(m, pts).ravel().tolist()
-
-    d.polygon(poly(_ellipse(0.0, 0.985, 0.16, 0.02)), fill=(0, 0, 0, 60))  # the shadow at the feet
-    for hair in _hair(person, front=False):
-        d.polygon(poly(hair), fill=person.hair)
-    for side in (-1, 1):
-        leg = fig @ place(Piece(LEG.outline, limb="leg", side=side), person.pose)
-        d.polygon(poly(LEG.outline, leg), fill=person.legs)
-        d.polygon(poly(SHOE, leg), fill=person.shoes)
-    d.polygon(poly(np.array([(-0.02, 0.1), (0.02, 0.1), (0.022, 0.17), (-0.022, 0.17)])), fill=person.skin)
+    draw_behind(d, fig, person)
 
     product, other = garment_pieces(g), garment_pieces(person.other) if person.other else []
     def body(pieces: list[Piece]) -> list[Piece]:
@@ -718,25 +437,14 @@ def render_photo(g: Garment, texture: Image.Image, tex_m: np.ndarray, rng: np.ra
     for garment, pieces, tex in layers:
         if garment is not None:
             draw_garment(img, garment, body(pieces), person.pose, fig, tex, tex_m, width)
-    for side in (-1, 1):
-        arm = fig @ place(Piece(ARM.outline, limb="arm", side=side), person.pose)
-        d.polygon(poly(ARM.outline, arm), fill=person.skin)
-        d.polygon(poly(HAND, arm), fill=person.skin)
+    draw_arms(d, fig, person)
     for garment, pieces, tex in layers:
         if garment is not None:
             draw_garment(img, garment, sleeves(pieces), person.pose, fig, tex, tex_m, width)
-
-    cx, cy, rx, ry = HEAD
-    d.polygon(poly(_ellipse(cx, cy, rx, ry)), fill=person.skin)
-    for hair in _hair(person, front=True):
-        d.polygon(poly(hair), fill=person.hair)
-    for ex in (-0.016, 0.016):
-        d.polygon(poly(_ellipse(ex, cy + 0.004, 0.005, 0.004, 8)), fill=(40, 30, 30))
-    d.line([tuple(p) for p in _apply(fig, np.array([(-0.01, 0.1), (0.01, 0.1)]))], fill=_shade(person.skin, 0.7),
-           width=width)
+    draw_head(d, fig, person, width)
     if rng.random() < 0.3:
-        _occluder(img, rng, fig, person)
-    return _camera(img, rng)
+        occluder(img, rng, fig, person)
+    return camera(img, rng)
 
 
 # ---- the data set on disk ---------------------------------------------------------------------------------
