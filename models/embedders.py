@@ -30,6 +30,7 @@ from index.errors import UserError
 from index.onnx import sha256_file
 
 EMBEDDERS = ("densenet121", "efficientnet_lite0")
+DEFAULT_EMBEDDER = "densenet121"  # the paper's (Sec. 5); needs its ImageNet weights file or a download
 
 # torchvision's ImageNet convention: x01 = (x + 1) / 2, then (x01 - mean) / std.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -1,0 +1,194 @@
+"""`rtd index build`: catalog images -> preprocess -> embedder.onnx -> the index folder. No torch.
+
+A catalog is one of
+  - a LookBook folder: its `PID%06d_CLEAN1_IID%06d.jpg` product images (the product id is the six digits,
+    as in training/data.py), with category and title from a `products.csv` inside or beside it if present;
+  - a CSV file with `product_id` (or `id`) and `image` (or `product_image`) columns, optional `title`,
+    `category`, `colour`, `pattern`; image paths are relative to the CSV's folder;
+  - a plain folder of images: the product id is the file name without its extension.
+Images are preprocessed with the one shared `index.images.preprocess` at the artifacts' resolution S.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from index.catalog import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, KINDS, Catalog, ProductMeta
+from index.errors import ImageError, UserError
+from index.images import preprocess
+from index.onnx import OnnxEmbedder, sha256_file
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+LOOKBOOK_PRODUCT = re.compile(r"^PID(\d{6})_CLEAN1_IID\d{6}\.(jpe?g|png|webp)$", re.IGNORECASE)
+RECALL_K = 10  # approximate kinds report recall@10 against exact search at build time
+DECODE_THREADS = 4  # PIL decodes and resizes with the GIL released
+
+
+def _title(row: dict[str, str]) -> str | None:
+    """The CSV's title, else 'colour pattern category' (the synthetic set's products.csv), else None."""
+    if (row.get("title") or "").strip():
+        return row["title"].strip()
+    words = [(row.get(c) or "").strip() for c in ("colour", "pattern", "category")]
+    return " ".join(w for w in words if w) or None
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a UTF-8 CSV file ({e.reason})") from e
+
+
+def _scan_csv(path: Path) -> tuple[list[ProductMeta], list[str]]:
+    rows = _read_csv(path)
+    columns = set(rows[0]) if rows else set()
+    id_col = next((c for c in ("product_id", "id") if c in columns), None)
+    image_col = next((c for c in ("image", "product_image") if c in columns), None)
+    if id_col is None or image_col is None:
+        raise UserError(f"{path}: a catalog CSV needs a product_id (or id) and an image (or product_image) column")
+    products, skipped, seen = [], [], set()
+    for line, row in enumerate(rows, start=2):
+        pid, image = (row[id_col] or "").strip(), (row[image_col] or "").strip()
+        if not pid or not image:
+            skipped.append(f"{path.name}:{line}: empty {id_col} or {image_col}")
+        elif pid in seen:
+            skipped.append(f"{path.name}:{line}: product {pid} listed again; kept the first")
+        else:
+            seen.add(pid)
+            category = (row.get("category") or "").strip() or None
+            products.append(ProductMeta(pid, _title(row), category, str((path.parent / image).resolve())))
+    return products, skipped
+
+
+def _scan_lookbook(folder: Path, files: list[Path]) -> tuple[list[ProductMeta], list[str]]:
+    info: dict[str, dict[str, str]] = {}
+    for csv_path in (folder / "products.csv", folder.parent / "products.csv"):
+        if csv_path.is_file():
+            info = {r["product_id"]: r for r in _read_csv(csv_path) if r.get("product_id")}
+            break
+    products, skipped, seen = [], [], set()
+    for path in files:
+        pid = LOOKBOOK_PRODUCT.match(path.name).group(1)
+        if pid in seen:
+            skipped.append(f"{path.name}: a second product image of product {pid}; kept the first")
+            continue
+        seen.add(pid)
+        row = info.get(pid, {})
+        category = (row.get("category") or "").strip() or None
+        products.append(ProductMeta(pid, _title(row), category, str(path.resolve())))
+    return products, skipped
+
+
+def scan_catalog(catalog: Path) -> tuple[list[ProductMeta], list[str]]:
+    """The products of a catalog (LookBook folder, CSV, or image folder) and the entries skipped, with why."""
+    catalog = Path(catalog)
+    if not catalog.exists():
+        raise UserError(f"catalog not found: {catalog}")
+    if catalog.is_file():
+        if catalog.suffix.lower() != ".csv":
+            raise UserError(f"{catalog}: expected a folder of images or a .csv file")
+        products, skipped = _scan_csv(catalog)
+    else:
+        files = sorted(p for p in catalog.iterdir() if p.is_file())
+        lookbook = [p for p in files if LOOKBOOK_PRODUCT.match(p.name)]
+        if lookbook:
+            products, skipped = _scan_lookbook(catalog, lookbook)
+        else:
+            images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+            products = [ProductMeta(p.stem, None, None, str(p.resolve())) for p in images]
+            skipped = []
+            stems = [p.product_id for p in products]
+            if len(set(stems)) != len(stems):  # a.jpg and a.png: the first (sorted) wins
+                first: dict[str, ProductMeta] = {}
+                for p in products:
+                    if p.product_id in first:
+                        skipped.append(f"{Path(p.image_path).name}: product id {p.product_id} already taken")
+                    first.setdefault(p.product_id, p)
+                products = list(first.values())
+    if not products:
+        raise UserError(f"{catalog}: no catalog images found (LookBook *_CLEAN1_* files, a CSV, or image files)")
+    return products, skipped
+
+
+def read_model_json(artifacts: Path) -> dict | None:
+    """ARTIFACTS/model.json, or None if there is none."""
+    path = Path(artifacts) / "model.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from e
+
+
+def _try_preprocess(path: str, size: int) -> np.ndarray | str:
+    """(3, S, S) in [-1, 1], or the reason the image cannot be used."""
+    try:
+        return preprocess(path, size)
+    except ImageError as e:
+        return e.reason
+
+
+def build_index(artifacts: Path, catalog: Path, out: Path, kind: str = "flat", batch_size: int = 32,
+                size: int | None = None, *, nprobe: int = DEFAULT_NPROBE, ef_search: int = DEFAULT_EF_SEARCH) -> dict:
+    """Embed every catalog image with ARTIFACTS/embedder.onnx and write the index folder OUT; a summary."""
+    start = time.perf_counter()
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if kind not in KINDS:
+        raise UserError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    onnx_path = Path(artifacts) / "embedder.onnx"
+    if not onnx_path.is_file():
+        raise UserError(f"no embedder.onnx in {artifacts} (run `rtd export` first)")
+    sha256 = sha256_file(onnx_path)
+    model = read_model_json(artifacts) or {}
+    spec = model.get("embedder", {})
+    if spec.get("onnx_sha256") not in (None, sha256):
+        raise UserError(f"{onnx_path} is not the embedder model.json describes (sha256 differs); re-run `rtd export`")
+    model_size = model.get("preprocessing", {}).get("size")
+    if model_size is not None and size is not None and size != model_size:
+        raise UserError(f"--size {size} contradicts the artifacts' preprocessing size {model_size}")
+    embedder = OnnxEmbedder(onnx_path)
+    size = model_size or size or embedder.size
+    if size is None:
+        raise UserError("cannot tell the image size: no model.json in the artifacts and no --size")
+    if embedder.size is not None and embedder.size != size:
+        raise UserError(f"{onnx_path} takes {embedder.size} px images but the preprocessing size is {size}")
+
+    products, skipped = scan_catalog(catalog)
+    kept: list[ProductMeta] = []
+    vectors: list[np.ndarray] = []
+    with ThreadPoolExecutor(DECODE_THREADS) as pool, tqdm(total=len(products), desc="embedding catalog", unit="img") as bar:
+        for first in range(0, len(products), batch_size):
+            chunk = products[first:first + batch_size]
+            arrays = list(pool.map(_try_preprocess, [p.image_path for p in chunk], [size] * len(chunk)))
+            good = [(p, a) for p, a in zip(chunk, arrays, strict=True) if isinstance(a, np.ndarray)]
+            skipped += [f"{p.product_id}: {a}" for p, a in zip(chunk, arrays, strict=True) if isinstance(a, str)]
+            if good:
+                kept += [p for p, _ in good]
+                vectors.append(embedder(np.stack([a for _, a in good])))  # (b, D)
+            bar.update(len(chunk))
+    if not kept:
+        raise UserError(f"{catalog}: none of the {len(products)} catalog images could be read ({skipped[0]})")
+    matrix = np.concatenate(vectors)  # (N, D)
+    norms = np.linalg.norm(matrix, axis=1)
+    if not np.allclose(norms, 1.0, atol=1e-3):
+        raise UserError(f"{onnx_path} does not output unit vectors (norms {norms.min():.3f}..{norms.max():.3f})")
+
+    name = spec.get("backbone") or "unknown"
+    index = Catalog.create(matrix.shape[1], name, sha256, kind, nprobe=nprobe, ef_search=ef_search)
+    index.add(kept, matrix)
+    recall = index.check_recall(k=RECALL_K) if kind != "flat" else None
+    index.save(out)
+    return {"out": str(out), "count": len(index), "kind": kind, "dim": index.dim, "size": size,
+            "embedder": {"name": name, "sha256": sha256}, "params": index.manifest()["params"],
+            "recall": recall, "skipped": skipped, "seconds": round(time.perf_counter() - start, 2)}

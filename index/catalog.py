@@ -1,0 +1,469 @@
+"""The product catalog: embeddings in FAISS, product metadata in SQLite, one index folder. No torch.
+
+Search is inner product over unit vectors, i.e. cosine. Kinds:
+  flat  exact search, `IndexFlatIP` in an `IndexIDMap2` (the default; exact up to a few million products)
+  hnsw  `IndexHNSWFlat` (inner product) in an `IndexIDMap2`; approximate, `ef_search` trades speed for recall
+  ivf   `IndexIVFFlat` (inner product), nlist ~ 4 sqrt(n) lists trained on the first add; `nprobe` of them
+        are scanned per query
+Approximate kinds can measure their recall@k against exact search (`check_recall`, stored in index.json).
+
+FAISS ids are the SQLite rowids of the products (AUTOINCREMENT, never reused), so string product ids map to
+int64 ids in one place. `add` is an upsert. `remove` deletes from flat and ivf indexes directly; HNSW cannot
+delete, so a removed HNSW product leaves a tombstone (its id is excluded from every search with an
+IDSelector) and the graph is rebuilt from the live vectors once tombstones exceed a fifth of it.
+
+Index folder and atomic saves. Three files must always agree, and a crash must never leave a mix:
+
+    index.json             the commit record: names the current generation's two data files, plus the
+                           embedder (name, sha256), count, dim, kind, search params, measured recall
+    catalog-000007.faiss   the FAISS index of generation 7
+    catalog-000007.sqlite  the products table (product id, title, category, image path, added time)
+
+`save` writes the next generation's data files under new names, fsyncs them, writes `index.json.tmp`,
+fsyncs it, and `os.replace`s it over `index.json` (atomic on POSIX), then fsyncs the folder. Only then are
+the older generations deleted. A crash before the replace leaves the previous index.json naming the
+previous, untouched files; a crash after it leaves the new ones. Uncommitted files are cleaned up by the
+next save. Generation files are never modified after they are written, so any number of readers (service
+replicas on a shared folder) can open the index while a writer saves; an `fcntl` lock on `.lock` keeps two
+writers apart. A reader that loses a race with the cleanup simply re-reads index.json.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import re
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from index.errors import UserError
+
+FORMAT_VERSION = 1
+KINDS = ("flat", "hnsw", "ivf")
+MANIFEST = "index.json"
+GENERATION_FILE = re.compile(r"^catalog-(\d{6})\.(faiss|sqlite)$")
+HNSW_M = 32  # graph degree: 32 is FAISS's usual choice for 1e5..1e7 vectors of a few hundred dims and up
+HNSW_EF_CONSTRUCTION = 80
+DEFAULT_EF_SEARCH = 128  # >= the service's largest k (60) so a top-60 query explores enough of the graph
+DEFAULT_NPROBE = 32
+IVF_MIN_POINTS_PER_LIST = 39  # FAISS's k-means warns below this
+HNSW_COMPACT_FRACTION = 0.2  # rebuild the HNSW graph once this fraction of it is tombstones
+CRASH_ENV = "RTD_CATALOG_CRASH_AT"  # tests only: os._exit at a named point of `save` to prove atomicity
+
+SCHEMA = """
+CREATE TABLE products (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- the FAISS id
+    product_id TEXT NOT NULL UNIQUE,
+    title TEXT, category TEXT, image_path TEXT,
+    added_at TEXT NOT NULL                 -- ISO 8601, UTC
+);
+CREATE INDEX products_category ON products(category);
+CREATE TABLE tombstones (id INTEGER PRIMARY KEY);  -- HNSW only: removed ids still in the graph
+"""
+
+
+@dataclass(frozen=True)
+class ProductMeta:
+    """A catalog product's metadata (everything but its vector)."""
+
+    product_id: str
+    title: str | None = None
+    category: str | None = None
+    image_path: str | None = None
+    added_at: str | None = None  # set by the catalog
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result; score is the cosine similarity of query and product."""
+
+    product_id: str
+    score: float
+    title: str | None
+    category: str | None
+    image_path: str | None
+
+
+def _crash_point(name: str) -> None:
+    if os.environ.get(CRASH_ENV) == name:
+        os._exit(17)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _writer_lock(folder: Path) -> Iterator[None]:
+    with (folder / ".lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_manifest(folder: Path) -> dict:
+    """index.json of an index folder, or a UserError saying why it is not one."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise UserError(f"not an index folder (no {MANIFEST}): {folder}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path}: unsupported index format {manifest.get('format_version')!r} "
+                        f"(this code reads {FORMAT_VERSION}); rebuild with `rtd index build`")
+    return manifest
+
+
+def _unit_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """(Q, D) float32 C-contiguous unit vectors, or ValueError."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"expected vectors of shape (N, {dim}), got {np.shape(vectors)}")
+    norms = np.linalg.norm(x, axis=1)
+    if not np.all(np.isfinite(norms)) or np.any(np.abs(norms - 1.0) > 1e-3):
+        raise ValueError("vectors must be finite and L2-normalised (the embedder's output is)")
+    return x
+
+
+def _new_ivf(dim: int, nlist: int) -> faiss.IndexIVFFlat:
+    quantizer = faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.own_fields = True  # the IVF index frees its quantizer, not Python
+    quantizer.this.disown()
+    return ivf
+
+
+def _new_index(kind: str, dim: int) -> faiss.Index:
+    if kind == "flat":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if kind == "hnsw":
+        hnsw = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        return faiss.IndexIDMap2(hnsw)
+    if kind == "ivf":
+        return _new_ivf(dim, 1)  # a placeholder: trained with the right nlist on the first add
+    raise UserError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+class Catalog:
+    """Products (metadata in SQLite, vectors in FAISS), searchable by cosine; see the module docstring."""
+
+    def __init__(self, index: faiss.Index, db: sqlite3.Connection, manifest: dict) -> None:
+        self.index = index
+        self.db = db  # in memory: saved by `save`, never written in place
+        self.dim: int = manifest["dim"]
+        self.kind: str = manifest["kind"]
+        self.embedder_name: str = manifest["embedder"]["name"]
+        self.embedder_sha256: str = manifest["embedder"]["sha256"]
+        params = manifest.get("params", {})
+        self.nprobe: int = params.get("nprobe", DEFAULT_NPROBE)
+        self.ef_search: int = params.get("ef_search", DEFAULT_EF_SEARCH)
+        self.nlist: int | None = params.get("nlist")
+        self.recall: dict | None = manifest.get("recall")
+        self.generation: int = manifest.get("generation", 0)
+        self._count = db.execute("SELECT COUNT(*) FROM products").fetchone()[0]
+        self._lock = threading.RLock()  # FAISS indexes and sqlite3 connections are not thread-safe
+
+    # ---- construction ------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, dim: int, embedder_name: str, embedder_sha256: str, kind: str = "flat", *,
+               nprobe: int = DEFAULT_NPROBE, ef_search: int = DEFAULT_EF_SEARCH) -> Catalog:
+        """An empty in-memory catalog for embeddings of size dim."""
+        if dim < 1:
+            raise ValueError(f"dim must be positive, got {dim}")
+        if nprobe < 1 or ef_search < 1:
+            raise UserError(f"nprobe and ef_search must be >= 1, got {nprobe} and {ef_search}")
+        db = sqlite3.connect(":memory:", check_same_thread=False)
+        db.executescript(SCHEMA)
+        manifest = {"dim": dim, "kind": kind, "embedder": {"name": embedder_name, "sha256": embedder_sha256},
+                    "params": {"nprobe": nprobe, "ef_search": ef_search}}
+        return cls(_new_index(kind, dim), db, manifest)
+
+    @classmethod
+    def open(cls, path: Path, expect_embedder_sha256: str | None = None) -> Catalog:
+        """Load an index folder; refuse one built with another embedder than `expect_embedder_sha256`."""
+        folder = Path(path)
+        for _ in range(3):  # a concurrent save may delete the generation we just read about
+            manifest = read_manifest(folder)
+            if expect_embedder_sha256 is not None and manifest["embedder"]["sha256"] != expect_embedder_sha256:
+                emb = manifest["embedder"]
+                raise UserError(
+                    f"index {folder} was built with embedder {emb['name']} (sha256 {emb['sha256'][:12]}), "
+                    f"not the artifacts' embedder (sha256 {expect_embedder_sha256[:12]}); "
+                    f"rebuild it with `rtd index build`")
+            faiss_path, sqlite_path = folder / manifest["files"]["faiss"], folder / manifest["files"]["sqlite"]
+            try:
+                db = sqlite3.connect(":memory:", check_same_thread=False)
+                # immutable=1: generation files never change, so no locks and no journal (read-only mounts)
+                uri = f"file:{urllib.parse.quote(str(sqlite_path.resolve(strict=True)))}?mode=ro&immutable=1"
+                with closing(sqlite3.connect(uri, uri=True)) as source:
+                    source.backup(db)
+                index = faiss.read_index(str(faiss_path.resolve(strict=True)))
+            except FileNotFoundError:
+                continue
+            except (RuntimeError, sqlite3.DatabaseError) as e:  # FAISS reports a vanished file this way too
+                if not (faiss_path.exists() and sqlite_path.exists()):
+                    continue
+                raise UserError(f"index {folder} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                                f"rebuild it") from e
+            catalog = cls(index, db, manifest)
+            expected = catalog._count + catalog._tombstone_count()
+            if index.ntotal != expected or index.d != catalog.dim:
+                raise UserError(f"index {folder} is inconsistent: {index.ntotal} vectors of dim {index.d}, "
+                                f"{expected} products of dim {catalog.dim}; rebuild it")
+            return catalog
+        raise UserError(f"index {folder}: {MANIFEST} names files that do not exist; rebuild it")
+
+    # ---- reading -----------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._count
+
+    def get(self, product_id: str) -> ProductMeta | None:
+        """A product's metadata, or None."""
+        with self._lock:
+            row = self.db.execute("SELECT product_id, title, category, image_path, added_at FROM products "
+                                  "WHERE product_id = ?", (product_id,)).fetchone()
+        return ProductMeta(*row) if row else None
+
+    def categories(self) -> dict[str, int]:
+        """Category -> number of products."""
+        with self._lock:
+            rows = self.db.execute("SELECT category, COUNT(*) FROM products WHERE category IS NOT NULL "
+                                   "GROUP BY category ORDER BY category").fetchall()
+        return dict(rows)
+
+    def search(self, vectors: np.ndarray, k: int, category: str | None = None) -> list[list[Hit]]:
+        """Top-k products by cosine for each query row (Q, D); only `category` if given."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        queries = _unit_rows(vectors, self.dim)  # (Q, D)
+        with self._lock:
+            ids, scores = self._search_ids(queries, k, category)
+            return [self._hits(row_ids, row_scores) for row_ids, row_scores in zip(ids, scores, strict=True)]
+
+    def _search_ids(self, queries: np.ndarray, k: int, category: str | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """FAISS ids and scores per query, each row as long as min(k, eligible products)."""
+        if category is not None:
+            eligible = np.array([r[0] for r in self.db.execute(
+                "SELECT id FROM products WHERE category = ?", (category,))], dtype=np.int64)
+            selector = faiss.IDSelectorBatch(eligible)
+        else:
+            eligible = None
+            tombstones = self._tombstone_ids()
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(tombstones)) if len(tombstones) else None
+        n_eligible = len(eligible) if eligible is not None else self._count
+        want = min(k, n_eligible)
+        if want == 0:
+            return [np.empty(0, np.int64)] * len(queries), [np.empty(0, np.float32)] * len(queries)
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, want))  # ef < k is meaningless
+        elif self.kind == "ivf":
+            params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+        else:
+            params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = selector
+        scores, ids = self.index.search(queries, want, params=params)  # (Q, want) each
+        out_ids, out_scores = [], []
+        for q, (row_ids, row_scores) in enumerate(zip(ids, scores, strict=True)):
+            found = row_ids >= 0
+            if found.sum() < want:
+                # Filtered HNSW and IVF can run out of candidates; fall back to exact search over the
+                # eligible products so a query always gets min(k, eligible) hits.
+                row_ids, row_scores = self._exact(queries[q], want, eligible)
+            else:
+                row_ids, row_scores = row_ids[found], row_scores[found]
+            out_ids.append(row_ids)
+            out_scores.append(row_scores)
+        return out_ids, out_scores
+
+    def _exact(self, query: np.ndarray, k: int, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Brute-force top-k over the given ids (all live products when None)."""
+        if ids is None:
+            ids = self._live_ids()
+        vectors = self.index.reconstruct_batch(ids)  # (n, D)
+        scores = vectors @ query  # (n,)
+        top = np.argsort(-scores, kind="stable")[:k]
+        return ids[top], scores[top]
+
+    def _hits(self, ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
+        if len(ids) == 0:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(f"SELECT id, product_id, title, category, image_path FROM products "
+                               f"WHERE id IN ({marks})", [int(i) for i in ids]).fetchall()
+        meta = {r[0]: r[1:] for r in rows}
+        return [Hit(meta[int(i)][0], float(s), *meta[int(i)][1:]) for i, s in zip(ids, scores, strict=True)]
+
+    def _live_ids(self) -> np.ndarray:
+        return np.array([r[0] for r in self.db.execute("SELECT id FROM products ORDER BY id")], dtype=np.int64)
+
+    def _tombstone_ids(self) -> np.ndarray:
+        return np.array([r[0] for r in self.db.execute("SELECT id FROM tombstones")], dtype=np.int64)
+
+    def _tombstone_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM tombstones").fetchone()[0]
+
+    def check_recall(self, k: int = 10, queries: int = 500, seed: int = 0) -> dict:
+        """Recall@k of this index against exact search, on perturbed stored vectors; kept for index.json."""
+        with self._lock:
+            ids = self._live_ids()
+            if len(ids) == 0:
+                raise ValueError("cannot measure recall of an empty catalog")
+            rng = np.random.default_rng(seed)
+            picked = ids[rng.choice(len(ids), size=min(queries, len(ids)), replace=False)]
+            q = self.index.reconstruct_batch(picked)  # (Q, D)
+            # A query is near, not at, a stored product (a generated image vs the catalog image): cos ~0.9.
+            q = q + rng.standard_normal(q.shape).astype(np.float32) * (0.5 / math.sqrt(self.dim))
+            q /= np.linalg.norm(q, axis=1, keepdims=True)
+            exact = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+            exact.add_with_ids(self.index.reconstruct_batch(ids), ids)
+            want = min(k, len(ids))
+            _, truth = exact.search(q, want)
+            got, _ = self._search_ids(q, k, None)
+            recall = float(np.mean([len(set(g.tolist()) & set(t.tolist())) / want for g, t in zip(got, truth, strict=True)]))
+        self.recall = {"k": k, "queries": len(picked), "recall": recall}
+        return self.recall
+
+    # ---- writing -----------------------------------------------------------------------------------
+
+    def add(self, products: Sequence[ProductMeta], vectors: np.ndarray) -> None:
+        """Add products with their embeddings (N, D); an existing product id is replaced (upsert)."""
+        x = _unit_rows(vectors, self.dim) if len(products) else np.empty((0, self.dim), np.float32)
+        if len(products) != len(x):
+            raise ValueError(f"{len(products)} products but {len(x)} vectors")
+        if not products:
+            return
+        pids = [p.product_id for p in products]
+        if any(not isinstance(p, str) or not p for p in pids):
+            raise UserError("every product needs a non-empty string product_id")
+        if len(set(pids)) != len(pids):
+            dup = next(p for p in pids if pids.count(p) > 1)
+            raise UserError(f"product id {dup!r} appears twice in one add")
+        with self._lock:
+            self.remove(pids)
+            start = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'products'").fetchone()
+            ids = np.arange(len(pids), dtype=np.int64) + (start[0] if start else 0) + 1
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            if self.kind == "ivf" and not self.index.is_trained:
+                self._train_ivf(x)
+            with self.db:  # rolled back if FAISS refuses the vectors
+                self.db.executemany(
+                    "INSERT INTO products (id, product_id, title, category, image_path, added_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(int(i), p.product_id, p.title, p.category, p.image_path, now) for i, p in zip(ids, products, strict=True)])
+                self.index.add_with_ids(x, ids)
+            self._count += len(pids)
+
+    def _train_ivf(self, x: np.ndarray) -> None:
+        # nlist ~ 4 sqrt(n) (FAISS's guideline), but k-means wants >= 39 points per list, which caps it
+        # for small catalogs (2k products: 51 lists, not 179).
+        self.nlist = max(1, min(round(4 * math.sqrt(len(x))), len(x) // IVF_MIN_POINTS_PER_LIST))
+        ivf = _new_ivf(self.dim, self.nlist)
+        ivf.cp.min_points_per_centroid = 1  # the cap above already holds; silences FAISS's warning for n < 39
+        ivf.train(x)
+        # A hash-table direct map lets IVF reconstruct and remove by our (sparse) ids.
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        self.index = ivf
+
+    def remove(self, product_ids: Sequence[str]) -> int:
+        """Remove products by id; returns how many existed."""
+        with self._lock:
+            rows = []
+            for start in range(0, len(product_ids), 500):  # SQLite caps the number of bound parameters
+                chunk = list(product_ids[start:start + 500])
+                rows += self.db.execute(f"SELECT id FROM products WHERE product_id IN ({','.join('?' * len(chunk))})",
+                                        chunk).fetchall()
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            if len(ids) == 0:
+                return 0
+            with self.db:
+                if self.kind == "hnsw":
+                    self.db.executemany("INSERT INTO tombstones (id) VALUES (?)", [(int(i),) for i in ids])
+                else:
+                    self.index.remove_ids(ids)
+                self.db.executemany("DELETE FROM products WHERE id = ?", [(int(i),) for i in ids])
+            self._count -= len(ids)
+            if self.kind == "hnsw" and self._tombstone_count() > HNSW_COMPACT_FRACTION * self.index.ntotal:
+                self._rebuild_hnsw()
+            return len(ids)
+
+    def _rebuild_hnsw(self) -> None:
+        """Build a fresh HNSW graph from the live vectors and forget the tombstones."""
+        ids = self._live_ids()
+        index = _new_index("hnsw", self.dim)
+        if len(ids):
+            index.add_with_ids(self.index.reconstruct_batch(ids), ids)
+        self.index = index
+        with self.db:
+            self.db.execute("DELETE FROM tombstones")
+
+    def manifest(self) -> dict:
+        """What index.json says about this catalog (without the generation's file names)."""
+        params = {"nprobe": self.nprobe, "ef_search": self.ef_search}
+        if self.kind == "hnsw":
+            params |= {"hnsw_m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION}
+        if self.kind == "ivf":
+            params["nlist"] = self.nlist
+        return {"format_version": FORMAT_VERSION, "embedder": {"name": self.embedder_name, "sha256": self.embedder_sha256},
+                "count": self._count, "dim": self.dim, "kind": self.kind, "params": params, "recall": self.recall}
+
+    def save(self, path: Path) -> Path:
+        """Write the catalog as the next generation of the index folder, atomically (module docstring)."""
+        folder = Path(path)
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"index output is a file, not a folder: {folder}")
+        folder.mkdir(parents=True, exist_ok=True)
+        with self._lock, _writer_lock(folder):
+            on_disk = [int(m.group(1)) for p in folder.iterdir() if (m := GENERATION_FILE.match(p.name))]
+            committed = read_manifest(folder)["generation"] if (folder / MANIFEST).exists() else 0
+            generation = max([committed, *on_disk]) + 1
+            files = {"faiss": f"catalog-{generation:06d}.faiss", "sqlite": f"catalog-{generation:06d}.sqlite"}
+
+            faiss.write_index(self.index, str(folder / files["faiss"]))
+            _fsync(folder / files["faiss"])
+            _crash_point("faiss_written")
+            with closing(sqlite3.connect(folder / files["sqlite"])) as target:
+                self.db.backup(target)
+            _fsync(folder / files["sqlite"])
+            _crash_point("sqlite_written")
+
+            manifest = self.manifest() | {"generation": generation, "files": files,
+                                          "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            tmp = folder / (MANIFEST + ".tmp")
+            tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+            _fsync(tmp)
+            _crash_point("manifest_written")
+            os.replace(tmp, folder / MANIFEST)  # the commit
+            _fsync(folder)
+            _crash_point("committed")
+
+            for p in folder.iterdir():  # older generations and the leftovers of crashed saves
+                m = GENERATION_FILE.match(p.name)
+                if m and int(m.group(1)) != generation:
+                    p.unlink(missing_ok=True)
+            self.generation = generation
+        return folder

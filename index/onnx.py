@@ -1,0 +1,96 @@
+"""onnxruntime sessions for the exported generator and embedder (DESIGN.md, "Artifact contract"). No torch.
+
+`make_session` picks CUDA when onnxruntime-gpu can use it and CPU otherwise, and logs what it got;
+`OnnxEmbedder` and `OnnxGenerator` are thin callables over the two artifact graphs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from index.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_providers() -> list[str]:
+    """CUDA first when this onnxruntime build has it (onnxruntime-gpu), CPU always as the fallback."""
+    available = ort.get_available_providers()
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def make_session(path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> ort.InferenceSession:
+    """An InferenceSession on the best available provider; `threads` caps intra-op CPU threads."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"ONNX model not found: {path}")
+    options = ort.SessionOptions()
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"threads must be >= 1, got {threads}")
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    wanted = list(providers) if providers is not None else default_providers()
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+    except Exception as e:  # noqa: BLE001 - ort raises its own exception types for bad files
+        raise UserError(f"{path}: cannot load ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+    # onnxruntime silently falls back to CPU when CUDA libraries are missing: log what we really got.
+    log.info("onnxruntime session for %s on %s (asked for %s)", path.name, session.get_providers(), wanted)
+    return session
+
+
+class OnnxModel:
+    """One-input, one-output ONNX graph over float32 `(B, 3, S, S)` batches."""
+
+    def __init__(self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.session = make_session(self.path, providers, threads)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(f"{self.path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        shape = inputs[0].shape  # e.g. ['batch', 3, 256, 256]
+        # S is static in our exports; a symbolic dim (a str) means "any size".
+        self.size: int | None = shape[-1] if len(shape) == 4 and isinstance(shape[-1], int) else None
+        self.providers = self.session.get_providers()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(B, 3, S, S) float32 in [-1, 1] -> the graph's output for the batch."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(f"expected a (B, 3, S, S) batch, got shape {batch.shape}")
+        if self.size is not None and batch.shape[-2:] != (self.size, self.size):
+            raise ValueError(f"{self.path.name} takes {self.size}x{self.size} images, got {batch.shape[-2:]}")
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+class OnnxEmbedder(OnnxModel):
+    """embedder.onnx: `image` (B, 3, S, S) in [-1, 1] -> `embedding` (B, D) unit vectors."""
+
+    def __init__(self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+        super().__init__(path, providers, threads)
+        dim = self.session.get_outputs()[0].shape[-1]
+        self.dim: int | None = dim if isinstance(dim, int) else None
+
+
+class OnnxGenerator(OnnxModel):
+    """generator.onnx: `photo` (B, 3, S, S) in [-1, 1] -> `product` (B, 3, S, S) in [-1, 1]."""

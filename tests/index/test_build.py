@@ -1,0 +1,171 @@
+"""`rtd index build`: catalog layouts, artifacts checks, the index folder it writes, the CLI glue."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from index.build import build_index, scan_catalog
+from index.catalog import Catalog, read_manifest
+from index.errors import UserError
+from index.images import preprocess
+from index.index_cli import add_arguments_build, run_build
+from index.onnx import OnnxEmbedder, sha256_file
+from tests.index.conftest import TINY_DIM, TINY_SIZE, write_artifacts
+
+
+def with_products_csv(lookbook: Path) -> Path:
+    """The synthetic set's products.csv beside the images, plus one corrupt product image."""
+    rows = ["product_id,category,colour,pattern"]
+    rows += [f"{pid:06d},{'shirt' if pid % 2 else 'dress'},red,striped" for pid in range(10)]
+    (lookbook / "products.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (lookbook / "PID000077_CLEAN1_IID000999.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return lookbook
+
+
+def embed(artifacts: Path, image: Path) -> np.ndarray:
+    return OnnxEmbedder(artifacts / "embedder.onnx")(preprocess(image, TINY_SIZE)[None])  # (1, D)
+
+
+def test_build_from_lookbook_folder(artifacts: Path, lookbook: Path, tmp_path: Path) -> None:
+    with_products_csv(lookbook)
+    summary = build_index(artifacts, lookbook, tmp_path / "index", batch_size=4)
+    assert summary["count"] == 10 and summary["dim"] == TINY_DIM and summary["size"] == TINY_SIZE
+    assert len(summary["skipped"]) == 1 and summary["skipped"][0].startswith("000077:")
+    assert summary["recall"] is None  # exact search needs no recall check
+    manifest = read_manifest(tmp_path / "index")
+    sha = sha256_file(artifacts / "embedder.onnx")
+    assert manifest["embedder"] == {"name": "tiny_avgpool", "sha256": sha}
+    assert (manifest["count"], manifest["dim"], manifest["kind"]) == (10, TINY_DIM, "flat")
+    catalog = Catalog.open(tmp_path / "index", expect_embedder_sha256=sha)
+    product = lookbook / "PID000003_CLEAN1_IID000012.jpg"
+    hit = catalog.search(embed(artifacts, product), 3)[0][0]
+    assert (hit.product_id, hit.category, hit.title) == ("000003", "shirt", "red striped shirt")
+    assert hit.score == pytest.approx(1.0, abs=1e-5) and hit.image_path == str(product.resolve())
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_build_reports_recall(artifacts: Path, lookbook: Path, tmp_path: Path, kind: str) -> None:
+    summary = build_index(artifacts, lookbook, tmp_path / "index", kind=kind, nprobe=3, ef_search=20)
+    assert summary["recall"]["k"] == 10 and summary["recall"]["recall"] == pytest.approx(1.0)
+    manifest = read_manifest(tmp_path / "index")
+    assert manifest["kind"] == kind and manifest["recall"] == summary["recall"]
+    assert manifest["params"]["nprobe"] == 3 and manifest["params"]["ef_search"] == 20
+
+
+def test_build_from_csv_and_from_plain_folder(artifacts: Path, lookbook: Path, tmp_path: Path) -> None:
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    for i, src in enumerate(sorted(lookbook.glob("*_CLEAN1_*"))[:4]):
+        Image.open(src).save(shop / f"sku-{i}.png")
+    (shop / "notes.txt").write_text("not an image")
+    summary = build_index(artifacts, shop, tmp_path / "a")
+    assert summary["count"] == 4 and Catalog.open(tmp_path / "a").get("sku-2").image_path == str(shop / "sku-2.png")
+
+    (tmp_path / "catalog.csv").write_text(
+        "id,image,title,category\n"
+        "A1,shop/sku-0.png,Blue shirt,shirt\n"
+        "A2,shop/sku-1.png,,dress\n"
+        "A1,shop/sku-2.png,again,shirt\n"
+        "A3,shop/missing.png,gone,shirt\n", encoding="utf-8")
+    summary = build_index(artifacts, tmp_path / "catalog.csv", tmp_path / "b")
+    assert summary["count"] == 2 and len(summary["skipped"]) == 2
+    assert any("listed again" in s for s in summary["skipped"]) and any("no such image" in s for s in summary["skipped"])
+    catalog = Catalog.open(tmp_path / "b")
+    assert catalog.get("A1").title == "Blue shirt" and catalog.get("A2").title == "dress"
+
+
+def test_scan_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        scan_catalog(tmp_path / "nowhere")
+    (tmp_path / "bad.csv").write_text("sku,picture\n1,a.jpg\n")
+    with pytest.raises(UserError, match="product_id"):
+        scan_catalog(tmp_path / "bad.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no catalog images"):
+        scan_catalog(tmp_path / "empty")
+
+
+def test_artifacts_are_checked(lookbook: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no embedder.onnx"):
+        build_index(tmp_path, lookbook, tmp_path / "index")
+    # No model.json: S comes from --size, or from the embedder's static input shape.
+    bare = write_artifacts(tmp_path / "bare", model_json=False)
+    assert build_index(bare, lookbook, tmp_path / "i1", size=TINY_SIZE)["size"] == TINY_SIZE
+    assert build_index(bare, lookbook, tmp_path / "i2")["embedder"]["name"] == "unknown"
+    with pytest.raises(UserError, match="takes 32 px"):
+        build_index(bare, lookbook, tmp_path / "i3", size=64)
+    described = write_artifacts(tmp_path / "described")
+    with pytest.raises(UserError, match="contradicts"):
+        build_index(described, lookbook, tmp_path / "i4", size=64)
+    doc = json.loads((described / "model.json").read_text())
+    doc["embedder"]["onnx_sha256"] = "0" * 64
+    (described / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="sha256 differs"):
+        build_index(described, lookbook, tmp_path / "i5")
+    with pytest.raises(UserError, match="kind"):
+        build_index(bare, lookbook, tmp_path / "i6", kind="lsh")
+
+
+def test_rebuild_replaces_the_index_in_place(artifacts: Path, lookbook: Path, tmp_path: Path) -> None:
+    build_index(artifacts, lookbook, tmp_path / "index")
+    for extra in sorted(lookbook.glob("*_CLEAN1_*"))[:2]:
+        extra.unlink()
+    build_index(artifacts, lookbook, tmp_path / "index")
+    manifest = read_manifest(tmp_path / "index")
+    assert manifest["generation"] == 2 and manifest["count"] == 8
+    assert sorted(p.name for p in (tmp_path / "index").glob("catalog-*")) == [
+        "catalog-000002.faiss", "catalog-000002.sqlite"]
+
+
+def test_cli_build(artifacts: Path, lookbook: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments_build(parser)
+    args = parser.parse_args(["--artifacts", str(artifacts), "--catalog", str(with_products_csv(lookbook)),
+                              "--out", str(tmp_path / "index"), "--kind", "ivf", "--batch-size", "3",
+                              "--nprobe", "2", "--ef-search", "50"])
+    assert run_build(args) == 0
+    out = capsys.readouterr().out
+    assert '"kind": "ivf"' in out and '"batch_size": 3' in out  # the effective config
+    assert "indexed 10 products" in out and "1 skipped" in out and "skipped: 000077" in out
+    assert "recall@10 against exact search: 1.000" in out
+    params = read_manifest(tmp_path / "index")["params"]
+    assert (params["nprobe"], params["ef_search"]) == (2, 50)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--artifacts", "a", "--catalog", "b", "--out", "c", "--kind", "lsh"])
+
+
+def test_onnx_session_helpers(artifacts: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from onnx import TensorProto, helper, save
+
+    from index.onnx import CPU, OnnxGenerator, default_providers, make_session
+
+    assert default_providers()[-1] == CPU  # CUDA first only where onnxruntime-gpu has it
+    with caplog.at_level("INFO", logger="index.onnx"):
+        session = make_session(artifacts / "embedder.onnx", providers=[CPU], threads=1)
+    assert session.get_providers() == [CPU] and "CPUExecutionProvider" in caplog.text
+    with pytest.raises(UserError, match="not found"):
+        make_session(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(UserError, match="cannot load"):
+        make_session(tmp_path / "junk.onnx")
+    with pytest.raises(UserError, match="threads"):
+        make_session(artifacts / "embedder.onnx", threads=0)
+    # A generator-shaped graph: photo (B, 3, 16, 16) -> product = -photo.
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["photo"], ["product"])], "negate",
+        [helper.make_tensor_value_info("photo", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("product", TensorProto.FLOAT, ["batch", 3, 16, 16])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    save(model, str(tmp_path / "generator.onnx"))
+    generator = OnnxGenerator(tmp_path / "generator.onnx")
+    photo = np.random.default_rng(0).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
+    assert generator.size == 16 and np.array_equal(generator(photo), -photo)
+    with pytest.raises(ValueError, match="16x16"):
+        generator(photo[:, :, :8, :8])

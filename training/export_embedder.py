@@ -1,0 +1,60 @@
+"""Export an embedder to `embedder.onnx` and prove onnxruntime gives the same embeddings (DESIGN.md).
+
+The file appears only after the parity check passes: it is written beside the target under a temporary
+name, checked with onnxruntime on real preprocessed images, then renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from index.onnx import CPU, OnnxEmbedder, sha256_file
+from models.embedders import Embedder, EmbedderInfo
+
+OPSET = 18
+# Per-row cosine between PyTorch and onnxruntime embeddings; float32 reordering alone stays far above it.
+MIN_PARITY_COSINE = 0.9999
+
+
+def export_embedder(embedder: Embedder, info: EmbedderInfo, out_path: Path, size: int, sample: np.ndarray) -> dict:
+    """Write embedder.onnx (input `image` [B,3,S,S], output `embedding` [B,D]); return model.json's fragment."""
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    if sample.ndim != 4 or sample.shape[1:] != (3, size, size) or len(sample) == 0:
+        raise ValueError(f"sample must be a non-empty (B, 3, {size}, {size}) batch, got {sample.shape}")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    embedder = embedder.eval().cpu()
+    x = torch.from_numpy(sample)  # (B, 3, S, S)
+    try:
+        with torch.no_grad():
+            expected = embedder(x).numpy()  # (B, D)
+            # Batch is dynamic; S is fixed, so the resize inside the graph is a constant-size Resize.
+            torch.onnx.export(
+                embedder, (x,), str(tmp), input_names=["image"], output_names=["embedding"],
+                dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
+                opset_version=OPSET, dynamo=True, external_data=False,
+            )
+        got = OnnxEmbedder(tmp, providers=[CPU])(sample)  # (B, D)
+        if got.shape != expected.shape:
+            raise RuntimeError(f"ONNX embedder output {got.shape} != PyTorch output {expected.shape}")
+        cosine = (got * expected).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
+        if not np.all(cosine > MIN_PARITY_COSINE):
+            raise RuntimeError(f"ONNX embedder parity failed: min cosine {cosine.min():.6f} <= {MIN_PARITY_COSINE}")
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {
+        "backbone": info.name,
+        "weights_source": info.weights_source,
+        "weights_sha256": info.weights_sha256,
+        "dim": info.dim,
+        "input_size": info.input_size,
+        "onnx_sha256": sha256_file(out_path),
+    }
