@@ -153,7 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=index_cli.run_build)
     idx_sub.add_parser("search", help="top-K products for a photo").set_defaults(func=not_built("index search", 4))
 
-    sub.add_parser("serve", help="run the HTTP service").set_defaults(func=not_built("serve", 6))
+    from service import serve_cli  # no torch, no fastapi at import time
+
+    p = sub.add_parser("serve", help="run the HTTP service (FastAPI + onnxruntime + FAISS)")
+    serve_cli.add_arguments(p)
+    p.set_defaults(func=serve_cli.run)
     p = sub.add_parser("demo", help="build the demo (data, model, artifacts, index) if absent and serve it")
     p.add_argument("--root", type=Path, default=Path("demo"), help="folder for everything the demo builds")
     p.add_argument("--products", type=positive_int, default=300)

@@ -62,6 +62,6 @@ def test_data_split_reports_corrupt_jpeg_and_succeeds(tmp_path: Path) -> None:
     assert summary["skipped"] == 1 and summary["counts"]["test"]["products"] == 1
 
 
-def test_not_built_commands_say_so() -> None:
-    result = rtd("serve")
-    assert result.returncode == 2 and "not built yet" in result.stderr
+def test_serve_with_missing_folders_is_one_line(tmp_path: Path) -> None:
+    result = rtd("serve", "--artifacts", str(tmp_path / "nope"), "--index", str(tmp_path / "nope2"))
+    assert_one_line_error(result)

@@ -1,0 +1,312 @@
+"""Service benchmark: what HTTP, multipart, preprocessing and micro-batching cost over raw onnxruntime.
+
+    python bench/bench_service.py --tiny                                  # quick: the test suite's tiny models
+    python bench/bench_service.py --artifacts artifacts --index index --photos data/test_photos \
+        --duration 60 --concurrency 32
+
+It starts `rtd serve` (service/serve_cli.py) as a subprocess on 127.0.0.1 and drives it with an asyncio
+httpx client from this process; loopback only, nothing leaves the machine. Three measurements:
+
+1. latency at concurrency 1: p50 of POST /generate and POST /search against the same work done by raw
+   onnxruntime in this process (generator; generator + embedder + catalog search), each on one image;
+   the ratio is the service's overhead factor.
+2. throughput at concurrency 8 and 32: /search requests per second against raw onnxruntime running the
+   generator and embedder on batches of min(concurrency, max_batch) images; the ratio is the share of the
+   raw batched throughput the service delivers.
+3. a bounded load test (--duration seconds at --concurrency): status counts, 5xx other than the deliberate
+   503s (queue full, not ready), p50/p99 latency of the answered requests.
+
+Concurrency above 8 is spread over up to 4 client processes (8 workers each): a single asyncio client
+with 32 connections starves some of them for seconds, a tail the server never sees. The clients share
+the machine's CPUs with the server: on a small machine the figures are a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+# Spinning OpenMP workers (FAISS) fight the server, the client and other processes for the cores; sleeping
+# ones give repeatable numbers. Set before FAISS loads; the server subprocess inherits it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from index.catalog import Catalog  # noqa: E402
+from index.images import preprocess, to_png_bytes  # noqa: E402
+from index.onnx import OnnxEmbedder, OnnxGenerator  # noqa: E402
+from service.engine import read_artifacts  # noqa: E402
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+DELIBERATE_503 = {"overloaded", "not_ready"}
+WORKERS_PER_CLIENT = 8  # concurrent requests per client process
+MAX_CLIENTS = 4
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def load_photos(folder: Path, limit: int = 32) -> list[bytes]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    street = [p for p in files if "_CLEAN0_" in p.name] or files  # LookBook: the photos of people
+    if not street:
+        raise SystemExit(f"no photos in {folder}")
+    step = max(1, len(street) // limit)
+    return [p.read_bytes() for p in street[::step][:limit]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.Popen:
+    env = os.environ | {"RTD_MAX_BATCH": str(args.max_batch), "RTD_MAX_WAIT_MS": str(args.max_wait_ms),
+                        "RTD_QUEUE_SIZE": str(args.queue_size)}
+    if args.providers:
+        env["RTD_PROVIDERS"] = args.providers
+    if args.threads:
+        env["RTD_THREADS"] = str(args.threads)
+    server = subprocess.Popen([sys.executable, "-m", "service.serve_cli", "--artifacts", str(args.artifacts),
+                               "--index", str(args.index), "--host", "127.0.0.1", "--port", str(port),
+                               "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+                              cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    raise SystemExit("the server did not become ready in 300 s")
+
+
+# ---- raw onnxruntime baselines ------------------------------------------------------------------------
+
+def raw_baselines(args: argparse.Namespace, photos: list[bytes], repeats: int) -> dict:
+    """Latency of one image and throughput of batches, straight through onnxruntime in this process."""
+    info = read_artifacts(args.artifacts)
+    providers = args.providers.split(",") if args.providers else None
+    generator = OnnxGenerator(args.artifacts / "generator.onnx", providers, args.threads)
+    embedder = OnnxEmbedder(args.artifacts / "embedder.onnx", providers, args.threads)
+    catalog = Catalog.open(args.index)
+    arrays = np.stack([preprocess(p, info.size) for p in photos])  # (N, 3, S, S)
+    one = arrays[:1]
+    for _ in range(3):  # warm-up
+        embedder(generator(one))
+    gen_ms, search_ms = [], []
+    for i in range(repeats):
+        x = arrays[i % len(arrays)][None]  # (1, 3, S, S)
+        t = time.perf_counter()
+        generator(x)
+        gen_ms.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        catalog.search(embedder(generator(x)), 10)
+        search_ms.append((time.perf_counter() - t) * 1000)
+    # The same work as the routes, in-process and without HTTP: decode + resize in, models, PNG / search out.
+    gen_pipe_ms, search_pipe_ms = [], []
+    for i in range(repeats):
+        t = time.perf_counter()
+        to_png_bytes(generator(preprocess(photos[i % len(photos)], info.size)[None])[0])
+        gen_pipe_ms.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        catalog.search(embedder(generator(preprocess(photos[i % len(photos)], info.size)[None])), 10)
+        search_pipe_ms.append((time.perf_counter() - t) * 1000)
+    throughput = {}
+    for concurrency in args.throughput_concurrency:
+        batch = arrays[np.arange(min(concurrency, args.max_batch)) % len(arrays)]  # (B, 3, S, S)
+        embedder(generator(batch))
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < args.throughput_seconds:
+            embedder(generator(batch))
+            count += len(batch)
+        throughput[concurrency] = count / (time.perf_counter() - start)
+    return {"generate_p50_ms": percentile(gen_ms, 50), "search_p50_ms": percentile(search_ms, 50),
+            "generate_pipeline_p50_ms": percentile(gen_pipe_ms, 50),
+            "search_pipeline_p50_ms": percentile(search_pipe_ms, 50), "batched_images_per_s": throughput,
+            "image_size": info.size, "providers": generator.providers}
+
+
+# ---- the service over HTTP -----------------------------------------------------------------------------
+
+async def one_request(client: httpx.AsyncClient, route: str, photo: bytes) -> tuple[int, str, float]:
+    start = time.perf_counter()
+    try:
+        response = await client.post(route, files={"image": ("photo.jpg", photo, "image/jpeg")},
+                                     data={"k": "10"} if route == "/search" else None)
+    except httpx.HTTPError as e:
+        return 0, type(e).__name__, (time.perf_counter() - start) * 1000
+    code = ""
+    if response.status_code >= 400:
+        try:
+            code = response.json().get("error", "")
+        except ValueError:
+            code = "not_json"
+    return response.status_code, code, (time.perf_counter() - start) * 1000
+
+
+async def _workers(base: str, route: str, photos: list[bytes], concurrency: int, requests: int | None,
+                   seconds: float | None) -> tuple[list[tuple[int, str, float]], float]:
+    """`concurrency` workers on one client posting back to back, for a number of requests or of seconds."""
+    results: list[tuple[int, str, float]] = []
+    issued = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        deadline = time.perf_counter() + seconds if seconds is not None else None
+
+        async def worker() -> None:
+            nonlocal issued
+            while (requests is None or issued < requests) and (deadline is None or time.perf_counter() < deadline):
+                issued += 1
+                results.append(await one_request(client, route, photos[issued % len(photos)]))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return results, time.perf_counter() - start
+
+
+def _client_shard(base: str, route: str, photos: list[bytes], concurrency: int, requests: int | None,
+                  seconds: float | None, start_at: float) -> tuple[list[tuple[int, str, float]], float]:
+    """One client process; all shards start at the same wall-clock time."""
+    time.sleep(max(0.0, start_at - time.time()))
+    return asyncio.run(_workers(base, route, photos, concurrency, requests, seconds))
+
+
+def drive(base: str, route: str, photos: list[bytes], concurrency: int, *, requests: int | None = None,
+          seconds: float | None = None) -> dict:
+    """Load from `concurrency` workers, spread over client processes of at most WORKERS_PER_CLIENT each.
+
+    One asyncio httpx client with 32 connections starves some of them for seconds (client-side tails the
+    server never sees); a few processes with 8 each measure the server instead of the client.
+    """
+    shards = max(1, min(MAX_CLIENTS, math.ceil(concurrency / WORKERS_PER_CLIENT)))
+    sizes = [concurrency // shards + (i < concurrency % shards) for i in range(shards)]
+    if shards == 1:
+        results, elapsed = asyncio.run(_workers(base, route, photos, concurrency, requests, seconds))
+    else:
+        start_at = time.time() + 5.0  # time for the spawned clients to import
+        with ProcessPoolExecutor(shards, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_client_shard, base, route, photos, size,
+                                   None if requests is None else math.ceil(requests * size / concurrency), seconds,
+                                   start_at) for size in sizes]
+            parts = [f.result() for f in futures]
+        results = [r for part, _ in parts for r in part]
+        elapsed = max(e for _, e in parts)
+    ok = [ms for status, _, ms in results if status == 200]
+    statuses: dict[str, int] = {}
+    for status, code, _ in results:
+        key = str(status) + (f" {code}" if code else "")
+        statuses[key] = statuses.get(key, 0) + 1
+    unexpected_5xx = sum(1 for status, code, _ in results
+                         if status == 0 or (status >= 500 and not (status == 503 and code in DELIBERATE_503)))
+    return {"requests": len(results), "seconds": elapsed, "ok_per_s": len(ok) / elapsed, "client_processes": shards,
+            "p50_ms": percentile(ok, 50), "p99_ms": percentile(ok, 99), "statuses": statuses,
+            "unexpected_5xx_or_errors": unexpected_5xx,
+            "deliberate_503": sum(1 for status, code, _ in results if status == 503 and code in DELIBERATE_503)}
+
+
+def bench_http(base: str, photos: list[bytes], args: argparse.Namespace) -> dict:
+    out: dict = {}
+    for route in ("/generate", "/search"):
+        drive(base, route, photos, 1, requests=5)  # warm the connection and the code paths
+        out[f"latency_c1{route.replace('/', '_')}"] = drive(base, route, photos, 1, requests=args.repeats)
+    for concurrency in args.throughput_concurrency:
+        out[f"throughput_c{concurrency}_search"] = drive(base, "/search", photos, concurrency,
+                                                         seconds=args.throughput_seconds)
+    out["load_test_search"] = drive(base, "/search", photos, args.concurrency, seconds=args.duration)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="use the test suite's tiny artifacts and index")
+    parser.add_argument("--artifacts", type=Path)
+    parser.add_argument("--index", type=Path)
+    parser.add_argument("--photos", type=Path, help="folder of street photos to send (LookBook CLEAN0 preferred)")
+    parser.add_argument("--providers", default="", help="comma-separated onnxruntime providers; default: best")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads per session")
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--queue-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=50, help="requests for the concurrency-1 latencies")
+    parser.add_argument("--throughput-concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[8, 32])
+    parser.add_argument("--throughput-seconds", type=float, default=5.0)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of the load test")
+    parser.add_argument("--concurrency", type=int, default=32, help="workers in the load test")
+    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench_service_") as tmp:
+        if args.tiny:
+            from tests.service.conftest import make_world  # builds ONNX graphs with `onnx.helper`: no torch
+
+            world = make_world(Path(tmp) / "world", products=50)
+            args.artifacts, args.index, args.photos = world.artifacts, world.index, world.samples
+        if not (args.artifacts and args.index and args.photos):
+            parser.error("give --tiny, or --artifacts, --index and --photos")
+        photos = load_photos(args.photos)
+        raw = raw_baselines(args, photos, args.repeats)
+        port = free_port()
+        server = start_server(args, port, Path(tmp) / "server.log")
+        try:
+            http = bench_http(f"http://127.0.0.1:{port}", photos, args)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+
+    summary = {
+        "raw": raw, "http": http,
+        "overhead_ratio_generate_c1": http["latency_c1_generate"]["p50_ms"] / raw["generate_p50_ms"],
+        "overhead_ratio_search_c1": http["latency_c1_search"]["p50_ms"] / raw["search_p50_ms"],
+        # Against the same work in-process (with decode, resize, PNG): what HTTP and batching alone add.
+        "overhead_ratio_generate_c1_vs_pipeline": http["latency_c1_generate"]["p50_ms"] / raw["generate_pipeline_p50_ms"],
+        "overhead_ratio_search_c1_vs_pipeline": http["latency_c1_search"]["p50_ms"] / raw["search_pipeline_p50_ms"],
+        "throughput_ratio": {c: http[f"throughput_c{c}_search"]["ok_per_s"] / raw["batched_images_per_s"][c]
+                             for c in args.throughput_concurrency},
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "cpus": os.cpu_count(),
+    }
+    print(f"c=1 /generate p50 {http['latency_c1_generate']['p50_ms']:.2f} ms vs raw {raw['generate_p50_ms']:.3f} ms "
+          f"(x{summary['overhead_ratio_generate_c1']:.1f}); /search p50 {http['latency_c1_search']['p50_ms']:.2f} ms "
+          f"vs raw {raw['search_p50_ms']:.3f} ms (x{summary['overhead_ratio_search_c1']:.1f})", file=sys.stderr)
+    print(f"c=1 vs the same work in-process (decode, resize, models, PNG/search): /generate "
+          f"x{summary['overhead_ratio_generate_c1_vs_pipeline']:.1f} ({raw['generate_pipeline_p50_ms']:.2f} ms), "
+          f"/search x{summary['overhead_ratio_search_c1_vs_pipeline']:.1f} ({raw['search_pipeline_p50_ms']:.2f} ms)",
+          file=sys.stderr)
+    for c in args.throughput_concurrency:
+        print(f"c={c} /search {http[f'throughput_c{c}_search']['ok_per_s']:.0f} req/s vs raw batched "
+              f"{raw['batched_images_per_s'][c]:.0f} img/s ({summary['throughput_ratio'][c]:.1%})", file=sys.stderr)
+    load = http["load_test_search"]
+    print(f"load {args.duration:.0f} s at c={args.concurrency}: {load['requests']} requests, {load['statuses']}, "
+          f"unexpected 5xx {load['unexpected_5xx_or_errors']}, p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms",
+          file=sys.stderr)
+    text = json.dumps(summary, indent=1, default=str)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 1 if load["unexpected_5xx_or_errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+# The inference image: the FastAPI service on onnxruntime-gpu (CUDA 12 + cuDNN 9). No torch in here:
+# the service's whole contract with training is the artifact folder and the index folder (DESIGN.md).
+#   docker build -f docker/service.Dockerfile -t rtdgan-service .
+#   docker run --gpus all -p 8000:8000 -v $PWD/artifacts:/artifacts:ro -v $PWD/index:/index:ro rtdgan-service
+FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-pip \
+    && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+# The service's requirements, listed here rather than resolved from pyproject.toml: the package depends on
+# CPU `onnxruntime`, which must not be installed beside `onnxruntime-gpu` (they share the module name).
+RUN pip install \
+    "numpy>=1.26" "pillow>=10.3" "pydantic>=2.6" "pydantic-settings>=2.2" "tqdm>=4.66" \
+    "fastapi>=0.110" "uvicorn>=0.29" "python-multipart>=0.0.9" "prometheus-client>=0.20" \
+    "faiss-cpu>=1.8" "onnxruntime-gpu>=1.19"
+
+WORKDIR /app
+# Only the packages the service imports; training/ and models/ (torch) are not even copied.
+COPY pyproject.toml README.md ./
+COPY index/ index/
+COPY service/ service/
+RUN pip install --no-deps . \
+    && python -c "import service.app, sys; assert 'torch' not in sys.modules"
+
+RUN useradd --uid 10001 --create-home rtd
+USER rtd
+
+ENV RTD_ARTIFACTS=/artifacts \
+    RTD_INDEX=/index \
+    OMP_WAIT_POLICY=PASSIVE
+EXPOSE 8000
+# Ready means: models and catalog loaded and a warm-up inference passed (503 before, or on a broken mount).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=4)"
+CMD ["rtd", "serve", "--host", "0.0.0.0", "--port", "8000"]

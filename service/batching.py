@@ -1,0 +1,150 @@
+"""Micro-batching: concurrent requests for one model become one batched onnxruntime call.
+
+A request puts its item on a bounded queue and awaits a future. One collector task per model takes the
+first waiting item, waits at most `max_wait_ms` for up to `max_batch - 1` more, stacks them into a
+`(B, ...)` batch and runs the model in a worker thread (onnxruntime releases the GIL), so the event loop
+keeps accepting requests meanwhile. A full queue is refused at once (`QueueFull` -> 503 + Retry-After):
+under overload, failing fast beats a queue that only grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The model's queue is full: the caller should answer 503 with Retry-After."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"the {model} queue is full, try again shortly")
+        self.model = model
+
+
+@dataclass
+class _Job:
+    item: np.ndarray
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """Fuses single items submitted concurrently into batched calls of `run`, off the event loop."""
+
+    def __init__(self, name: str, run: Callable[[np.ndarray], np.ndarray], *, max_batch: int, max_wait_ms: float,
+                 queue_size: int, metrics: Metrics | None = None) -> None:
+        assert max_batch >= 1 and queue_size >= 1 and max_wait_ms >= 0, "bad micro-batching settings"
+        self.name = name
+        self.run = run
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.queue_size = queue_size
+        self.metrics = metrics
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._task: asyncio.Task | None = None
+        # One thread per model: batches of one model run in order, the two models overlap.
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Start the collector task on the running event loop."""
+        self._queue = asyncio.Queue(maxsize=self.queue_size)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rtd-{self.name}")
+        self._task = asyncio.get_running_loop().create_task(self._collect(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Stop collecting; requests still waiting get an error instead of hanging."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._queue is not None:
+            while not self._queue.empty():
+                job = self._queue.get_nowait()
+                if not job.future.done():
+                    job.future.set_exception(RuntimeError(f"the {self.name} model is shutting down"))
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._task = None
+
+    async def submit(self, item: np.ndarray) -> np.ndarray:
+        """Queue one item (no batch axis) and await the model's output for it (no batch axis)."""
+        if self._queue is None or not self.running:
+            raise RuntimeError(f"the {self.name} batcher is not running")
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Job(item, future))
+        except asyncio.QueueFull:
+            if self.metrics is not None:
+                self.metrics.rejected.labels(self.name).inc()
+            raise QueueFull(self.name) from None
+        self._set_depth()
+        return await future
+
+    def _set_depth(self) -> None:
+        if self.metrics is not None and self._queue is not None:
+            self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
+
+    async def _next_batch(self) -> list[_Job]:
+        """The first waiting job, plus whatever arrives within max_wait (up to max_batch in all)."""
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        jobs = [await self._queue.get()]
+        deadline = loop.time() + self.max_wait_s
+        while len(jobs) < self.max_batch:
+            try:
+                jobs.append(self._queue.get_nowait())  # already waiting: take it without sleeping
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                jobs.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except asyncio.TimeoutError:
+                break
+        self._set_depth()
+        return [job for job in jobs if not job.future.done()]  # a client that left cancelled its future
+
+    def _timed_run(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        start = time.perf_counter()
+        out = self.run(batch)
+        return out, time.perf_counter() - start
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._next_batch()
+            if not jobs:
+                continue
+            batch = np.stack([job.item for job in jobs])  # (B, ...)
+            try:
+                out, seconds = await loop.run_in_executor(self._executor, self._timed_run, batch)
+                if len(out) != len(jobs):
+                    raise RuntimeError(f"{self.name}: batch of {len(jobs)} gave {len(out)} outputs")
+            except Exception as e:  # noqa: BLE001 - the error belongs to the requests, the loop goes on
+                log.exception("%s: inference failed for a batch of %d", self.name, len(jobs))
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(e)
+                continue
+            if self.metrics is not None:
+                self.metrics.batch_size.labels(self.name).observe(len(jobs))
+                self.metrics.inference.labels(self.name).observe(seconds)
+            for job, result in zip(jobs, out, strict=True):
+                if not job.future.done():
+                    job.future.set_result(result)

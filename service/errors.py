@@ -1,0 +1,88 @@
+"""Every error the service answers is JSON `{"error": code, "detail": text}` with the right status.
+
+Bad images carry their own status (`index.errors.ImageError`: 400 corrupt, 413 too many pixels, 415 not an
+image); framework errors (404, 405, 422) are reshaped by the handlers here; anything unhandled is caught
+by `service.middleware` and becomes a 500 with no traceback sent to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from index.errors import ImageError, UserError
+from service.batching import QueueFull
+
+log = logging.getLogger(__name__)
+
+# Short machine-readable codes for the statuses the framework raises on its own.
+STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+                422: "invalid_request", 429: "too_many_requests", 500: "internal_error", 503: "unavailable"}
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, short code and human detail; raise it from any route."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def unavailable(code: str, detail: str, retry_after_s: int) -> ApiError:
+    """A 503 that tells the client when to try again."""
+    return ApiError(503, code, detail, {"Retry-After": str(retry_after_s)})
+
+
+def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one shape of every error body."""
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header"))
+        parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
+    """Register the JSON handlers for our errors and the framework's."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.detail, exc.headers)
+
+    @app.exception_handler(ImageError)
+    async def _image_error(request: Request, exc: ImageError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.reason)
+
+    @app.exception_handler(UserError)
+    async def _user_error(request: Request, exc: UserError) -> JSONResponse:
+        return error_response(400, "bad_request", str(exc))
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(request: Request, exc: QueueFull) -> JSONResponse:
+        return error_response(503, "overloaded", str(exc), {"Retry-After": str(retry_after_s)})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":  # the router's own: say what was asked for
+            detail = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405 and detail == "Method Not Allowed":
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        return error_response(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), detail,
+                              dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid_request", _validation_detail(exc))

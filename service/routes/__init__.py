@@ -1,0 +1,1 @@
+"""One router per resource: search (generate + search), products, admin, health, metrics, demo."""

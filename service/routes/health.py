@@ -1,0 +1,29 @@
+"""GET /health/live (the process answers) and GET /health/ready (it can serve a search right now)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.engine import Engine
+from service.errors import error_response
+from service.routes.deps import SettingsDep
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+@router.get("/live", summary="Liveness: 200 while the process runs")
+def live() -> dict:
+    """Always 200: restart the process only if this stops answering."""
+    return {"status": "alive"}
+
+
+@router.get("/ready", summary="Readiness: 200 once models and catalog are loaded and warm, else 503 + reason")
+def ready(request: Request, settings: SettingsDep) -> JSONResponse:
+    """200 only after a warm-up inference went through; 503 with the reason before (or if loading failed)."""
+    engine: Engine = request.app.state.engine
+    if not engine.ready:
+        return error_response(503, "not_ready", engine.reason or "not ready",
+                              {"Retry-After": str(settings.retry_after_s)})
+    return JSONResponse({"status": "ready", "products": len(engine.catalog), "image_size": engine.size,
+                         "providers": engine.providers})

@@ -1,0 +1,50 @@
+"""Service settings: one frozen pydantic-settings object, read from `RTD_*` environment variables.
+
+`rtd serve` turns its flags into the same object, so a container (env) and a shell (flags) configure the
+service identically. Lists (providers, CORS origins) are comma-separated in the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIB = 1 << 20
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told; every field is used somewhere in `service/`."""
+
+    model_config = SettingsConfigDict(env_prefix="RTD_", frozen=True, extra="forbid")
+
+    artifacts: Path = Path("artifacts")  # generator.onnx, embedder.onnx, model.json
+    index: Path = Path("index")  # catalog.faiss, catalog.sqlite, index.json (+ images/ for admin adds)
+    providers: CommaList = Field(default_factory=list)  # onnxruntime providers; empty = CUDA if present, else CPU
+    threads: int | None = Field(default=None, ge=1)  # intra-op CPU threads per session; None = onnxruntime's choice
+    max_batch: int = Field(default=16, ge=1)  # requests fused into one inference call
+    max_wait_ms: float = Field(default=2.0, ge=0)  # how long a batch waits for company once it has one request
+    queue_size: int = Field(default=64, ge=1)  # requests waiting per model; past it: 503 + Retry-After
+    retry_after_s: int = Field(default=1, ge=1)  # the Retry-After we answer with on 503
+    max_upload_bytes: int = Field(default=10 * MIB, ge=1)  # one uploaded image
+    max_pixels: int = Field(default=40_000_000, ge=1)  # decompression-bomb guard, checked before decoding
+    admin_key: SecretStr | None = None  # X-API-Key for /admin/*; unset = admin disabled (503)
+    cors_origins: CommaList = Field(default_factory=list)  # browser origins allowed to call the API
+    public_base_url: str = ""  # prefix for image links in results, e.g. https://shop.example/api; "" = relative
+    demo_samples: Path | None = None  # a folder of street photos offered one click away on the demo page
+    demo_sample_count: int = Field(default=8, ge=0)  # how many of them the demo page lists
+
+    @field_validator("providers", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")

@@ -1,0 +1,81 @@
+"""Docker files, checked without Docker: compose validated by `docker-compose config`, Dockerfiles read."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE = (ROOT / "docker" / "service.Dockerfile").read_text()
+TRAIN = (ROOT / "docker" / "train.Dockerfile").read_text()
+COMPOSE = shutil.which("docker-compose")
+
+
+def instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", "\n".join(line for line in dockerfile.splitlines() if not line.lstrip().startswith("#")))
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in text.splitlines() if line.strip()]
+
+
+def requirement_names(specs: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~\[ ]", s.strip('"'), maxsplit=1)[0].lower() for s in specs}
+
+
+def test_service_image_is_cuda_onnxruntime_gpu_without_torch() -> None:
+    steps = instructions(SERVICE)
+    assert steps[0][0] == "FROM" and re.match(r"nvidia/cuda:12[\d.]*-cudnn-runtime-ubuntu", steps[0][1])
+    runs = " ".join(args for op, args in steps if op == "RUN")
+    assert "onnxruntime-gpu" in runs
+    installs = " ".join(re.findall(r"pip install ([^&;]*)", runs))
+    assert "onnxruntime-gpu" in installs and not re.search(r"\btorch", installs), "no torch in the service image"
+    assert "pip install --no-deps ." in runs
+    copied = [args.split()[0] for op, args in steps if op == "COPY"]
+    assert not any(src.startswith(("training", "models")) for src in copied)
+    assert all((ROOT / src).exists() for src in copied if src != "README.md")
+    assert any(op == "USER" and args != "root" for op, args in steps)
+    health = next(args for op, args in steps if op == "HEALTHCHECK")
+    assert "/health/ready" in health
+    assert next(args for op, args in steps if op == "CMD").startswith('["rtd", "serve"')
+
+
+def test_service_image_installs_every_runtime_dependency() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    needed = requirement_names(pyproject["project"]["dependencies"]) - {"onnxruntime"}
+    pip_line = next(args for op, args in instructions(SERVICE) if op == "RUN" and "onnxruntime-gpu" in args)
+    installed = requirement_names(re.findall(r'"([^"]+)"', pip_line))
+    assert needed <= installed, f"add to docker/service.Dockerfile: {sorted(needed - installed)}"
+
+
+def test_train_image_has_pytorch_and_the_train_extra() -> None:
+    steps = instructions(TRAIN)
+    assert steps[0][0] == "FROM" and steps[0][1].startswith("pytorch/pytorch:") and "cuda" in steps[0][1]
+    runs = " ".join(args for op, args in steps if op == "RUN")
+    assert 'pip install ".[train]"' in runs
+    copied = {args.split()[0].rstrip("/") for op, args in steps if op == "COPY"}
+    assert {"training", "models", "index", "service"} <= copied
+    assert all((ROOT / src).exists() for src in copied if src not in ("pyproject.toml", "README.md"))
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="needs docker-compose (apt-get install docker-compose)")
+def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
+    def compose(*args: str) -> str:
+        result = subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), *args], capture_output=True,
+                                text=True, timeout=60, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    config = compose("config")
+    assert sorted(compose("config", "--services").split()) == ["api", "export", "index-build"]
+    api, jobs = config.split("\n  export:")
+    assert "profiles" not in api and jobs.count("profiles:\n    - jobs") == 2  # the jobs run only when asked for
+    assert re.search(r"devices:\s+- capabilities:\s+- gpu\s+count: 1\s+driver: nvidia", api)
+    assert re.search(r"/artifacts:/artifacts:ro", api) and re.search(r"/index:/index:ro", api)
+    assert "/health/ready" in api and "restart: unless-stopped" in api
+    assert "dockerfile: docker/service.Dockerfile" in api
+    assert "dockerfile: docker/train.Dockerfile" in config
+    assert re.search(r"index-build:\n(.*\n)*?\s+- build\n", config)
