@@ -1,0 +1,193 @@
+"""One training step per model, and the networks and optimisers those steps update.
+
+`build_nets(cfg, device, distributed)` makes the generator, the critic(s) and their Adam optimisers
+(wrapped in DistributedDataParallel under torchrun); `STEPS[cfg.model]` is the step the loop in
+train.py calls once per iteration: rtdGAN (Algorithm 1), pix2pix (Isola et al. 2017) or PLDT
+(Yoo et al. 2016). Each step does one optimiser step of G and one of D and returns its loss terms.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from models.critic import ConditionalPatchCritic, CriticConfig
+from models.generator import GeneratorConfig, ProgressiveGenerator
+from models.layers import resize_to
+from models.pix2pix import PatchDiscriminator, Pix2PixConfig, UNetGenerator
+from models.pldt import PLDTConfig, PLDTConverter, PLDTDomainDiscriminator, PLDTRealFakeDiscriminator
+from training.losses import (
+    critic_loss,
+    pix2pix_discriminator_loss,
+    pix2pix_generator_loss,
+    pldt_converter_loss,
+    pldt_domain_loss,
+    pldt_real_fake_loss,
+    rtdgan_generator_loss,
+)
+from training.pyramid import stage_target
+from training.schedule import Phase
+
+if TYPE_CHECKING:  # train.py imports this module: the config is needed for type hints only
+    from training.train import Model, TrainConfig
+
+
+@dataclass
+class Nets:
+    """The networks, their optimisers, and the views the forward/backward passes go through (DDP or not)."""
+
+    generator: nn.Module  # ProgressiveGenerator | UNetGenerator | PLDTConverter
+    critic: nn.Module  # ConditionalPatchCritic | PatchDiscriminator | PLDTRealFakeDiscriminator (D_R)
+    domain_critic: nn.Module | None  # PLDT's D_A, else None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer  # one Adam over every discriminator (Adam is per-parameter anyway)
+    generator_train: nn.Module
+    critic_train: nn.Module
+    domain_train: nn.Module | None
+
+
+def build_nets(cfg: TrainConfig, device: torch.device, distributed: bool) -> Nets:
+    """The networks and optimisers of `cfg.model`, on `device`, wrapped in DDP when distributed."""
+    domain: nn.Module | None = None
+    if cfg.model == "rtdgan":
+        generator: nn.Module = ProgressiveGenerator(GeneratorConfig(cfg.resolution, cfg.stages, cfg.width))
+        critic: nn.Module = ConditionalPatchCritic(CriticConfig(width=cfg.width))
+        betas = (0.0, 0.99)  # Sec. 4.1
+    elif cfg.model == "pix2pix":
+        p2p = Pix2PixConfig(resolution=cfg.resolution, width=cfg.width)
+        generator, critic = UNetGenerator(p2p), PatchDiscriminator(p2p)
+        betas = (0.5, 0.999)  # Isola et al. 2017
+    else:
+        pldt = PLDTConfig(resolution=cfg.data_resolution, width=cfg.width)
+        generator, critic, domain = PLDTConverter(pldt), PLDTRealFakeDiscriminator(pldt), PLDTDomainDiscriminator(pldt)
+        betas = (0.5, 0.999)
+    fmt = torch.channels_last if device.type == "cuda" else torch.preserve_format
+    for net in (generator, critic, domain):
+        if net is not None:
+            net.to(device=device, memory_format=fmt).train()
+    d_params = list(critic.parameters()) + (list(domain.parameters()) if domain is not None else [])
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas)
+    opt_d = torch.optim.Adam(d_params, lr=cfg.lr, betas=betas)
+    if not distributed:
+        return Nets(generator, critic, domain, opt_g, opt_d, generator, critic, domain)
+    ids = [device.index] if device.type == "cuda" else None
+    # A stage-i generator leaves the later decoder blocks and the other ToRGBs without gradient (Fig. 2a),
+    # so DDP must look for unused parameters. Discriminators see real and fake batches in separate
+    # forwards: their batch-norm buffers stay per process (broadcasting them mid-step breaks autograd).
+    # (`forward_sync_buffers` replaces `broadcast_buffers` in newer torch; older ones only know the latter.)
+    local = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+             else {"broadcast_buffers": False})
+    g_train = DDP(generator, device_ids=ids, find_unused_parameters=cfg.model == "rtdgan")
+    c_train = DDP(critic, device_ids=ids, **local)
+    a_train = DDP(domain, device_ids=ids, **local) if domain is not None else None
+    return Nets(generator, critic, domain, opt_g, opt_d, g_train, c_train, a_train)
+
+
+def autocast(device: torch.device) -> AbstractContextManager:
+    """bf16 autocast on CUDA (no loss scaling needed), a no-op on CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@contextmanager
+def frozen(*modules: nn.Module | None) -> Iterator[None]:
+    """Parameters take no gradient inside: the generator's update must not touch D's gradients."""
+    params = [p for m in modules if m is not None for p in m.parameters()]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def sync_if(module: nn.Module, last: bool) -> AbstractContextManager:
+    """DDP accumulates without all-reduce until the last backward of a step (several forwards, one sync)."""
+    return module.no_sync() if isinstance(module, DDP) and not last else nullcontext()
+
+
+def update(opt: torch.optim.Optimizer, loss: Tensor) -> None:
+    """One optimiser step on `loss`."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def rtdgan_step(cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, phase: Phase) -> dict[str, Tensor]:
+    """Algorithm 1, lines 8-13: update G_i on Eq. 4, then the critic once on Eq. 1 + GP (Sec. 4.1)."""
+    device = photo.device
+    target = stage_target(product, phase.stage, cfg.stages)  # (B, 3, s, s): y_i = y_g^{N-i}
+    photo_i = resize_to(photo, target.shape[-1])  # (B, 3, s, s): x_i of Eq. 1, area-downsampled
+    with autocast(device):
+        fake = nets.generator_train(photo, stage=phase.stage, alpha=phase.alpha)  # (B, 3, s, s)
+        with frozen(nets.critic):
+            critic_fake = nets.critic(photo_i, fake)  # (B, 1, h, w)
+    # Outside autocast: the DoG of Eq. 3 subtracts two blurs, which bf16 convolutions would drown in noise.
+    g_loss, g_terms = rtdgan_generator_loss(critic_fake, fake, target, cfg.lambda_adv, cfg.lambda_con, cfg.lambda_lap)
+    update(nets.opt_g, g_loss)
+    with autocast(device):
+        d_loss, d_terms = critic_loss(nets.critic_train, photo_i, target, fake, cfg.lambda_gp)
+    update(nets.opt_d, d_loss)
+    return g_terms | d_terms
+
+
+def pix2pix_step(cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, phase: Phase) -> dict[str, Tensor]:
+    """pix2pix (Isola et al. 2017): D on real and fake pairs, then G on BCE + 100 L1, as the reference code."""
+    device = photo.device
+    with autocast(device):
+        fake = nets.generator_train(photo)  # (B, 3, S, S)
+    nets.opt_d.zero_grad(set_to_none=True)
+    d_loss = torch.zeros((), device=device)
+    for i, (image, is_real) in enumerate(((fake.detach(), False), (product, True))):
+        with sync_if(nets.critic_train, last=i == 1):
+            with autocast(device):
+                loss = pix2pix_discriminator_loss(nets.critic_train(photo, image), is_real)
+            loss.backward()
+        d_loss += loss.detach()
+    nets.opt_d.step()
+    with autocast(device), frozen(nets.critic):
+        g_loss, g_terms = pix2pix_generator_loss(nets.critic(photo, fake), fake, product)
+    update(nets.opt_g, g_loss)
+    return g_terms | {"d_loss": d_loss}
+
+
+def pldt_step(cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, phase: Phase) -> dict[str, Tensor]:
+    """PLDT (Yoo et al. 2016): D_R and D_A on their three kinds of input, then the converter fools both."""
+    assert nets.domain_critic is not None and nets.domain_train is not None
+    device = photo.device
+    with autocast(device):
+        fake = nets.generator_train(photo)  # (B, 3, R, R)
+    # The unassociated pair: each photo with the next item's product (another garment, unless two photos
+    # of one product meet in a batch, which a shuffled order makes rare; a batch of one has none).
+    unassociated = product.roll(1, dims=0)
+    nets.opt_d.zero_grad(set_to_none=True)
+    terms = {"d_real_fake": torch.zeros((), device=device), "d_domain": torch.zeros((), device=device)}
+    for i, (image, is_real) in enumerate(((product, True), (fake.detach(), False))):
+        with sync_if(nets.critic_train, last=i == 1):
+            with autocast(device):
+                loss = pldt_real_fake_loss(nets.critic_train(image), is_real)
+            loss.backward()
+        terms["d_real_fake"] += loss.detach()
+    for i, (image, is_assoc) in enumerate(((product, True), (unassociated, False), (fake.detach(), False))):
+        with sync_if(nets.domain_train, last=i == 2):
+            with autocast(device):
+                loss = pldt_domain_loss(nets.domain_train(photo, image), is_assoc)
+            loss.backward()
+        terms["d_domain"] += loss.detach()
+    nets.opt_d.step()
+    with autocast(device), frozen(nets.critic, nets.domain_critic):
+        g_loss, g_terms = pldt_converter_loss(nets.critic(fake), nets.domain_critic(photo, fake))
+    update(nets.opt_g, g_loss)
+    return g_terms | terms | {"d_loss": terms["d_real_fake"] + terms["d_domain"]}
+
+
+STEPS: dict[Model, Callable[[TrainConfig, Nets, Tensor, Tensor, Phase], dict[str, Tensor]]] = {
+    "rtdgan": rtdgan_step, "pix2pix": pix2pix_step, "pldt": pldt_step,
+}
