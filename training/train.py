@@ -58,6 +58,7 @@ SAMPLE_COUNT = 8  # photos in each sample grid
 # Options that fix the schedule and the data order: a resumed run must use the checkpoint's values.
 RESUME_MUST_MATCH = ("model", "stages", "resolution", "width", "epochs_fade", "epochs_stab", "batch_sizes",
                      "seed", "limit_items")
+PRELOAD_MAX_BYTES = 1 << 30  # data sets up to 1 GiB of uint8 pixels are held in memory
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,10 @@ def train(cfg: TrainConfig) -> Path:
 
     # ---- data: one item per photo, (photo, product) at the data resolution
     train_records, shown_records = read_records(cfg)
-    dataset = PairDataset(train_records, cfg.data_resolution)
+    n_images = sum(1 + len(r.photos) for r in train_records)
+    # Small sets are decoded once and kept as uint8 (JPEG decoding otherwise costs as much as a step).
+    preload = n_images * 3 * cfg.data_resolution**2 <= PRELOAD_MAX_BYTES
+    dataset = PairDataset(train_records, cfg.data_resolution, preload=preload)
     items = min(len(dataset), cfg.limit_items or len(dataset))
     plan = make_run_plan(cfg, items, world)
     shown = PairDataset(shown_records, cfg.data_resolution)
