@@ -43,6 +43,9 @@ def make_session(path: Path, providers: Sequence[str] | None = None, threads: in
     if not path.is_file():
         raise UserError(f"ONNX model not found: {path}")
     options = ort.SessionOptions()
+    # Idle intra-op threads spin by default; on a small CPU shared with the HTTP server and FAISS that
+    # spinning halved throughput at concurrency 8 (bench/bench_service.py), so they sleep instead.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         if threads < 1:
             raise UserError(f"threads must be >= 1, got {threads}")

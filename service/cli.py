@@ -1,6 +1,6 @@
 """`rtd`: the one command line. Flags become a config, the config is printed, the job runs.
 
-Subcommands import their package lazily, so `rtd serve` never pulls torch in and `rtd --help` is instant.
+Subcommands import torch lazily (inside the job), so `rtd serve` never pulls torch in.
 Bad input (a flag, a file, a folder) is one line on stderr and exit status 2, never a traceback.
 """
 
@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from index.errors import UserError
@@ -80,16 +80,10 @@ def cmd_data_sheet(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from service.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(root=args.root, products=args.products, size=args.size, seed=args.seed)
+    cfg = DemoConfig(root=args.root, products=args.products, seed=args.seed, host=args.host, port=args.port,
+                     serve=not args.build_only)
     print_config("demo", cfg)
     return run_demo(cfg)
-
-
-def not_built(name: str, issue: int) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"rtd {name}: not built yet (issue #{issue})", file=sys.stderr)
-        return EXIT_USAGE
-    return run
 
 
 # ---- the parser ------------------------------------------------------------------------------------
@@ -128,32 +122,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=positive_int, default=128)
     p.set_defaults(func=cmd_data_sheet)
 
-    p = sub.add_parser("train", help="train rtdGAN or a baseline (pix2pix, PLDT)")
-    try:
-        from training import train_cli  # no torch at import time
-    except ImportError:
-        p.set_defaults(func=not_built("train", 3))
-    else:
-        train_cli.add_arguments(p)
-        p.set_defaults(func=train_cli.run)
+    # Each command's flags live beside its code; none of these modules imports torch at import time.
+    from index import index_cli, search_cli
+    from service import serve_cli
+    from training import eval_cli, export_cli, train_cli
 
-    sub.add_parser("eval", help="RMSE, SSIM and Recall@K of exported artifacts").set_defaults(
-        func=not_built("eval", 5))
-    sub.add_parser("export", help="export a run to ONNX artifacts").set_defaults(func=not_built("export", 4))
+    p = sub.add_parser("train", help="train rtdGAN or a baseline (pix2pix, PLDT)")
+    train_cli.add_arguments(p)
+    p.set_defaults(func=train_cli.run)
+
+    p = sub.add_parser("eval", help="RMSE, SSIM and Recall@K of exported artifacts (`rtd eval compare` merges reports)")
+    eval_cli.add_arguments(p)
+    p.set_defaults(func=eval_cli.run)
+
+    p = sub.add_parser("export", help="export a run to ONNX artifacts (generator, embedder, model.json)")
+    export_cli.add_arguments(p)
+    p.set_defaults(func=export_cli.run)
 
     idx = sub.add_parser("index", help="build and query the catalog index")
     idx_sub = idx.add_subparsers(dest="index_command", required=True, parser_class=OneLineParser)
     p = idx_sub.add_parser("build", help="embed a catalog into a FAISS + SQLite index folder")
-    try:
-        from index import index_cli
-    except ImportError:
-        p.set_defaults(func=not_built("index build", 4))
-    else:
-        index_cli.add_arguments_build(p)
-        p.set_defaults(func=index_cli.run_build)
-    idx_sub.add_parser("search", help="top-K products for a photo").set_defaults(func=not_built("index search", 4))
-
-    from service import serve_cli  # no torch, no fastapi at import time
+    index_cli.add_arguments_build(p)
+    p.set_defaults(func=index_cli.run_build)
+    p = idx_sub.add_parser("search", help="top-K products for a photo (generate, embed, search), as JSON")
+    search_cli.add_arguments(p)
+    p.set_defaults(func=search_cli.run)
 
     p = sub.add_parser("serve", help="run the HTTP service (FastAPI + onnxruntime + FAISS)")
     serve_cli.add_arguments(p)
@@ -161,14 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="build the demo (data, model, artifacts, index) if absent and serve it")
     p.add_argument("--root", type=Path, default=Path("demo"), help="folder for everything the demo builds")
     p.add_argument("--products", type=positive_int, default=300)
-    p.add_argument("--size", type=positive_int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--build-only", action="store_true", help="build what is missing, then exit without serving")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rtd` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["serve"], ["demo"]):
+        # FAISS's idle OpenMP threads spin by default, which costs a server throughput (see
+        # service/serve_cli.py); the policy is read when FAISS loads, and building the parser loads it.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,96 @@
+"""`rtd index search`: one photo -> top-K catalog products as JSON, on the service's path. No torch.
+
+The path is the service's /search (service/routes/search.py): the shared preprocessing at the artifacts'
+size S, generator.onnx (street photo -> product image, Sec. 5 "Recall@K"), embedder.onnx, then cosine
+top-K in the catalog. `--no-generate` embeds the image as it is: the no-generation baseline for a street
+photo, or a catalog image looking for itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from index.build import read_model_json
+from index.catalog import Catalog, Hit
+from index.errors import UserError
+from index.images import preprocess
+from index.onnx import OnnxEmbedder, OnnxGenerator, sha256_file
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """An artifacts folder whose files match its model.json (DESIGN.md, "Artifact contract")."""
+
+    folder: Path
+    size: int  # S
+    model: dict  # model.json
+    embedder_sha256: str
+
+
+def read_artifacts(folder: Path) -> Artifacts:
+    """model.json plus both ONNX files, their sha256s checked; UserError naming what is wrong."""
+    folder = Path(folder)
+    model = read_model_json(folder)
+    if model is None:
+        raise UserError(f"not an artifacts folder (no model.json): {folder}; run `rtd export`")
+    try:
+        size = int(model["preprocessing"]["size"])
+        wanted = {name: model[name]["onnx_sha256"] for name in ("generator", "embedder")}
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{folder / 'model.json'}: missing or bad field {e}; re-run `rtd export`") from e
+    for name, expected in wanted.items():
+        path = folder / f"{name}.onnx"
+        if not path.is_file():
+            raise UserError(f"artifacts folder {folder} has no {path.name}")
+        if sha256_file(path) != expected:
+            raise UserError(f"{path} does not match model.json (sha256 differs): a partial copy or another export")
+    return Artifacts(folder, size, model, wanted["embedder"])
+
+
+class Searcher:
+    """The loaded artifacts and catalog: photo -> (generated image, top-K hits)."""
+
+    def __init__(self, artifacts: Path, index: Path, threads: int | None = None) -> None:
+        self.artifacts = read_artifacts(artifacts)
+        self.generator = OnnxGenerator(self.artifacts.folder / "generator.onnx", threads=threads)
+        self.embedder = OnnxEmbedder(self.artifacts.folder / "embedder.onnx", threads=threads)
+        self.catalog = Catalog.open(index, expect_embedder_sha256=self.artifacts.embedder_sha256)
+
+    def search(self, image: Path | bytes, k: int = 10, category: str | None = None,
+               generate: bool = True) -> list[Hit]:
+        """Top-k products for one image: preprocess -> [generator] -> embedder -> catalog."""
+        if k < 1:
+            raise UserError(f"-k must be >= 1, got {k}")
+        batch = preprocess(image, self.artifacts.size)[None]  # (1, 3, S, S)
+        if generate:
+            batch = self.generator(batch)  # (1, 3, S, S) product image
+        vector = self.embedder(batch)  # (1, D)
+        return self.catalog.search(np.asarray(vector, dtype=np.float32), k, category)[0]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `rtd index search`."""
+    parser.add_argument("--artifacts", type=Path, required=True, help="folder with generator.onnx, embedder.onnx, model.json")
+    parser.add_argument("--index", type=Path, required=True, help="index folder from `rtd index build`")
+    parser.add_argument("--image", type=Path, required=True, help="street photo (any format PIL reads)")
+    parser.add_argument("-k", type=int, default=10, help="how many products")
+    parser.add_argument("--category", default=None, help="only products of this category")
+    parser.add_argument("--no-generate", action="store_true",
+                        help="embed the image itself (no generator): the photo baseline, or a catalog image")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the config on stderr and the top-K as JSON on stdout; returns the exit code."""
+    config = {"artifacts": str(args.artifacts), "index": str(args.index), "image": str(args.image), "k": args.k,
+              "category": args.category, "generate": not args.no_generate}
+    print("rtd index search: config " + json.dumps(config), file=sys.stderr)
+    hits = Searcher(args.artifacts, args.index).search(args.image, args.k, args.category, not args.no_generate)
+    results = [{"rank": rank, **asdict(hit)} for rank, hit in enumerate(hits, start=1)]
+    print(json.dumps({"image": str(args.image), "generated": not args.no_generate, "results": results}, indent=1))
+    return 0

@@ -1,0 +1,175 @@
+"""`rtd eval` (training/evaluate.py, training/eval_cli.py) on artifacts with known answers.
+
+The artifacts are hand-written ONNX graphs (no torch, no training): an identity or a negating generator,
+and an embedder that average-pools to 4x4 cells and L2-normalises. With photos that are copies of their
+product image, the identity generator must give RMSE 0, SSIM 1 and Recall@1 = 1; the negating one turns
+every embedding around (embed(-x) = -embed(x)), so the true product is ranked last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from PIL import Image
+
+from index.errors import UserError
+from index.images import preprocess
+from index.onnx import sha256_file
+from tests.helpers import make_lookbook
+from training import eval_cli
+from training.data import load_records, write_split
+from training.evaluate import EvalConfig, compare_reports, evaluate
+
+SIZE = 32
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _save(nodes: list, inp: str, out: str, out_shape: list, path: Path) -> None:
+    graph = helper.make_graph(nodes, path.stem, [helper.make_tensor_value_info(inp, TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def write_graph_artifacts(folder: Path, generator_op: str, stages: int = 2) -> Path:
+    """generator.onnx (Identity or Neg), the 4x4-cell average-pool embedder, and a model.json for both."""
+    folder.mkdir(parents=True)
+    _save([helper.make_node(generator_op, ["photo"], ["product"])], "photo", "product",
+          ["batch", 3, SIZE, SIZE], folder / "generator.onnx")
+    cell = SIZE // 4
+    _save([helper.make_node("AveragePool", ["image"], ["pooled"], kernel_shape=[cell, cell], strides=[cell, cell]),
+           helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+           helper.make_node("LpNormalization", ["flat"], ["embedding"], axis=1, p=2)],
+          "image", "embedding", ["batch", 48], folder / "embedder.onnx")
+    doc = {"format_version": 1,
+           "generator": {"architecture": "rtdgan", "stages": stages, "stage": stages, "native_size": SIZE,
+                         "onnx_sha256": sha256_file(folder / "generator.onnx")},
+           "embedder": {"backbone": "avgpool4x4", "dim": 48, "onnx_sha256": sha256_file(folder / "embedder.onnx")},
+           "preprocessing": {"size": SIZE}}
+    (folder / "model.json").write_text(json.dumps(doc), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def testset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """6 products x 3 photos, each photo a byte copy of its product image; a split with all of them as test."""
+    root = tmp_path_factory.mktemp("eval")
+    lb = make_lookbook(root / "lb", products=6, photos=3, size=SIZE, seed=5)
+    for path in lb.glob("*_CLEAN0_*"):
+        product = next(lb.glob(f"{path.name[:9]}_CLEAN1_*"))
+        shutil.copyfile(product, path)
+    split = root / "split.json"
+    write_split(split, {"data": str(lb)}, [], load_records(lb).records)
+    return lb, split
+
+
+def config(testset: tuple[Path, Path], artifacts: Path, out: Path, **kw: object) -> EvalConfig:
+    return EvalConfig(artifacts=artifacts, data=testset[0], split=testset[1], out=out, ks=(1, 5, 6), **kw)
+
+
+def test_identity_generator_gives_perfect_scores_and_every_file(testset: tuple[Path, Path], tmp_path: Path) -> None:
+    art = write_graph_artifacts(tmp_path / "art", "Identity")
+    report = evaluate(config(testset, art, tmp_path / "rep", batch_size=4))
+    assert report["test_set"] == {"split": str(testset[1]), "products": 6, "queries": 18, "skipped": []}
+    for row in report["results"]:
+        assert row["rmse"] == pytest.approx(0.0, abs=1e-9)
+        assert row["ssim"] == pytest.approx(1.0)
+        assert row["recall"] == {"1": 1.0, "5": 1.0, "6": 1.0}
+        assert row["embedder"] == "avgpool4x4"
+    assert [r["label"] for r in report["results"]] == ["rtdGAN (N=2)", "photo (no generation)"]
+    out = tmp_path / "rep"
+    assert json.loads((out / "report.json").read_text())["model"]["embedder"]["backbone"] == "avgpool4x4"
+    md = (out / "report.md").read_text()
+    assert "| rtdGAN (N=2) | 0.0000 | 1.0000 | 1.0000 | 1.0000 | 1.0000 |" in md and "avgpool4x4" in md
+    rows = list(csv.DictReader((out / "queries.csv").open()))
+    assert len(rows) == 18 and {r["rank_generated"] for r in rows} == {"1"} and {r["rank_photo"] for r in rows} == {"1"}
+    for name in ("recall.png", "samples.png"):
+        assert Image.open(out / name).size[0] > 100
+    assert report["throughput"]["queries_per_s"] > 0
+
+
+def test_negating_generator_ranks_the_true_product_last(testset: tuple[Path, Path], tmp_path: Path) -> None:
+    art = write_graph_artifacts(tmp_path / "art", "Neg")
+    report = evaluate(config(testset, art, tmp_path / "rep", query="both"))
+    generated, photo = report["results"]
+    assert generated["recall"] == {"1": 0.0, "5": 0.0, "6": 1.0}  # cosine -1: last of 6
+    assert generated["median_rank"] == 6
+    assert photo["recall"]["1"] == 1.0
+    # RMSE of -x against x, computed independently: per image on the [0, 1] scale, then averaged.
+    x = np.stack([(preprocess(p, SIZE) + 1) / 2 for p in sorted(testset[0].glob("*_CLEAN1_*"))])
+    expected = np.sqrt(((x - (1 - x)) ** 2).mean(axis=(1, 2, 3))).mean()
+    assert generated["rmse"] == pytest.approx(expected, rel=1e-5)
+    assert generated["ssim"] < 0.5
+
+
+def test_photo_query_and_limit(testset: tuple[Path, Path], tmp_path: Path) -> None:
+    art = write_graph_artifacts(tmp_path / "art", "Identity")
+    (art / "generator.onnx").unlink()  # the artifacts folder is checked whole, even for photo queries
+    with pytest.raises(UserError, match="generator.onnx"):
+        evaluate(config(testset, art, tmp_path / "rep", query="photo"))
+    art = write_graph_artifacts(tmp_path / "art2", "Neg")
+    report = evaluate(config(testset, art, tmp_path / "rep", query="photo", limit=4, samples=2))
+    assert [r["method"] for r in report["results"]] == ["photo"]
+    assert report["test_set"]["queries"] == 4
+    rows = list(csv.DictReader((tmp_path / "rep" / "queries.csv").open()))
+    assert len({r["product"] for r in rows}) == 4  # --limit spreads over products (round-robin)
+    assert "rank_generated" not in rows[0]
+    assert Image.open(tmp_path / "rep" / "samples.png").size[1] < 3 * 96 + 40  # 2 rows
+
+
+def test_bad_inputs_are_one_line_errors(testset: tuple[Path, Path], tmp_path: Path) -> None:
+    art = write_graph_artifacts(tmp_path / "art", "Identity")
+    with pytest.raises(UserError, match="was made from"):
+        evaluate(EvalConfig(art, tmp_path, testset[1], tmp_path / "rep"))
+    with pytest.raises(UserError, match="--query"):
+        evaluate(config(testset, art, tmp_path / "rep", query="street"))
+    (art / "embedder.onnx").write_bytes(b"not the exported file")
+    with pytest.raises(UserError, match="does not match model.json"):
+        evaluate(config(testset, art, tmp_path / "rep"))
+
+
+def test_cli_eval_and_compare(testset: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser()
+    eval_cli.add_arguments(parser)
+    for op, stages in (("Identity", 3), ("Neg", 1)):
+        art = write_graph_artifacts(tmp_path / f"art{stages}", op, stages)
+        args = parser.parse_args(["--artifacts", str(art), "--data", str(testset[0]), "--split", str(testset[1]),
+                                  "--out", str(tmp_path / f"rep{stages}"), "--k", "6,1", "--batch-size", "5"])
+        assert args.k == (1, 6)
+        assert eval_cli.run(args) == 0
+    assert "queries_per_s" in capsys.readouterr().out
+    args = parser.parse_args(["compare", str(tmp_path / "rep3" / "report.json"), str(tmp_path / "rep1"),
+                              "--out", str(tmp_path / "cmp")])
+    assert eval_cli.run(args) == 0
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert md.count("photo (no generation)") == 1  # one baseline for the shared test set and embedder
+    table2 = md.split("Table 2")[1]
+    assert table2.index("rtdGAN (N=1)") < table2.index("rtdGAN (N=3)")
+    assert "| rtdGAN (N=3) | 0.0000 | 1.0000 | 1.0000 | 1.0000 | avgpool4x4 | 18 |" in md
+    assert len(json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]) == 3
+    assert Image.open(tmp_path / "cmp" / "recall.png").size == (880, 480)
+    with pytest.raises(UserError, match="--artifacts"):
+        eval_cli.run(parser.parse_args(["--out", str(tmp_path)]))
+    with pytest.raises(UserError, match="not a readable report"):
+        compare_reports([tmp_path / "nothing.json"], tmp_path / "cmp2")
+
+
+def test_cli_modules_do_not_import_torch() -> None:
+    code = ("import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
+            "import training.eval_cli, training.export_cli, training.evaluate, index.search_cli\n"
+            "import argparse; p = argparse.ArgumentParser(); training.export_cli.add_arguments(p)\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

