@@ -155,10 +155,10 @@ def generator_stages(generator: nn.Module) -> int:
 
 
 def eval_records(cfg: TrainConfig) -> list[ProductRecord]:
-    """The run's test split (its whole data set when it trained without a split)."""
+    """The run's test split first, then its train split (a tiny test split may hold too few photos)."""
     if cfg.split is not None:
         split = load_split(Path(cfg.split))
-        return split.test or split.train
+        return split.test + split.train
     return load_records(Path(cfg.data)).records
 
 
