@@ -160,7 +160,7 @@ class Split:
 def _record_to_json(r: ProductRecord, base: Path) -> dict:
     def rel(p: Path) -> str:
         try:
-            return str(p.relative_to(base))
+            return str(Path(p).resolve().relative_to(base))
         except ValueError:
             return str(p)
     return {"product_id": r.product_id, "category": r.category, "product_image": rel(r.product_image),
@@ -174,7 +174,7 @@ def _record_from_json(d: dict, base: Path) -> ProductRecord:
 
 def write_split(path: Path, info: dict, train: list[ProductRecord], test: list[ProductRecord]) -> None:
     """Write a split file (JSON) atomically; paths are stored relative to the data folder."""
-    base = Path(info["data"])
+    base = Path(info["data"]).resolve()
     doc = {"format": SPLIT_FORMAT, **info,
            "train": [_record_to_json(r, base) for r in train],
            "test": [_record_to_json(r, base) for r in test]}

@@ -88,3 +88,12 @@ def test_load_split_refuses_other_json(tmp_path: Path) -> None:
         load_split(tmp_path / "x.json")
     with pytest.raises(UserError, match="not found"):
         load_split(tmp_path / "missing.json")
+
+
+def test_split_of_a_relative_data_path_loads_from_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_lookbook(tmp_path / "d", products=10, photos=1)
+    monkeypatch.chdir(tmp_path)
+    make_split(SplitConfig(Path("d"), Path("s.json")))
+    split = load_split(tmp_path / "s.json")
+    assert all(p.is_file() for r in split.train + split.test for p in (r.product_image, *r.photos))
+    assert json.loads((tmp_path / "s.json").read_text())["test"][0]["product_image"].startswith("PID")
