@@ -28,8 +28,8 @@ class DemoConfig:
     size: int = 64  # S: 64 px trains in minutes on a 2-core CPU
     stages: int = 3  # N: 16 -> 32 -> 64 px (Sec. 3.3)
     width: int = 16
-    epochs_fade: int = 3
-    epochs_stab: int = 4
+    epochs_fade: int = 2
+    epochs_stab: int = 3
     batch_sizes: tuple[int, ...] = (32, 32, 16)
     seed: int = 0
     workers: int = 2
