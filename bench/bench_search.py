@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, default=DEFAULT_NPROBE)
     parser.add_argument("--ef-search", type=int, default=DEFAULT_EF_SEARCH)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help="index kinds to compare, comma-separated (flat is always included: recall is against it)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     faiss.omp_set_num_threads(args.threads)
@@ -96,12 +98,13 @@ def main() -> None:
     header = (f"{'n':>8} {'kind':>5} {'build s':>8} {'1q p50 ms':>10} {'1q p95 ms':>10} {'x exact':>8} "
               f"{'b64 ms/q':>9} {'x exact':>8} {f'recall@{args.k}':>10}")
     rows = []
+    kinds = ["flat"] + [k for k in args.kinds.split(",") if k in KINDS and k != "flat"]
     for n in sizes:
         rng = np.random.default_rng(args.seed)
         base, queries = make_data(args.data, n, args.queries, args.dim, rng)
         products = [ProductMeta(f"p{i}", category=f"c{i % 10}") for i in range(n)]
         catalogs, build_s = {}, {}
-        for kind in KINDS:
+        for kind in kinds:
             start = time.perf_counter()
             catalogs[kind] = Catalog.create(args.dim, "bench", "bench", kind, nprobe=args.nprobe, ef_search=args.ef_search)
             catalogs[kind].add(products, base)
