@@ -11,6 +11,7 @@ from other processes hits both alike; medians are reported.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -71,7 +72,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per engine and batch size")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.repeats} repeats, rtdGAN N = {STAGES}")
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.repeats} repeats, rtdGAN N = {STAGES}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other processes slow torch's OpenMP most)")
     print("| S | width | params | torch b1 ms | ort b1 ms | ort speed-up b1 | torch b8 img/s | ort b8 img/s "
           "| ort speed-up b8 |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -41,7 +41,7 @@ DECODE_THREADS = 4  # PIL decodes with the GIL released
 HIT, MISS = (0, 160, 60), (200, 200, 200)
 PALETTE = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (23, 190, 207)]
-PHOTO_COLOUR = (127, 127, 127)
+PHOTO_COLOUR, CHANCE_COLOUR = (127, 127, 127), (200, 200, 200)
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         "model": model,
         "embedder": {"backbone": backbone, "onnx_sha256": art.embedder_sha256, "dim": int(gallery_vecs.shape[1])},
         "test_set": {"split": str(cfg.split), "products": len(products), "queries": len(kept),
-                     "skipped": skipped},
+                     "skipped": skipped, "chance_recall": chance_recall(len(products), cfg.ks)},
         "ks": list(cfg.ks),
         "results": results,
         "throughput": {"queries": len(kept), "seconds": round(seconds, 3), "queries_per_s": round(qps, 2),
@@ -205,11 +205,22 @@ def evaluate(cfg: EvalConfig) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
     write_queries_csv(out / "queries.csv", kept, products, columns)
-    draw_curves([(r["label"], cfg.ks, [r["recall"][str(k)] for k in cfg.ks]) for r in results],
-                out / "recall.png", f"Recall@K ({backbone} embeddings, {len(kept)} queries, {len(products)} products)")
+    curves = [(r["label"], cfg.ks, [r["recall"][str(k)] for k in cfg.ks]) for r in results]
+    draw_curves(curves + [chance_curve(report)], out / "recall.png", f"Recall@K ({backbone} embeddings, {len(kept)} queries, {len(products)} products)")
     if shown:
         draw_samples(shown, gallery_u8, out / "samples.png")
     return report
+
+
+def chance_recall(products: int, ks: tuple[int, ...]) -> dict[str, float]:
+    """Recall@K of a random ranking of `products` gallery items: K / P (a floor to read the others against)."""
+    return {str(k): min(1.0, k / products) for k in ks}
+
+
+def chance_curve(report: dict) -> tuple[str, list[int], list[float]]:
+    """The chance line of a report's plot."""
+    chance = report["test_set"]["chance_recall"]
+    return (f"chance (K / {report['test_set']['products']})", [int(k) for k in chance], list(chance.values()))
 
 
 def write_queries_csv(path: Path, queries: list[tuple[Path, int]], products: list[ProductRecord],
@@ -246,7 +257,7 @@ def report_markdown(report: dict) -> str:
              f"{g.get('native_size')} px, {g.get('training_steps')} training steps).", "",
              *_table(report["results"], report["ks"], False), "",
              f"Recall@K: retrieval features from **{report['embedder']['backbone']}** (the paper used DenseNet-121); "
-             "ties count against the query. RMSE: per image on a [0, 1] scale, averaged. SSIM: grayscale "
+             f"ties count against the query; a random ranking would score K / {t['products']}. RMSE: per image on a [0, 1] scale, averaged. SSIM: grayscale "
              "(ITU-R BT.601 luma), Wang et al. 2004 via scikit-image, 11x11 Gaussian window, sigma 1.5. The photo "
              "row compares the street photo itself with the product image.",
              f"Throughput: {report['throughput']['queries_per_s']} queries/s on {report['throughput']['providers'][0]}.", ""]
@@ -286,7 +297,7 @@ def draw_curves(curves: list[tuple[str, list[int] | tuple[int, ...], list[float]
     d.text((left, top / 2), title, fill="black", font=font, anchor="lm")
     colours = iter(PALETTE * 4)
     for n, (label, ks, values) in enumerate(curves):
-        colour = PHOTO_COLOUR if label.startswith("photo") else next(colours)
+        colour = PHOTO_COLOUR if label.startswith("photo") else CHANCE_COLOUR if label.startswith("chance") else next(colours)
         points = [xy(k, v) for k, v in sorted(zip(ks, values, strict=True))]
         if len(points) > 1:
             d.line(points, fill=colour, width=3)
@@ -326,6 +337,7 @@ def compare_reports(paths: list[Path], out: Path) -> dict:
     if not paths:
         raise UserError("rtd eval compare needs at least one report.json")
     rows, seen_baselines, ks = [], set(), set()
+    chance: dict[int, dict] = {}  # one chance line per gallery size
     for path in paths:
         path = Path(path)
         path = path / "report.json" if path.is_dir() else path
@@ -336,6 +348,8 @@ def compare_reports(paths: list[Path], out: Path) -> dict:
         if report.get("format_version") != REPORT_FORMAT:
             raise UserError(f"{path}: not a report written by `rtd eval`")
         ks |= set(report["ks"])
+        if "chance_recall" in report["test_set"]:
+            chance.setdefault(report["test_set"]["products"], report)
         g = report["model"].get("generator", {})
         for r in report["results"]:
             # One photo baseline per (embedder, test set, queries): every report over the same split has it.
@@ -355,13 +369,17 @@ def compare_reports(paths: list[Path], out: Path) -> dict:
     lines = ["# rtd eval compare", "", "## Methods (the paper's Table 1)", "", *_table(table1, ks_sorted, True), ""]
     if rtd:
         lines += ["## rtdGAN with N stages (the paper's Table 2)", "", *_table(rtd, ks_sorted, True), ""]
+    for products, report in chance.items():
+        values = ", ".join(f"R@{k} {v:.4f}" for k, v in report["test_set"]["chance_recall"].items())
+        lines += [f"Chance level with a {products}-product gallery (a random ranking, K / {products}): {values}.", ""]
     lines += ["Reports: " + ", ".join(f"`{p}`" for p in paths), ""]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text("\n".join(lines), encoding="utf-8")
     backbones = sorted({r["embedder"] for r in rows})
-    draw_curves([(r["label"], [int(k) for k in r["recall"]], list(r["recall"].values())) for r in rows],
-                out / "recall.png", f"Recall@K ({', '.join(backbones)} embeddings)")
+    curves = [(r["label"], [int(k) for k in r["recall"]], list(r["recall"].values())) for r in rows]
+    draw_curves(curves + [chance_curve(r) for r in chance.values()], out / "recall.png",
+                f"Recall@K ({', '.join(backbones)} embeddings)")
     merged = {"format_version": REPORT_FORMAT, "ks": ks_sorted, "rows": rows}
     (out / "compare.json").write_text(json.dumps(merged, indent=1) + "\n", encoding="utf-8")
     return merged

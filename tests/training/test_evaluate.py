@@ -82,7 +82,8 @@ def config(testset: tuple[Path, Path], artifacts: Path, out: Path, **kw: object)
 def test_identity_generator_gives_perfect_scores_and_every_file(testset: tuple[Path, Path], tmp_path: Path) -> None:
     art = write_graph_artifacts(tmp_path / "art", "Identity")
     report = evaluate(config(testset, art, tmp_path / "rep", batch_size=4))
-    assert report["test_set"] == {"split": str(testset[1]), "products": 6, "queries": 18, "skipped": []}
+    assert report["test_set"] == {"split": str(testset[1]), "products": 6, "queries": 18, "skipped": [],
+                                  "chance_recall": pytest.approx({"1": 1 / 6, "5": 5 / 6, "6": 1.0})}
     for row in report["results"]:
         assert row["rmse"] == pytest.approx(0.0, abs=1e-9)
         assert row["ssim"] == pytest.approx(1.0)
@@ -155,6 +156,7 @@ def test_cli_eval_and_compare(testset: tuple[Path, Path], tmp_path: Path, capsys
     assert eval_cli.run(args) == 0
     md = (tmp_path / "cmp" / "compare.md").read_text()
     assert md.count("photo (no generation)") == 1  # one baseline for the shared test set and embedder
+    assert "Chance level with a 6-product gallery" in md
     table2 = md.split("Table 2")[1]
     assert table2.index("rtdGAN (N=1)") < table2.index("rtdGAN (N=3)")
     assert "| rtdGAN (N=3) | 0.0000 | 1.0000 | 1.0000 | 1.0000 | avgpool4x4 | 18 |" in md
