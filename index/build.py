@@ -12,7 +12,6 @@ Images are preprocessed with the one shared `index.images.preprocess` at the art
 from __future__ import annotations
 
 import csv
-import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from index.artifacts import read_model_json
 from index.catalog import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, KINDS, Catalog, ProductMeta
 from index.errors import ImageError, UserError
 from index.images import preprocess
@@ -117,17 +117,6 @@ def scan_catalog(catalog: Path) -> tuple[list[ProductMeta], list[str]]:
     if not products:
         raise UserError(f"{catalog}: no catalog images found (LookBook *_CLEAN1_* files, a CSV, or image files)")
     return products, skipped
-
-
-def read_model_json(artifacts: Path) -> dict | None:
-    """ARTIFACTS/model.json, or None if there is none."""
-    path = Path(artifacts) / "model.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from e
 
 
 def _try_preprocess(path: str, size: int) -> np.ndarray | str:

@@ -11,46 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from index.build import read_model_json
+from index.artifacts import read_artifacts
 from index.catalog import Catalog, Hit
 from index.errors import UserError
 from index.images import preprocess
-from index.onnx import OnnxEmbedder, OnnxGenerator, sha256_file
-
-
-@dataclass(frozen=True)
-class Artifacts:
-    """An artifacts folder whose files match its model.json (DESIGN.md, "Artifact contract")."""
-
-    folder: Path
-    size: int  # S
-    model: dict  # model.json
-    embedder_sha256: str
-
-
-def read_artifacts(folder: Path) -> Artifacts:
-    """model.json plus both ONNX files, their sha256s checked; UserError naming what is wrong."""
-    folder = Path(folder)
-    model = read_model_json(folder)
-    if model is None:
-        raise UserError(f"not an artifacts folder (no model.json): {folder}; run `rtd export`")
-    try:
-        size = int(model["preprocessing"]["size"])
-        wanted = {name: model[name]["onnx_sha256"] for name in ("generator", "embedder")}
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{folder / 'model.json'}: missing or bad field {e}; re-run `rtd export`") from e
-    for name, expected in wanted.items():
-        path = folder / f"{name}.onnx"
-        if not path.is_file():
-            raise UserError(f"artifacts folder {folder} has no {path.name}")
-        if sha256_file(path) != expected:
-            raise UserError(f"{path} does not match model.json (sha256 differs): a partial copy or another export")
-    return Artifacts(folder, size, model, wanted["embedder"])
+from index.onnx import OnnxEmbedder, OnnxGenerator
 
 
 class Searcher:

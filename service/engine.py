@@ -15,19 +15,18 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import json
 import logging
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import numpy as np
 
+from index.artifacts import Artifacts, read_artifacts
 from index.catalog import Catalog, Hit, ProductMeta, read_manifest
 from index.errors import UserError
-from index.onnx import OnnxEmbedder, OnnxGenerator, sha256_file
+from index.onnx import OnnxEmbedder, OnnxGenerator
 from service.batching import MicroBatcher
 from service.metrics import Metrics
 from service.settings import Settings
@@ -43,45 +42,7 @@ def valid_product_id(product_id: str) -> bool:
     return bool(PRODUCT_ID.match(product_id)) and product_id.strip(".") != ""
 
 
-@dataclass(frozen=True)
-class ArtifactInfo:
-    """What the service needs to know about an artifact folder, checked against model.json."""
-
-    folder: Path
-    size: int  # S: the side of the square images both graphs take
-    embedder_name: str
-    embedder_sha256: str  # of embedder.onnx: the index must have been built with the same file
-    model: dict  # model.json as written by `rtd export`
-
-
-def read_artifacts(folder: Path) -> ArtifactInfo:
-    """Check an artifact folder (files present, sha256s as model.json says) or raise UserError why not."""
-    folder = Path(folder)
-    try:
-        model = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise UserError(f"not an artifact folder (no model.json): {folder}") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{folder / 'model.json'}: not valid JSON ({e})") from e
-    try:
-        size = int(model["preprocessing"]["size"])
-        wanted = {"generator": model["generator"]["onnx_sha256"], "embedder": model["embedder"]["onnx_sha256"]}
-        embedder_name = str(model["embedder"].get("backbone", "embedder"))
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{folder / 'model.json'}: missing or bad field {e}; re-run `rtd export`") from e
-    digests = {}
-    for name, expected in wanted.items():
-        path = folder / f"{name}.onnx"
-        if not path.is_file():
-            raise UserError(f"artifact folder {folder} has no {path.name}")
-        digests[name] = sha256_file(path)
-        if digests[name] != expected:
-            raise UserError(f"{path} does not match model.json (sha256 {digests[name][:12]} != {str(expected)[:12]}): "
-                            f"a partial copy or a file from another export")
-    return ArtifactInfo(folder, size, embedder_name, digests["embedder"], model)
-
-
-def check_folders(artifacts: Path, index: Path) -> ArtifactInfo:
+def check_folders(artifacts: Path, index: Path) -> Artifacts:
     """Fail fast (UserError) when the artifact or index folder is unusable, or they do not belong together."""
     info = read_artifacts(artifacts)
     manifest = read_manifest(index)
@@ -115,7 +76,7 @@ class Engine:
         self.metrics = metrics
         self.reason = "starting: loading the models and the catalog"
         self.warmed = False
-        self.info: ArtifactInfo | None = None
+        self.info: Artifacts | None = None
         self.catalog: Catalog | None = None
         self.providers: list[str] = []
         self.generator: MicroBatcher | None = None

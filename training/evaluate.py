@@ -27,10 +27,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from index.artifacts import read_artifacts
 from index.errors import ImageError, UserError
 from index.images import preprocess, to_image
 from index.onnx import OnnxEmbedder, OnnxGenerator
-from index.search_cli import read_artifacts
 from training.data import ProductRecord, load_split
 from training.metrics import recall_at_k, rmse, ssim, true_ranks
 
