@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_sheet)
 
     # Each command's flags live beside its code; none of these modules imports torch at import time.
+    # Imported here rather than at the top: they load FAISS, which must come after main() sets its policy.
     from index import index_cli, search_cli
     from service import serve_cli
     from training import eval_cli, export_cli, train_cli
