@@ -12,7 +12,6 @@ Images are preprocessed with the one shared `index.images.preprocess` at the art
 from __future__ import annotations
 
 import csv
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,10 +23,10 @@ from index.artifacts import read_model_json
 from index.catalog import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, KINDS, Catalog, ProductMeta
 from index.errors import ImageError, UserError
 from index.images import preprocess
+from index.lookbook import lookbook_product_id
 from index.onnx import OnnxEmbedder, sha256_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-LOOKBOOK_PRODUCT = re.compile(r"^PID(\d{6})_CLEAN1_IID\d{6}\.(jpe?g|png|webp)$", re.IGNORECASE)
 RECALL_K = 10  # approximate kinds report recall@10 against exact search at build time
 DECODE_THREADS = 4  # PIL decodes and resizes with the GIL released
 
@@ -77,7 +76,7 @@ def _scan_lookbook(folder: Path, files: list[Path]) -> tuple[list[ProductMeta], 
             break
     products, skipped, seen = [], [], set()
     for path in files:
-        pid = LOOKBOOK_PRODUCT.match(path.name).group(1)
+        pid = lookbook_product_id(path.name)
         if pid in seen:
             skipped.append(f"{path.name}: a second product image of product {pid}; kept the first")
             continue
@@ -99,7 +98,7 @@ def scan_catalog(catalog: Path) -> tuple[list[ProductMeta], list[str]]:
         products, skipped = _scan_csv(catalog)
     else:
         files = sorted(p for p in catalog.iterdir() if p.is_file())
-        lookbook = [p for p in files if LOOKBOOK_PRODUCT.match(p.name)]
+        lookbook = [p for p in files if lookbook_product_id(p.name)]
         if lookbook:
             products, skipped = _scan_lookbook(catalog, lookbook)
         else:

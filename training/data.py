@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from index.errors import UserError
+from index.lookbook import LOOKBOOK_RE
 
-LOOKBOOK_RE = re.compile(r"^PID(\d{6})_CLEAN([01])_IID(\d{6})\.(jpe?g|png|webp)$", re.IGNORECASE)
 MANIFEST_COLUMNS = ("product_id", "product_image", "photo_image")
 SPLIT_FORMAT = 1
 
