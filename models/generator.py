@@ -36,7 +36,7 @@ class GeneratorConfig:
     resolution: int = 256  # S: input photo and final output size, a power of two >= 16
     stages: int = 3  # N: rough-to-detail stages (Sec. 3.3); N = 1 is the single-stage ablation (Table 2)
     width: int = 64  # channels of the first encoder block (pix2pix ngf)
-    max_width: int = 512  # channel cap of the deeper blocks (pix2pix: 8 * ngf)
+    max_width: int | None = None  # channel cap of the deeper blocks; None: 8 * width, pix2pix's 8 * ngf
 
 
 def max_stages(resolution: int) -> int:
@@ -102,7 +102,7 @@ class ProgressiveGenerator(nn.Module):
             )
         self.cfg = cfg
         self.resolution, self.stages, self.depth = cfg.resolution, cfg.stages, M
-        enc = encoder_widths(M, cfg.width, cfg.max_width)  # enc[j-1] = channels of e_j, e_M is 1x1
+        enc = encoder_widths(M, cfg.width, cfg.max_width or 8 * cfg.width)  # enc[j-1] = channels of e_j, e_M is 1x1
 
         # Encoder: no norm on the first block (pix2pix's outermost down block works on raw pixels).
         self.encoder = nn.ModuleList(

@@ -47,7 +47,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     from training.synth import SynthConfig, synthesize
 
     cfg = SynthConfig(out=args.out, products=args.products, photos_per_product=args.photos_per_product,
-                      size=args.size, seed=args.seed, workers=args.workers)
+                      size=args.size, seed=args.seed, workers=args.workers, framing=args.framing)
     print_config("data synth", cfg)
     report = synthesize(cfg)
     print(json.dumps(report, default=str))
@@ -81,7 +81,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from service.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(root=args.root, products=args.products, seed=args.seed, host=args.host, port=args.port,
-                     serve=not args.build_only)
+                     serve=not args.build_only, retrain=args.retrain)
     print_config("demo", cfg)
     return run_demo(cfg)
 
@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=positive_int, default=128, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=positive_int, default=1, help="processes (output is identical for any value)")
+    p.add_argument("--framing", choices=["street", "lookbook"], default="street",
+                   help="street: a person 40-95%% of the height anywhere in the photo; lookbook: 80-95%%, centred")
     p.set_defaults(func=cmd_data_synth)
 
     p = data_sub.add_parser("split", help="seeded train/test split by product, with near-duplicate cleaning")
@@ -155,10 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="build the demo (data, model, artifacts, index) if absent and serve it")
     p.add_argument("--root", type=Path, default=Path("demo"), help="folder for everything the demo builds")
     p.add_argument("--products", type=positive_int, default=300)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=1000, help="the shop's catalog seed")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--build-only", action="store_true", help="build what is missing, then exit without serving")
+    p.add_argument("--retrain", action="store_true", help="reproduce the committed demo generator: train its "
+                   "recipe (about 45 CPU minutes) and rewrite models/pretrained/rtdgan-demo-64.pt")
     p.set_defaults(func=cmd_demo)
     return parser
 

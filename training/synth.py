@@ -36,6 +36,7 @@ from tqdm import tqdm
 from index.errors import UserError
 from training.data import LOOKBOOK_RE
 from training.synth_scene import (
+    FRAMINGS,
     LEG_JOINT,
     NECK_Y,
     RGB,
@@ -88,6 +89,7 @@ class SynthConfig:
     seed: int = 0
     workers: int = 1
     jpeg_quality: int = 92
+    framing: str = "street"  # a key of synth_scene.FRAMINGS: "street" (anyone anywhere) or "lookbook"
 
 
 def _edge(rgb: RGB) -> RGB:
@@ -414,10 +416,10 @@ def render_product(g: Garment, size: int) -> tuple[Image.Image, Image.Image, np.
 # ---- the photo --------------------------------------------------------------------------------------------
 
 def render_photo(g: Garment, texture: Image.Image, tex_m: np.ndarray, rng: np.random.Generator,
-                 size: int) -> Image.Image:
+                 size: int, framing: str = "street") -> Image.Image:
     """One street photo: a person wearing garment g (sampled from its texture), somewhere on a background."""
     person = make_person(rng, g)
-    fig = figure_transform(rng, size)
+    fig = figure_transform(rng, size, FRAMINGS[framing])
     img = background(rng, size)
     d = ImageDraw.Draw(img, "RGBA")
     width = max(1, size // 180)
@@ -461,6 +463,8 @@ def _check(cfg: SynthConfig) -> None:
         raise UserError(f"--seed must be non-negative, got {cfg.seed}")
     if cfg.workers < 1:
         raise UserError(f"--workers must be at least 1, got {cfg.workers}")
+    if cfg.framing not in FRAMINGS:
+        raise UserError(f"--framing must be one of {', '.join(FRAMINGS)}, got {cfg.framing!r}")
     if not 1 <= cfg.jpeg_quality <= 95:
         raise UserError(f"jpeg_quality must be in 1..95, got {cfg.jpeg_quality}")
     if cfg.products * (cfg.photos_per_product + 1) > 1_000_000:  # PID and IID are six digits
@@ -494,7 +498,8 @@ def write_product(cfg: SynthConfig, index: int) -> list[str]:
     pid, first = f"{index:06d}", index * (cfg.photos_per_product + 1)
     _save(product, cfg.out / f"PID{pid}_CLEAN1_IID{first:06d}.jpg", cfg.jpeg_quality)
     for k in range(cfg.photos_per_product):
-        photo = render_photo(g, texture, tex_m, np.random.default_rng([cfg.seed, index, k + 1]), cfg.size)
+        photo = render_photo(g, texture, tex_m, np.random.default_rng([cfg.seed, index, k + 1]), cfg.size,
+                             cfg.framing)
         _save(photo, cfg.out / f"PID{pid}_CLEAN0_IID{first + 1 + k:06d}.jpg", cfg.jpeg_quality)
     return [pid, g.category, g.colour, g.pattern]
 
@@ -506,7 +511,8 @@ def synthesize(cfg: SynthConfig) -> dict:
     _prepare_out(cfg.out)
     info = {"format": FORMAT, "written_by": "rtd data synth", "products": cfg.products,
             "photos_per_product": cfg.photos_per_product, "size": cfg.size, "seed": cfg.seed,
-            "jpeg_quality": cfg.jpeg_quality, "categories": list(CATEGORIES), "patterns": list(PATTERNS)}
+            "jpeg_quality": cfg.jpeg_quality, "framing": cfg.framing,
+            "categories": list(CATEGORIES), "patterns": list(PATTERNS)}
     (cfg.out / MARKER).write_text(json.dumps(info | {"complete": False}, indent=1) + "\n", encoding="utf-8")
     start = time.perf_counter()
     work = partial(write_product, cfg)

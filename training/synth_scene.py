@@ -177,15 +177,36 @@ def make_person(rng: np.random.Generator, g: Garment) -> Person:
     return Person(skin, _pick(rng, HAIR), str(_pick(rng, HAIR_STYLES)), legs, _pick(rng, SHOES), pose, other)
 
 
-def figure_transform(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Figure units -> photo pixels: a random place and size (40-95 % of the height), tilt, turn, perspective."""
-    height = rng.uniform(0.40, 0.95) * size
+@dataclass(frozen=True)
+class Framing:
+    """Where the person stands in the photo: height as a fraction of the photo's, drawn uniformly, and how
+    far from the centre (spread 1: anywhere the person fits; 0: always centred)."""
+
+    height: tuple[float, float]
+    spread: float
+
+
+FRAMINGS = {
+    "street": Framing(height=(0.40, 0.95), spread=1.0),  # anyone anywhere: street-snap variety
+    "lookbook": Framing(height=(0.80, 0.95), spread=0.2),  # LookBook's shots: one full-length person, centred
+}
+
+
+def _place(rng: np.random.Generator, half: float, size: int, spread: float) -> float:
+    lo, hi = min(half, size / 2), max(size - half, size / 2)
+    mid = (lo + hi) / 2
+    return mid + spread * (rng.uniform(lo, hi) - mid)
+
+
+def figure_transform(rng: np.random.Generator, size: int, framing: Framing = FRAMINGS["street"]) -> np.ndarray:
+    """Figure units -> photo pixels: a random place and size (see `Framing`), tilt, turn, perspective."""
+    height = rng.uniform(*framing.height) * size
     xs = rng.uniform(0.85, 1.1)  # body width, or a slight turn away from the camera
     tilt = rng.uniform(-0.14, 0.14)
     persp = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [rng.uniform(-0.5, 0.5), rng.uniform(-0.15, 0.15), 1.0]])
     half_w, half_h = 0.3 * height * xs, 0.5 * height + 0.01 * size
-    cx = rng.uniform(min(half_w, size / 2), max(size - half_w, size / 2))
-    cy = rng.uniform(min(half_h, size / 2), max(size - half_h, size / 2))
+    cx = _place(rng, half_w, size, framing.spread)
+    cy = _place(rng, half_h, size, framing.spread)
     return _translate(cx, cy) @ _rotate(tilt) @ _scale(height * xs, height) @ persp @ _translate(0.0, -0.5)
 
 

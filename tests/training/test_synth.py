@@ -19,11 +19,13 @@ from training.sheet import contact_sheet
 from training.synth import (
     CATEGORIES,
     COLOURS,
+    FRAMINGS,
     MARKER,
     PATTERNS,
     Pose,
     SynthConfig,
     _apply,
+    figure_transform,
     flat_pose,
     garment_pieces,
     make_garment,
@@ -184,11 +186,27 @@ def test_photo_pieces_sample_the_product_garment() -> None:
     (dict(seed=-1), "--seed"),
     (dict(workers=0), "--workers"),
     (dict(jpeg_quality=0), "jpeg_quality"),
+    (dict(framing="portrait"), "--framing"),
 ])
 def test_bad_settings_are_user_errors(tmp_path: Path, change: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
         synthesize(replace(SynthConfig(out=tmp_path / "x", products=2, size=16), **change))
     assert not (tmp_path / "x").exists()
+
+
+def test_lookbook_framing_puts_a_tall_person_near_the_centre() -> None:
+    """Figure units: height 1 from the head (y = 0) to the feet, x = 0 on the body's axis."""
+    def spots(framing: str) -> np.ndarray:
+        out = []
+        for seed in range(200):
+            m = figure_transform(np.random.default_rng(seed), 64, FRAMINGS[framing])
+            (hx, hy), (fx, fy) = (_apply(m, np.array([point]))[0] for point in ((0.0, 0.0), (0.0, 1.0)))
+            out.append(((hx + fx) / 2, fy - hy))  # (centre x, height) in pixels
+        return np.array(out)
+
+    street, lookbook = spots("street"), spots("lookbook")
+    assert lookbook[:, 1].min() > 0.7 * 64 and street[:, 1].min() < 0.5 * 64  # perspective bends it a little
+    assert np.abs(lookbook[:, 0] - 32).max() < 6 < np.abs(street[:, 0] - 32).max()
 
 
 def test_refuses_a_foreign_folder_and_a_file(tmp_path: Path) -> None:

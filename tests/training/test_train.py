@@ -63,7 +63,7 @@ def test_rtdgan_three_stages_write_a_complete_run_folder(tiny_lookbook: Path, tr
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt", "stage_1.pt", "stage_2.pt", "stage_3.pt"]
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     assert (last["step"], last["stage"], last["alpha"], last["items"]) == (12, 3, 1.0, 16)
-    assert last["generator_config"] == {"resolution": 32, "stages": 3, "width": 8, "max_width": 512}
+    assert last["generator_config"] == {"resolution": 32, "stages": 3, "width": 8, "max_width": None}
     assert load_checkpoint(run / "checkpoints" / "stage_1.pt")["step"] == 4
     # The saved generator loads and produces the final 32 px image.
     G = ProgressiveGenerator(GeneratorConfig(**last["generator_config"]))
