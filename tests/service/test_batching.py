@@ -55,6 +55,37 @@ def test_batcher_waits_at_most_max_wait() -> None:
     assert 0.025 <= run_async(main()) < 1.0
 
 
+def test_greedy_batcher_starts_at_once_and_fuses_what_piles_up_while_busy() -> None:
+    gate = threading.Event()
+    sizes: list[int] = []
+
+    def gated(batch: np.ndarray) -> np.ndarray:
+        sizes.append(len(batch))
+        if len(sizes) == 1:
+            gate.wait(10)  # the first batch holds the model while others queue up
+        return batch + 1
+
+    async def main() -> list[np.ndarray]:
+        # max_wait_ms=0 with a huge queue: were it still waiting for company, the lone first item would
+        # wait forever for max_batch items that never come. It must start alone.
+        batcher = MicroBatcher("m", gated, max_batch=8, max_wait_ms=0, queue_size=32)
+        await batcher.start()
+        try:
+            first = asyncio.ensure_future(batcher.submit(np.zeros(2, np.float32)))
+            while not sizes:
+                await asyncio.sleep(0.001)
+            rest = [asyncio.ensure_future(batcher.submit(np.full(2, i, np.float32))) for i in range(1, 6)]
+            await asyncio.sleep(0.05)
+            gate.set()
+            return await asyncio.gather(first, *rest)
+        finally:
+            await batcher.stop()
+
+    out = run_async(main())
+    assert [float(o[0]) for o in out] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert sizes == [1, 5]  # the lone request went alone; the five that queued meanwhile left together
+
+
 def test_batcher_refuses_when_the_queue_is_full_and_survives_errors() -> None:
     gate = threading.Event()
     calls: list[int] = []
