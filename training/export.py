@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -60,6 +60,7 @@ class ExportConfig:
     embedder: str = "densenet121"  # the paper's retrieval backbone (Sec. 5); efficientnet_lite0 is offline
     embedder_weights: Path | None = None  # local state_dict instead of the default weights source
     stage: int | None = None  # rtdGAN stage to export; None: the stage the run's last checkpoint reached
+    parity_data: Path | None = None  # photos for the parity check (LookBook folder or manifest); None: the run's
 
 
 @dataclass(frozen=True)
@@ -274,7 +275,8 @@ def export_run(cfg: ExportConfig, embedder: tuple[Embedder, EmbedderInfo] | None
     net, info = embedder or load_embedder(cfg.embedder, cfg.embedder_weights)  # UserError without weights
     gen = load_generator(Path(cfg.run), cfg.stage)
     size = gen.config.resolution
-    sample = parity_sample(gen.config)  # (4, 3, S, S) real test photos
+    photos = gen.config if cfg.parity_data is None else replace(gen.config, data=str(cfg.parity_data), split=None)
+    sample = parity_sample(photos)  # (4, 3, S, S) real test photos
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

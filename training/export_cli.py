@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", type=int, default=None,
                         help="rtdGAN stage to export (default: the stage the run reached); earlier stages are "
                              "upsampled (bilinear) to the full resolution")
+    parser.add_argument("--parity-data", type=Path, default=None,
+                        help="photos for the parity check (LookBook folder or pairs manifest) when the run's own "
+                             "data is not on this machine")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from training.export import ExportConfig, config_dict, export_run
 
     cfg = ExportConfig(run=args.run, out=args.out, embedder=args.embedder, embedder_weights=args.embedder_weights,
-                       stage=args.stage)
+                       stage=args.stage, parity_data=args.parity_data)
     print(f"rtd export: config {json.dumps(config_dict(cfg))}", file=sys.stderr)
     doc = export_run(cfg)
     g, e = doc["generator"], doc["embedder"]

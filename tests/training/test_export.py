@@ -105,6 +105,20 @@ def test_nan_weight_is_refused_and_nothing_written(runs: dict[str, Path], tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_parity_photos_can_come_from_another_folder_when_the_run_data_is_gone(runs: dict[str, Path],
+                                                                            tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(runs["rtdgan"], run)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    state["config"] |= {"data": str(tmp_path / "gone"), "split": str(tmp_path / "gone.json")}
+    save_checkpoint(run / "checkpoints" / "last.pt", {k: v for k, v in state.items() if k != "format"})
+    with pytest.raises(UserError, match="parity check"):
+        export_run(ExportConfig(run=run, out=tmp_path / "a"), embedder=tiny_embedder(32))
+    other = make_lookbook(tmp_path / "other", products=4, photos=1, size=32, seed=9)
+    doc = export_run(ExportConfig(run=run, out=tmp_path / "b", parity_data=other), embedder=tiny_embedder(32))
+    assert doc["metrics"]["export_parity"]["generator_max_abs_error"] < MAX_PARITY_ABS_ERROR
+
+
 class BatchStatistics(nn.Module):
     """What a batch-norm layer left in train() mode does: every output depends on the whole batch."""
 
