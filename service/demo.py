@@ -1,94 +1,193 @@
 """`rtd demo`: the main job. Builds what the demo needs if it is absent, then serves the demo page.
 
+The demo is a shop whose catalog the generator has never seen: its products are drawn with their own
+seed, so every street photo in it is held out. The generator comes from committed weights
+(models/pretrained/, under 15 MB) that `rtd demo --retrain` reproduces from the recipe in `DemoConfig`:
+a separate synthetic training world of thousands of products, about 45 CPU minutes of rough-to-detail
+training. Without the weights file the demo trains that recipe itself.
+
 Stages, each skipped when its output is already there (so a later run is ready in seconds):
-  data      synthetic catalog + split + contact sheet       demo/data, demo/split.json, demo/sheet.png
-  train     a small rtdGAN, a few CPU minutes (resumable)     demo/run
+  data      the shop: synthetic catalog + street photos + contact sheet    demo/data, demo/sheet.png
+  model     committed weights, or train the recipe        demo/pretrained-run, or demo/run + demo/train-data
   export    generator.onnx + embedder.onnx (EfficientNet-Lite0, offline) + model.json   demo/artifacts
-  index     every catalog product, exact FAISS               demo/index
-  samples   the held-out (test split) photos, for the page   demo/samples
+  index     every catalog product, exact FAISS                             demo/index
+  check     held-out top-10 hit rate of /search's path, printed            demo/check.json
+  samples   one street photo per product, for the page                     demo/samples
   serve     http://127.0.0.1:8000
 The build stages need the training extras (torch); serving does not.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
+
+PRETRAINED = Path(__file__).resolve().parent.parent / "models" / "pretrained" / "rtdgan-demo-64.pt"
+CHECK_K = 10
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     root: Path = Path("demo")
+    # The shop: a synthetic catalog with its own seed, so none of its products was trained on.
     products: int = 300
     photos_per_product: int = 4
-    size: int = 64  # S: 64 px trains in minutes on a 2-core CPU
+    size: int = 64  # S: 64 px trains on a 2-core CPU
+    framing: str = "lookbook"  # one full-length person, centred, as in LookBook's photos (README "Choices")
+    seed: int = 1000
+    # The generator: committed weights, or (missing, or --retrain) trained from the recipe below.
+    weights: Path | None = PRETRAINED  # None: always train (the tests' tiny demos)
+    retrain: bool = False  # train the recipe and write the weights file (the committed one by default)
+    train_products: int = 8000  # the training world: many products, so the generator learns to generalise
+    train_photos_per_product: int = 2
+    train_seed: int = 0
     stages: int = 3  # N: 16 -> 32 -> 64 px (Sec. 3.3)
     width: int = 16
     epochs_fade: int = 2
     epochs_stab: int = 3
     batch_sizes: tuple[int, ...] = (32, 32, 16)
-    seed: int = 0
+    lambda_con: float = 10.0  # Eq. 4; the paper uses 1 (README "Choices": content first at CPU budgets)
+    lambda_lap: float = 10.0
     workers: int = 2
     host: str = "127.0.0.1"
     port: int = 8000
     serve: bool = True  # False: build only (`rtd demo --build-only`)
 
 
+RECIPE = ("size", "framing", "train_products", "train_photos_per_product", "train_seed", "stages", "width",
+          "epochs_fade", "epochs_stab", "batch_sizes", "lambda_con", "lambda_lap")
+
+
+def recipe(cfg: DemoConfig) -> dict:
+    """What decides the generator's weights: the weights file is only used for this exact recipe."""
+    return {name: list(v) if isinstance(v, tuple) else v for name, v in asdict(cfg).items() if name in RECIPE}
+
+
 def say(text: str) -> None:
     print(f"rtd demo: {text}", file=sys.stderr, flush=True)
 
 
-def build_data(cfg: DemoConfig) -> tuple[Path, Path]:
-    """The synthetic catalog, its split and a contact sheet."""
-    from training.sheet import contact_sheet
-    from training.split import SplitConfig, make_split
+def _synth(out: Path, products: int, photos: int, cfg: DemoConfig, seed: int) -> Path:
     from training.synth import SynthConfig, synthesize
 
-    data, split = cfg.root / "data", cfg.root / "split.json"
-    if not (data / "synth.json").is_file() or not json.loads((data / "synth.json").read_text()).get("complete"):
-        say(f"data: writing {cfg.products} products x {cfg.photos_per_product} photos at {cfg.size} px to {data}")
-        synthesize(SynthConfig(out=data, products=cfg.products, photos_per_product=cfg.photos_per_product,
-                               size=cfg.size, seed=cfg.seed, workers=cfg.workers))
-        split.unlink(missing_ok=True)
-    if not split.is_file():
-        info = make_split(SplitConfig(data=data, out=split, seed=cfg.seed, workers=cfg.workers))
-        say(f"data: split {info['counts']}")
+    marker = out / "synth.json"
+    if not (marker.is_file() and json.loads(marker.read_text()).get("complete")):
+        say(f"data: writing {products} products x {photos} photos at {cfg.size} px to {out}")
+        synthesize(SynthConfig(out=out, products=products, photos_per_product=photos, size=cfg.size, seed=seed,
+                               workers=cfg.workers, framing=cfg.framing))
+    return out
+
+
+def build_data(cfg: DemoConfig) -> Path:
+    """The shop's synthetic catalog and a contact sheet."""
+    from training.sheet import contact_sheet
+
+    data = _synth(cfg.root / "data", cfg.products, cfg.photos_per_product, cfg, cfg.seed)
     if not (cfg.root / "sheet.png").is_file():
         contact_sheet(data, cfg.root / "sheet.png")
-    return data, split
+    return data
 
 
-def build_model(cfg: DemoConfig, data: Path, split: Path) -> Path:
-    """Train the demo's rtdGAN (resuming an interrupted run), then export it to ONNX artifacts."""
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def card_path(weights: Path) -> Path:
+    return weights.with_suffix(".json")
+
+
+def usable_weights(cfg: DemoConfig) -> bool:
+    """The weights file exists, its card matches the file and was made by this config's recipe."""
+    if cfg.weights is None or cfg.retrain or not cfg.weights.is_file() or not card_path(cfg.weights).is_file():
+        return False
+    card = json.loads(card_path(cfg.weights).read_text())
+    if card.get("sha256") != _sha256(cfg.weights):
+        say(f"{cfg.weights} does not match its card (sha256): training instead")
+        return False
+    if card.get("recipe") != recipe(cfg):
+        say(f"{cfg.weights} was trained with another recipe: training instead")
+        return False
+    return True
+
+
+def train_recipe(cfg: DemoConfig, run: Path) -> None:
+    """The training world and the rough-to-detail training of the recipe (resumes an interrupted run)."""
     import torch
 
-    from training.export import ExportConfig, export_run
     from training.train import TrainConfig, train
 
-    run, artifacts = cfg.root / "run", cfg.root / "artifacts"
+    world = _synth(cfg.root / "train-data", cfg.train_products, cfg.train_photos_per_product, cfg, cfg.train_seed)
+    last = run / "checkpoints" / "last.pt"
+    if last.is_file() and (run / "checkpoints" / f"stage_{cfg.stages}.pt").is_file():
+        return
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    say(f"train: rtdGAN on {cfg.train_products} products, {cfg.stages} stages to {cfg.size} px, width "
+        f"{cfg.width}, {cfg.epochs_fade}+{cfg.epochs_stab} epochs per stage (CPU: about 45 minutes on 2 cores; "
+        f"Ctrl-C resumes next time)")
+    train(TrainConfig(data=str(world), out=str(run), model="rtdgan", stages=cfg.stages, resolution=cfg.size,
+                      width=cfg.width, epochs_fade=cfg.epochs_fade, epochs_stab=cfg.epochs_stab,
+                      batch_sizes=cfg.batch_sizes, lambda_con=cfg.lambda_con, lambda_lap=cfg.lambda_lap,
+                      seed=cfg.train_seed, resume=last.is_file(), device="cpu"))
+
+
+def save_weights(cfg: DemoConfig, run: Path) -> None:
+    """The run's final generator alone (no critic, no optimiser state), plus its card, to cfg.weights."""
+    import torch
+
+    from training.checkpoint import load_checkpoint, save_checkpoint
+
+    assert cfg.weights is not None
+    state = load_checkpoint(run / "checkpoints" / f"stage_{cfg.stages}.pt")
+    slim = {k: state[k] for k in ("config", "generator_config", "stage", "alpha", "step", "epoch", "code_version")}
+    slim["models"] = {"generator": {k: v.clone() for k, v in state["models"]["generator"].items()}}
+    save_checkpoint(cfg.weights, slim)
+    params = sum(v.numel() for v in slim["models"]["generator"].values() if torch.is_floating_point(v))
+    card = {"sha256": _sha256(cfg.weights), "recipe": recipe(cfg), "steps": int(state["step"]),
+            "code_version": state.get("code_version"), "parameters": params,
+            "reproduce": "rtd demo --build-only --retrain"}
+    card_path(cfg.weights).write_text(json.dumps(card, indent=1) + "\n")
+    say(f"weights: {cfg.weights} ({cfg.weights.stat().st_size / 1e6:.1f} MB, {params} parameters)")
+
+
+def build_model(cfg: DemoConfig, data: Path) -> Path:
+    """The generator (committed weights or the trained recipe), exported with the embedder to ONNX."""
+    from training.checkpoint import load_checkpoint, save_checkpoint
+    from training.export import ExportConfig, export_run
+
+    artifacts = cfg.root / "artifacts"
     if (artifacts / "model.json").is_file():
         return artifacts
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    last = run / "checkpoints" / "last.pt"
-    done = last.is_file() and (run / "checkpoints" / f"stage_{cfg.stages}.pt").is_file()
-    if not done:
-        say(f"train: rtdGAN, {cfg.stages} stages to {cfg.size} px, width {cfg.width}, "
-            f"{cfg.epochs_fade}+{cfg.epochs_stab} epochs per stage (a few CPU minutes; Ctrl-C resumes next time)")
-        train(TrainConfig(data=str(data), out=str(run), split=str(split), model="rtdgan", stages=cfg.stages,
-                          resolution=cfg.size, width=cfg.width, epochs_fade=cfg.epochs_fade,
-                          epochs_stab=cfg.epochs_stab, batch_sizes=cfg.batch_sizes, seed=cfg.seed,
-                          resume=last.is_file(), device="cpu"))
+    if usable_weights(cfg):
+        assert cfg.weights is not None
+        run = cfg.root / "pretrained-run"  # a run folder holding the weights, as `rtd export` reads them
+        say(f"model: the committed generator {cfg.weights} (`rtd demo --retrain` reproduces it)")
+        state = load_checkpoint(cfg.weights)
+        for name in ("last.pt", f"stage_{cfg.stages}.pt"):
+            save_checkpoint(run / "checkpoints" / name, {k: v for k, v in state.items() if k != "format"})
+    else:
+        run = cfg.root / "run"
+        train_recipe(cfg, run)
+        if cfg.retrain and cfg.weights is not None:
+            save_weights(cfg, run)
     say("export: generator.onnx + embedder.onnx (efficientnet_lite0: its ImageNet weights ship with pip)")
-    export_run(ExportConfig(run=run, out=artifacts, embedder="efficientnet_lite0"))
+    export_run(ExportConfig(run=run, out=artifacts, embedder="efficientnet_lite0", parity_data=data))
     return artifacts
 
 
 def build_index(cfg: DemoConfig, artifacts: Path, data: Path) -> Path:
-    """Every catalog product (train and test) in an exact FAISS index: a shop's whole catalog."""
+    """Every catalog product in an exact FAISS index: the shop's whole catalog."""
     from index.build import build_index as build
 
     index = cfg.root / "index"
@@ -98,17 +197,58 @@ def build_index(cfg: DemoConfig, artifacts: Path, data: Path) -> Path:
     return index
 
 
-def held_out_samples(cfg: DemoConfig, split: Path) -> Path:
-    """Copy the test split's photos into one folder: the page offers them, and none was trained on."""
-    from training.data import load_split
+def hit_rate(artifacts: Path, index: Path, data: Path, k: int = CHECK_K, batch: int = 32) -> dict:
+    """Share of the shop's street photos whose product /search ranks in the top k, over the service's own
+    path (ONNX generator -> ONNX embedder -> FAISS); also the same with the photo itself as the query."""
+    from index.artifacts import read_artifacts
+    from index.catalog import Catalog
+    from index.images import preprocess
+    from index.onnx import OnnxEmbedder, OnnxGenerator
+    from training.data import load_records
+
+    info = read_artifacts(artifacts)
+    generator, embedder = OnnxGenerator(artifacts / "generator.onnx"), OnnxEmbedder(artifacts / "embedder.onnx")
+    catalog = Catalog.open(index, expect_embedder_sha256=info.embedder_sha256)
+    queries = [(photo, r.product_id) for r in load_records(data).records for photo in r.photos]
+    hits = {"generated": 0, "photo": 0}
+    for start in range(0, len(queries), batch):
+        chunk = queries[start:start + batch]
+        photos = np.stack([preprocess(path, info.size) for path, _ in chunk])  # (B, 3, S, S)
+        for name, images in (("generated", generator(photos)), ("photo", photos)):
+            for (_, truth), found in zip(chunk, catalog.search(embedder(images), k), strict=True):
+                hits[name] += truth in {hit.product_id for hit in found}
+    n = len(queries)
+    return {"k": k, "queries": n, "catalog": len(catalog), "hit_rate": hits["generated"] / n,
+            "photo_query_hit_rate": hits["photo"] / n, "chance": min(1.0, k / len(catalog))}
+
+
+def check(cfg: DemoConfig, artifacts: Path, index: Path, data: Path) -> dict:
+    """Measure (once) and print how often the demo's /search finds the product of a held-out photo."""
+    path = cfg.root / "check.json"
+    if path.is_file():
+        result = json.loads(path.read_text())
+    else:
+        start = time.perf_counter()
+        result = hit_rate(artifacts, index, data) | {"seconds": 0.0}
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+    say(f"check: the true product is in /search's top {result['k']} for {result['hit_rate']:.0%} of "
+        f"{result['queries']} held-out street photos (photo as the query: {result['photo_query_hit_rate']:.0%}; "
+        f"chance {result['chance']:.1%})")
+    return result
+
+
+def held_out_samples(cfg: DemoConfig, data: Path) -> Path:
+    """One street photo per product in one folder: the page offers them, and none was trained on."""
+    from training.data import load_records
 
     samples = cfg.root / "samples"
     if not samples.is_dir():
         tmp = cfg.root / ".samples.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for record in load_split(split).test:
-            for photo in record.photos[:1]:  # one photo per held-out product
+        for record in load_records(data).records:
+            for photo in record.photos[:1]:
                 shutil.copy(photo, tmp / photo.name)
         tmp.rename(samples)
     return samples
@@ -117,11 +257,20 @@ def held_out_samples(cfg: DemoConfig, split: Path) -> Path:
 def run_demo(cfg: DemoConfig) -> int:
     """Build the missing stages, then serve until stopped."""
     cfg.root.mkdir(parents=True, exist_ok=True)
-    data, split = build_data(cfg)
-    artifacts = build_model(cfg, data, split)
+    if cfg.retrain:  # everything downstream of the generator is rebuilt (an interrupted run/ resumes)
+        for stale in ("artifacts", "index", "check.json"):
+            path = cfg.root / stale
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    data = build_data(cfg)
+    artifacts = build_model(cfg, data)
     index = build_index(cfg, artifacts, data)
-    samples = held_out_samples(cfg, split)
+    check(cfg, artifacts, index, data)
+    samples = held_out_samples(cfg, data)
     (cfg.root / "demo.json").write_text(json.dumps(asdict(cfg), default=str, indent=1) + "\n")
+    if cfg.retrain and cfg.weights is not None:  # the card also records what the check measured
+        card = json.loads(card_path(cfg.weights).read_text())
+        card["check"] = json.loads((cfg.root / "check.json").read_text())
+        card_path(cfg.weights).write_text(json.dumps(card, indent=1) + "\n")
     if not cfg.serve:
         say(f"built: {artifacts}, {index}, {samples}")
         return 0
@@ -131,3 +280,4 @@ def run_demo(cfg: DemoConfig) -> int:
     say(f"serving on http://{cfg.host}:{cfg.port}  (Ctrl-C stops)")
     serve(Settings(artifacts=artifacts, index=index, demo_samples=samples), cfg.host, cfg.port)
     return 0
+

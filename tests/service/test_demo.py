@@ -14,19 +14,29 @@ from service.settings import Settings
 from tests.service.conftest import running_client
 
 
+def tiny_config(root: Path, **kw: object) -> DemoConfig:
+    base = dict(root=root, products=12, photos_per_product=2, size=32, stages=2, width=4, epochs_fade=1,
+                epochs_stab=1, batch_sizes=(8, 8), train_products=16, workers=1, serve=False, weights=None)
+    return DemoConfig(**(base | kw))  # type: ignore[arg-type]
+
+
 def test_demo_builds_every_stage_then_serves_it(tmp_path: Path) -> None:
-    cfg = DemoConfig(root=tmp_path / "demo", products=12, photos_per_product=2, size=32, stages=2, width=4,
-                     epochs_fade=1, epochs_stab=1, batch_sizes=(8, 8), workers=1, serve=False)
+    cfg = tiny_config(tmp_path / "demo")
     assert run_demo(cfg) == 0
     root = cfg.root
-    for path in ("data/products.csv", "split.json", "sheet.png", "run/checkpoints/stage_2.pt",
+    for path in ("data/products.csv", "train-data/products.csv", "sheet.png", "run/checkpoints/stage_2.pt",
                  "artifacts/generator.onnx", "artifacts/embedder.onnx", "artifacts/model.json", "index/index.json"):
         assert (root / path).is_file(), path
     model = json.loads((root / "artifacts" / "model.json").read_text())
     assert model["embedder"]["backbone"] == "efficientnet_lite0" and model["preprocessing"]["size"] == 32
+    # The shop and the training world share no product: every shop photo is held out.
+    shop = (root / "data" / "products.csv").read_text().splitlines()[1:]
+    world = (root / "train-data" / "products.csv").read_text().splitlines()[1:]
+    assert not set(shop) & set(world)
     samples = sorted((root / "samples").iterdir())
-    test_ids = {r["product_id"] for r in json.loads((root / "split.json").read_text())["test"]}
-    assert samples and {p.name[3:9] for p in samples} <= test_ids  # only held-out photos are offered
+    assert len(samples) == 12 and all("_CLEAN0_" in p.name for p in samples)  # one street photo per product
+    check = json.loads((root / "check.json").read_text())
+    assert check["queries"] == 24 and check["catalog"] == 12 and 0.0 <= check["hit_rate"] <= 1.0
 
     # A second run finds everything built and does nothing but (here) return.
     stamp = (root / "artifacts" / "model.json").stat().st_mtime_ns
@@ -45,3 +55,42 @@ def test_demo_builds_every_stage_then_serves_it(tmp_path: Path) -> None:
         assert len(results) == 5 and all(h["product_id"] for h in results)
         g = client.post("/generate", files={"image": ("p.jpg", photo, "image/jpeg")})
         assert g.status_code == 200 and Image.open(io.BytesIO(g.content)).size == (32, 32)
+
+
+def test_retrain_writes_weights_that_a_fresh_demo_uses_without_training(tmp_path: Path) -> None:
+    weights = tmp_path / "pretrained" / "g.pt"
+    first = tiny_config(tmp_path / "a", weights=weights, retrain=True)
+    assert run_demo(first) == 0
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["recipe"]["width"] == 4 and card["check"]["catalog"] == 12 and weights.stat().st_size < 15e6
+
+    # A fresh demo with the weights file trains nothing: no training world, no run; same generator graph.
+    second = tiny_config(tmp_path / "b", weights=weights)
+    assert run_demo(second) == 0
+    assert not (second.root / "train-data").exists() and not (second.root / "run").exists()
+    a, b = (json.loads((c.root / "artifacts" / "model.json").read_text()) for c in (first, second))
+    assert a["generator"]["onnx_sha256"] == b["generator"]["onnx_sha256"]
+    assert json.loads((second.root / "check.json").read_text())["hit_rate"] == card["check"]["hit_rate"]
+
+    # Weights from another recipe are not used: the demo trains instead of serving a mismatched model.
+    third = tiny_config(tmp_path / "c", weights=weights, width=8)
+    assert run_demo(third) == 0
+    assert (third.root / "run" / "checkpoints" / "stage_2.pt").is_file()
+
+
+def test_the_committed_generator_finds_most_held_out_products(tmp_path: Path) -> None:
+    """`make demo`'s first run as shipped: the committed weights, the real 300-product shop, no training.
+
+    /search's path (ONNX generator -> ONNX embedder -> FAISS) must put the true product of a held-out
+    street photo in the top 10 far above chance (3.3 %) and more often than the photo itself does as the
+    query. The committed generator measures 33 % (photo: 15 %); the issue's bar of 50 % is not reached yet
+    (README, "Known limitation")."""
+    cfg = DemoConfig(root=tmp_path / "demo", serve=False)
+    assert cfg.weights is not None and cfg.weights.is_file() and cfg.weights.stat().st_size < 15e6
+    assert run_demo(cfg) == 0
+    assert not (cfg.root / "run").exists() and not (cfg.root / "train-data").exists()  # nothing was trained
+    check = json.loads((cfg.root / "check.json").read_text())
+    assert check["catalog"] == 300 and check["queries"] == 1200
+    assert check["hit_rate"] >= 0.25 and check["hit_rate"] > 1.5 * check["photo_query_hit_rate"], check
+    card = json.loads(cfg.weights.with_suffix(".json").read_text())
+    assert abs(card["check"]["hit_rate"] - check["hit_rate"]) < 0.02  # the card's figure is what we get here
