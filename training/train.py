@@ -361,6 +361,10 @@ def train(cfg: TrainConfig) -> Path:
                         print(f"\nrtd train: stopped after step {done} of {plan.total_steps}; continue with --resume",
                               file=sys.stderr)
                     break
+        if dist.is_initialized():
+            # Every rank finishes (rank 0 writes the last checkpoint) before any tears the group down: a
+            # rank exiting while a peer still talks to it makes gloo abort that peer.
+            dist.barrier()
     finally:
         bar.close()
         if stats_file is not None:

@@ -56,6 +56,7 @@ def _worker(rank: int, port: int, data: str, root: str) -> None:
                      (("generator", nets.generator), ("critic", nets.critic), ("domain_critic", nets.domain_critic))
                      if net is not None}
             torch.save(state, f"{root}/{model}_rank{rank}.pt")
+        dist.barrier()  # both ranks done before either tears the group down (gloo aborts a peer otherwise)
     finally:
         dist.destroy_process_group()
 
