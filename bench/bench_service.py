@@ -102,26 +102,31 @@ def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.P
     raise SystemExit("the server did not become ready in 300 s")
 
 
-def paper_size_artifacts(src: Path, out: Path, size: int, width: int) -> Path:
-    """A copy of `src` whose generator is an untrained rtdGAN at `size` px and `width` (Sec. 4.1: 256 px, 64):
-    the weights do not change the speed, and the embedder (so the index) stays the same. Needs torch."""
-    import shutil
-
+def paper_size_world(src: Path, catalog: Path, out: Path, size: int, width: int) -> tuple[Path, Path]:
+    """Artifacts + index for an untrained rtdGAN at `size` px and `width` (Sec. 4.1: 256 px, 64) with src's
+    embedder backbone re-exported for `size` px inputs, and that catalog indexed with it. The weights do not
+    change the speed. Needs torch; returns (artifacts, index)."""
+    from index.build import build_index
     from index.onnx import sha256_file
+    from models.embedders import load_embedder
     from models.generator import GeneratorConfig, ProgressiveGenerator
     from training.export import export_generator
+    from training.export_embedder import export_embedder
 
-    out.mkdir(parents=True)
-    shutil.copy(src / "embedder.onnx", out / "embedder.onnx")
-    net = ProgressiveGenerator(GeneratorConfig(size, 3, width)).at_stage().eval()
-    sample = np.random.default_rng(0).uniform(-1, 1, (2, 3, size, size)).astype(np.float32)
-    export_generator(net, out / "generator.onnx", size, sample)
+    artifacts = out / "artifacts"
+    artifacts.mkdir(parents=True)
     model = json.loads((src / "model.json").read_text())
+    sample = np.random.default_rng(0).uniform(-1, 1, (2, 3, size, size)).astype(np.float32)
+    net = ProgressiveGenerator(GeneratorConfig(size, 3, width)).at_stage().eval()
+    export_generator(net, artifacts / "generator.onnx", size, sample)
+    model["embedder"] = export_embedder(*load_embedder(model["embedder"]["backbone"]), artifacts / "embedder.onnx",
+                                        size, sample)
     model["generator"] |= {"resolution": size, "native_size": size, "width": width, "training_steps": 0,
-                           "onnx_sha256": sha256_file(out / "generator.onnx")}
+                           "onnx_sha256": sha256_file(artifacts / "generator.onnx")}
     model["preprocessing"]["size"] = size
-    (out / "model.json").write_text(json.dumps(model, indent=1))
-    return out
+    (artifacts / "model.json").write_text(json.dumps(model, indent=1))
+    build_index(artifacts, catalog, out / "index")
+    return artifacts, out / "index"
 
 
 # ---- raw onnxruntime baselines ------------------------------------------------------------------------
@@ -295,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generator-size", type=int, help="swap in an untrained rtdGAN generator of this size "
                         "(e.g. 256, the paper's) to measure the overheads at a realistic model cost; needs torch")
     parser.add_argument("--generator-width", type=int, default=64, help="its width (the paper's: 64)")
+    parser.add_argument("--catalog", type=Path, help="with --generator-size: the catalog to index (e.g. demo/data)")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -307,8 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.artifacts and args.index and args.photos):
             parser.error("give --tiny, or --artifacts, --index and --photos")
         if args.generator_size:
-            args.artifacts = paper_size_artifacts(args.artifacts, Path(tmp) / "paper_size", args.generator_size,
-                                                  args.generator_width)
+            if not args.catalog:
+                parser.error("--generator-size needs --catalog (the images to index with the re-exported embedder)")
+            args.artifacts, args.index = paper_size_world(args.artifacts, args.catalog, Path(tmp) / "paper_size",
+                                                          args.generator_size, args.generator_width)
         photos = load_photos(args.photos)
         raw = raw_baselines(args, photos, args.repeats)
         port = free_port()
