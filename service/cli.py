@@ -181,9 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"rtd {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"rtd {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C; or training.train.Stopped: a signal, after its checkpoint
+        print(f"rtd {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     except ModuleNotFoundError as e:
         if e.name and e.name.split(".")[0] in ("torch", "torchvision", "onnx", "skimage"):
             print(f"rtd {args.command}: error: needs {e.name}; install the training extras: "

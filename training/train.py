@@ -177,11 +177,33 @@ def save_samples(path: Path, cfg: TrainConfig, nets: Nets, photo: Tensor, produc
     to_image(grid.cpu().numpy()).save(path)
 
 
+class StopRequest(threading.Event):
+    """Set by the first Ctrl-C or SIGTERM; `signum` says which."""
+
+    signum: int | None = None
+
+
+class Stopped(KeyboardInterrupt):
+    """Training stopped early on a signal, after writing its checkpoint; `--resume` continues it. A
+    KeyboardInterrupt, so that callers stop too instead of going on with a half-trained run, and the CLI
+    exits 128 + signum (143 for SIGTERM): a scheduler that preempted the job must not see it succeed."""
+
+    def __init__(self, signum: int, checkpoint: Path) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} after writing {checkpoint}; "
+                         f"continue with --resume")
+        self.signum = signum
+        self.checkpoint = checkpoint
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
 @contextmanager
-def stop_signals() -> Iterator[threading.Event]:
+def stop_signals() -> Iterator[StopRequest]:
     """The first Ctrl-C or SIGTERM asks the loop to stop after this step (with a checkpoint); a second
     Ctrl-C interrupts at once."""
-    requested = threading.Event()
+    requested = StopRequest()
     if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
         yield requested
         return
@@ -189,6 +211,7 @@ def stop_signals() -> Iterator[threading.Event]:
     def handler(signum: int, frame: Any) -> None:
         if requested.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        requested.signum = signum
         requested.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -371,4 +394,6 @@ def train(cfg: TrainConfig) -> Path:
             stats_file.close()
         if own_group:
             dist.destroy_process_group()
+    if stop_requested.signum is not None:
+        raise Stopped(stop_requested.signum, last_path)
     return last_path

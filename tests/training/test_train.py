@@ -6,6 +6,9 @@ import argparse
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from training.checkpoint import load_checkpoint
 from training.data import load_records, write_split
 from training.dataset import PairDataset
 from training.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # 8 products x 2 photos = 16 items; batch 8 -> 2 steps per epoch.
 TINY = ["--stages", "3", "--resolution", "32", "--width", "8", "--epochs-fade", "1", "--epochs-stab", "1",
@@ -132,9 +137,28 @@ def test_sigterm_writes_a_checkpoint_and_stops(tiny_lookbook: Path, tmp_path: Pa
 
     monkeypatch.setattr(train_module, "save_samples", save_then_terminate)
     before = signal.getsignal(signal.SIGTERM)
-    last = train(tiny_cfg(tiny_lookbook, tmp_path / "run"))
-    assert load_checkpoint(last)["step"] == 1  # stopped after the first epoch's last step (8 items, batch 8)
+    with pytest.raises(train_module.Stopped) as stopped:  # not a normal return: callers must not go on
+        train(tiny_cfg(tiny_lookbook, tmp_path / "run"))
+    assert load_checkpoint(stopped.value.checkpoint)["step"] == 1  # after the first epoch (8 items, batch 8)
+    assert stopped.value.exit_code == 143 and "--resume" in str(stopped.value)
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is removed again
+
+
+def test_cli_exits_143_on_sigterm_so_a_scheduler_sees_the_job_did_not_finish(tiny_lookbook: Path,
+                                                                            tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "service.cli", "train", "--data", str(tiny_lookbook), "--out", str(run),
+           "--stages", "1", "--resolution", "32", "--width", "4", "--epochs-fade", "1", "--epochs-stab", "500",
+           "--batch-sizes", "4", "--device", "cpu", "--log-every", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "stats.jsonl").is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # training has started
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "--resume" in err and "Traceback" not in err
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] >= 1
 
 
 def test_overfits_four_pairs(tiny_lookbook: Path, train_parser, tmp_path: Path) -> None:
