@@ -19,7 +19,6 @@ The build stages need the training extras (torch); serving does not.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from index.onnx import sha256_file
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "models" / "pretrained" / "rtdgan-demo-64.pt"
 CHECK_K = 10
@@ -96,14 +97,6 @@ def build_data(cfg: DemoConfig) -> Path:
     return data
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def card_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
@@ -113,7 +106,7 @@ def usable_weights(cfg: DemoConfig) -> bool:
     if cfg.weights is None or cfg.retrain or not cfg.weights.is_file() or not card_path(cfg.weights).is_file():
         return False
     card = json.loads(card_path(cfg.weights).read_text())
-    if card.get("sha256") != _sha256(cfg.weights):
+    if card.get("sha256") != sha256_file(cfg.weights):
         say(f"{cfg.weights} does not match its card (sha256): training instead")
         return False
     if card.get("recipe") != recipe(cfg):
@@ -154,7 +147,7 @@ def save_weights(cfg: DemoConfig, run: Path) -> None:
     slim["models"] = {"generator": {k: v.clone() for k, v in state["models"]["generator"].items()}}
     save_checkpoint(cfg.weights, slim)
     params = sum(v.numel() for v in slim["models"]["generator"].values() if torch.is_floating_point(v))
-    card = {"sha256": _sha256(cfg.weights), "recipe": recipe(cfg), "steps": int(state["step"]),
+    card = {"sha256": sha256_file(cfg.weights), "recipe": recipe(cfg), "steps": int(state["step"]),
             "code_version": state.get("code_version"), "parameters": params,
             "reproduce": "rtd demo --build-only --retrain"}
     card_path(cfg.weights).write_text(json.dumps(card, indent=1) + "\n")
