@@ -81,6 +81,16 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
 }
 
 
+def failed_readiness(client) -> tuple[int, str]:  # noqa: ANN001 - the running app's test client
+    """Poll /health/ready (up to ~4 s) until the background load has failed; its status and reason."""
+    for _ in range(200):
+        ready = client.get("/health/ready")
+        if "failed" in ready.json()["detail"]:
+            break
+        time.sleep(0.02)
+    return ready.status_code, ready.json()["detail"]
+
+
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_broken_artifact_folder_is_not_ready_with_the_reason(tiny: Tiny, tmp_path: Path, name: str) -> None:
     artifacts = Path(shutil.copytree(tiny.artifacts, tmp_path / "artifacts"))
@@ -88,33 +98,21 @@ def test_broken_artifact_folder_is_not_ready_with_the_reason(tiny: Tiny, tmp_pat
     breaks(artifacts)
     with running_client(settings_for(tiny, artifacts=artifacts), ready=False) as c:
         assert c.get("/health/live").status_code == 200
-        for _ in range(200):
-            ready = c.get("/health/ready")
-            if "failed to load" in ready.json()["detail"]:
-                break
-            time.sleep(0.02)
-        assert ready.status_code == 503
-        assert reason in ready.json()["detail"], ready.json()
+        status, detail = failed_readiness(c)
+        assert status == 503
+        assert reason in detail, detail
         assert c.post("/search", files={"image": ("q.png", tiny.query_for("P001"))}).status_code == 503
 
 
 def test_index_from_another_embedder_is_refused(tiny: Tiny, tmp_path: Path) -> None:
     other = make_artifacts(tmp_path / "other", seed=1)  # same shapes, other weights: other sha256
     with running_client(settings_for(tiny, artifacts=other), ready=False) as c:
-        for _ in range(200):
-            detail = c.get("/health/ready").json()["detail"]
-            if "failed" in detail:
-                break
-            time.sleep(0.02)
+        _, detail = failed_readiness(c)
     assert "another embedder" in detail
 
 
 def test_missing_index_is_not_ready(tiny: Tiny, tmp_path: Path) -> None:
     with running_client(settings_for(tiny, index=tmp_path / "nowhere"), ready=False) as c:
-        for _ in range(200):
-            detail = c.get("/health/ready").json()["detail"]
-            if "failed" in detail:
-                break
-            time.sleep(0.02)
+        _, detail = failed_readiness(c)
         assert "not an index folder" in detail
         assert c.get("/products/P001").status_code == 503
