@@ -79,8 +79,10 @@ def steps_per_epoch(items: int, batch_size: int) -> int:
     return math.ceil(items / batch_size)
 
 
-def make_plan(stages: int, epochs_fade: int, epochs_stab: int, batch_sizes: tuple[int, ...], items: int) -> Plan:
-    """Plan N stages of t_fade + t_stab epochs each (Algorithm 1); batch_sizes[i-1] is stage i's batch."""
+def make_plan(stages: int, epochs_fade: int, epochs_stab: int, batch_sizes: tuple[int, ...], items: int,
+              epochs_extra: int = 0) -> Plan:
+    """Plan N stages of t_fade + t_stab epochs each (Algorithm 1), the last one `epochs_extra` epochs
+    longer; batch_sizes[i-1] is stage i's batch."""
     assert stages >= 1, f"need at least one stage, got {stages}"
     assert len(batch_sizes) == stages, f"{len(batch_sizes)} batch sizes for {stages} stages"
     assert all(b >= 1 for b in batch_sizes), f"batch sizes must be positive: {batch_sizes}"
@@ -88,9 +90,11 @@ def make_plan(stages: int, epochs_fade: int, epochs_stab: int, batch_sizes: tupl
     assert epochs_fade >= 0 and epochs_stab >= 0 and epochs_fade + epochs_stab >= 1, (
         f"need at least one epoch per stage (fade {epochs_fade}, stab {epochs_stab})"
     )
+    assert epochs_extra >= 0, f"extra epochs must be >= 0, got {epochs_extra}"
     plans = []
     for i, bs in enumerate(batch_sizes, start=1):
         fade, stab = (0, epochs_fade + epochs_stab) if i == 1 else (epochs_fade, epochs_stab)
+        stab += epochs_extra if i == stages else 0
         plans.append(StagePlan(i, bs, steps_per_epoch(items, bs), fade, stab))
     return Plan(tuple(plans))
 

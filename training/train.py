@@ -74,6 +74,7 @@ class TrainConfig:
     width: int = 64  # channels of the first G and D layers
     epochs_fade: int = 40  # t_fade (Sec. 4.1)
     epochs_stab: int = 40  # t_stab (Sec. 4.1)
+    epochs_extra: int = 0  # more epochs at the full resolution after the schedule (ours; may grow on resume)
     batch_sizes: tuple[int, ...] = (60, 40, 20)  # per stage, global (Sec. 4.1); baselines use the last
     lr: float = 2e-4  # Adam, G and D (Sec. 4.1)
     lambda_adv: float = 1.0  # Eq. 4 weights (Sec. 4.1: all 1); rtdGAN only
@@ -116,6 +117,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.width >= 1, "--width must be >= 1"),
         (cfg.epochs_fade >= 0 and cfg.epochs_stab >= 0, "--epochs-fade and --epochs-stab must be >= 0"),
         (cfg.epochs_fade + cfg.epochs_stab >= 1, "--epochs-fade + --epochs-stab must be >= 1"),
+        (cfg.epochs_extra >= 0, "--epochs-extra must be >= 0"),
         (cfg.lr > 0, "--lr must be positive"),
         (min(cfg.lambda_adv, cfg.lambda_con, cfg.lambda_lap, cfg.lambda_gp) >= 0, "loss weights must be >= 0"),
         (cfg.workers >= 0, "--workers must be >= 0"),
@@ -153,10 +155,10 @@ def make_run_plan(cfg: TrainConfig, items: int, world: int = 1) -> Plan:
         raise UserError(f"--batch-sizes {cfg.batch_sizes} must be multiples of the {world} processes")
     per_rank = tuple(b // world for b in cfg.batch_sizes)
     if cfg.model == "rtdgan":
-        return make_plan(cfg.stages, cfg.epochs_fade, cfg.epochs_stab, per_rank, per_rank_items)
+        return make_plan(cfg.stages, cfg.epochs_fade, cfg.epochs_stab, per_rank, per_rank_items, cfg.epochs_extra)
     # Baselines have no stages: one stage with the same epoch budget as the rtdGAN run, at the batch size
     # of rtdGAN's full-resolution stage, so the three models see the data equally often.
-    epochs = cfg.stages * (cfg.epochs_fade + cfg.epochs_stab)
+    epochs = cfg.stages * (cfg.epochs_fade + cfg.epochs_stab) + cfg.epochs_extra
     return make_plan(1, 0, epochs, per_rank[-1:], per_rank_items)
 
 
@@ -289,6 +291,9 @@ def train(cfg: TrainConfig) -> Path:
                 raise UserError(f"--resume: {key} is {getattr(cfg, key)!r} but the checkpoint has {saved!r}")
         if state["items"] != items:
             raise UserError(f"--resume: the data has {items} items, the checkpoint was trained on {state['items']}")
+        if state["step"] > plan.total_steps:  # --epochs-extra may grow on resume; the steps done must fit
+            raise UserError(f"--resume: the checkpoint is at step {state['step']}, past this schedule's "
+                            f"{plan.total_steps} steps (--epochs-extra {cfg.epochs_extra} is too small)")
         nets.generator.load_state_dict(state["models"]["generator"])
         nets.critic.load_state_dict(state["models"]["critic"])
         if nets.domain_critic is not None:

@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=64, help="channels of the first G and D layers")
     p.add_argument("--epochs-fade", type=int, default=40, help="t_fade: fade-in epochs per stage")
     p.add_argument("--epochs-stab", type=int, default=40, help="t_stab: stabilisation epochs per stage")
+    p.add_argument("--epochs-extra", type=int, default=0,
+                   help="more epochs at the full resolution after the schedule; may grow on --resume")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=(60, 40, 20),
                    help="global batch size per stage, e.g. 60,40,20 (baselines use the last)")
     p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate of G and D")
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data=str(args.data), out=str(args.out), split=None if args.split is None else str(args.split),
         model=args.model, stages=args.stages, resolution=args.resolution, width=args.width,
-        epochs_fade=args.epochs_fade, epochs_stab=args.epochs_stab, batch_sizes=tuple(args.batch_sizes),
+        epochs_fade=args.epochs_fade, epochs_stab=args.epochs_stab,
+        epochs_extra=args.epochs_extra, batch_sizes=tuple(args.batch_sizes),
         lr=args.lr, lambda_adv=args.lambda_adv, lambda_con=args.lambda_con, lambda_lap=args.lambda_lap,
         lambda_gp=args.lambda_gp, seed=args.seed, workers=args.workers, resume=args.resume, device=device,
         log_every=args.log_every, checkpoint_every_steps=args.checkpoint_every_steps,

@@ -12,11 +12,12 @@ from PIL import Image
 from service.demo import DemoConfig, run_demo
 from service.settings import Settings
 from tests.service.conftest import running_client
+from training.checkpoint import load_checkpoint
 
 
 def tiny_config(root: Path, **kw: object) -> DemoConfig:
     base = dict(root=root, products=12, photos_per_product=2, size=32, stages=2, width=4, epochs_fade=1,
-                epochs_stab=1, batch_sizes=(8, 8), train_products=16, workers=1, serve=False, weights=None)
+                epochs_stab=1, epochs_extra=0, batch_sizes=(8, 8), train_products=16, workers=1, serve=False, weights=None)
     return DemoConfig(**(base | kw))  # type: ignore[arg-type]
 
 
@@ -77,13 +78,24 @@ def test_retrain_writes_weights_that_a_fresh_demo_uses_without_training(tmp_path
     assert run_demo(third) == 0
     assert (third.root / "run" / "checkpoints" / "stage_2.pt").is_file()
 
+    # More extra epochs in the recipe continue that finished run rather than starting again (16 items at
+    # batch 8 with 2 photos each: 4 steps per epoch; 2 stages of 1 + 1 epochs = 16 steps, then 4 more).
+    assert load_checkpoint(third.root / "run" / "checkpoints" / "stage_2.pt")["step"] == 16
+    fourth = tiny_config(tmp_path / "c", weights=tmp_path / "pretrained" / "g2.pt", width=8, epochs_extra=1,
+                         retrain=True)
+    assert run_demo(fourth) == 0
+    assert load_checkpoint(third.root / "run" / "checkpoints" / "stage_2.pt")["step"] == 20
+    steps = [json.loads(line)["step"] for line in (third.root / "run" / "stats.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 20  # one run, continued: no step trained twice
+    assert json.loads(fourth.weights.with_suffix(".json").read_text())["recipe"]["epochs_extra"] == 1
+
 
 def test_the_committed_generator_finds_most_held_out_products(tmp_path: Path) -> None:
     """`make demo`'s first run as shipped: the committed weights, the real 300-product shop, no training.
 
     /search's path (ONNX generator -> ONNX embedder -> FAISS) must put the true product of a held-out
     street photo in the top 10 far above chance (3.3 %) and more often than the photo itself does as the
-    query. The committed generator measures 33 % (photo: 15 %); the issue's bar of 50 % is not reached yet
+    query. The committed generator measures 39 % (photo: 15 %); the issue's bar of 50 % is not reached yet
     (README, "Known limitation")."""
     cfg = DemoConfig(root=tmp_path / "demo", serve=False)
     assert cfg.weights is not None and cfg.weights.is_file() and cfg.weights.stat().st_size < 15e6
@@ -91,6 +103,6 @@ def test_the_committed_generator_finds_most_held_out_products(tmp_path: Path) ->
     assert not (cfg.root / "run").exists() and not (cfg.root / "train-data").exists()  # nothing was trained
     check = json.loads((cfg.root / "check.json").read_text())
     assert check["catalog"] == 300 and check["queries"] == 1200
-    assert check["hit_rate"] >= 0.25 and check["hit_rate"] > 1.5 * check["photo_query_hit_rate"], check
+    assert check["hit_rate"] >= 0.35 and check["hit_rate"] > 2 * check["photo_query_hit_rate"], check
     card = json.loads(cfg.weights.with_suffix(".json").read_text())
     assert abs(card["check"]["hit_rate"] - check["hit_rate"]) < 0.02  # the card's figure is what we get here

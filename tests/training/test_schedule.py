@@ -73,6 +73,18 @@ def test_very_last_step() -> None:
         schedule_at(-1, PLAN)
 
 
+def test_extra_epochs_lengthen_only_the_last_stage_and_leave_every_earlier_step_alone() -> None:
+    longer = make_plan(3, epochs_fade=2, epochs_stab=1, batch_sizes=(4, 3, 2), items=10, epochs_extra=2)
+    assert [s.steps for s in longer.stages] == [9, 12, 25]  # 2 more epochs of 5 steps at the last stage
+    assert longer.total_steps == 46 and longer.total_epochs == 11
+    assert [schedule_at(s, longer) for s in range(35)] == [schedule_at(s, PLAN) for s in range(35)]
+    end = schedule_at(35, longer)  # the old last step is no longer the stage's end
+    assert not end.last_in_stage and end.stage == 3 and end.alpha == 1.0
+    assert schedule_at(45, longer).last_in_stage and schedule_at(45, longer).epoch == 10
+    with pytest.raises(AssertionError):
+        make_plan(3, 2, 1, (4, 3, 2), 10, epochs_extra=-1)
+
+
 def test_zero_fade_epochs_means_alpha_one() -> None:
     plan = make_plan(2, epochs_fade=0, epochs_stab=1, batch_sizes=(2, 2), items=4)
     assert [schedule_at(s, plan).alpha for s in range(plan.total_steps)] == [1.0] * 4

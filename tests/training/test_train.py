@@ -241,6 +241,23 @@ def test_split_trains_on_the_train_products_and_shows_the_test_ones(tiny_lookboo
         train(replace(cfg, data=str(tmp_path), out=str(tmp_path / "other")))
 
 
+def test_a_finished_run_continues_with_more_extra_epochs(tiny_lookbook: Path, tmp_path: Path) -> None:
+    # 8 items at batch 8: one step per epoch; 2 stages of 1 + 1 epochs, then 2 extra epochs at 32 px.
+    planned = train(tiny_cfg(tiny_lookbook, tmp_path / "planned", epochs_extra=2))
+    assert load_checkpoint(planned)["step"] == 6
+    grown = tiny_cfg(tiny_lookbook, tmp_path / "grown")
+    train(grown)
+    assert load_checkpoint(Path(grown.out) / "checkpoints" / "last.pt")["step"] == 4
+    train(replace(grown, resume=True, epochs_extra=2))
+    resumed = load_checkpoint(Path(grown.out) / "checkpoints" / "stage_2.pt")
+    assert (resumed["step"], resumed["stage"]) == (6, 2)  # the last stage's checkpoint is the longer run's end
+    a, b = weights(planned), weights(Path(grown.out) / "checkpoints" / "last.pt")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    with pytest.raises(UserError, match="epochs-extra 1 is too small"):
+        train(replace(grown, resume=True, epochs_extra=1))
+
+
 def test_bad_input_is_a_user_error(tiny_lookbook: Path, tmp_path: Path) -> None:
     cfg = tiny_cfg(tiny_lookbook, tmp_path / "run")
     bad = [
@@ -252,6 +269,7 @@ def test_bad_input_is_a_user_error(tiny_lookbook: Path, tmp_path: Path) -> None:
         replace(cfg, batch_sizes=(8,)),
         replace(cfg, epochs_fade=0, epochs_stab=0),
         replace(cfg, lr=0.0),
+        replace(cfg, epochs_extra=-1),
         replace(cfg, model="pix2pix", resolution=16, stages=1, batch_sizes=(8,)),
     ]
     if not torch.cuda.is_available():
