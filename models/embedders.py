@@ -6,16 +6,24 @@ package, so the tests and the demo run with no download.
 
 Every embedder takes what the generator outputs and what `index.images.preprocess` returns, a float32
 `(B, 3, S, S)` batch in [-1, 1], and does everything else inside the module (so it is inside the exported
-ONNX graph too): resize to the backbone's input size, the backbone's own input normalisation, the
-convolutional features, global average pooling, L2 normalisation. Inner product of two outputs is cosine.
+ONNX graph too): optionally `level` steps down the Gaussian pyramid (the comparison scale, below), resize
+to the backbone's input size, the backbone's own input normalisation, the convolutional features, global
+average pooling, L2 normalisation. Inner product of two outputs is cosine.
+
+The comparison scale. With `level` L > 0, both the query and every catalog image are reduced L levels of
+the Gaussian pyramid that rough-to-detail training uses for its targets (Sec. 3.3, training/pyramid.py)
+before the backbone sees them, so a generated image is compared with the catalog at the scale the
+generator reproduces reliably rather than at the finest detail, which it may not (README "Choices",
+"The comparison scale"). L = 0, the default, is the paper's protocol: the full-resolution image.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,6 +36,7 @@ from torchvision.models import DenseNet121_Weights
 
 from index.errors import UserError
 from index.onnx import sha256_file
+from training.pyramid import pyramid_down
 
 EMBEDDERS = ("densenet121", "efficientnet_lite0")
 DEFAULT_EMBEDDER = "densenet121"  # the paper's (Sec. 5); needs its ImageNet weights file or a download
@@ -43,6 +52,8 @@ LITE_MEAN_255 = 127.0
 LITE_STD_255 = 128.0
 # Downloads that stall must not hang a build forever.
 DOWNLOAD_TIMEOUT_S = 60.0
+# The comparison scale's floor: below 8 px a garment is a few blobs of colour.
+MIN_LEVEL_SIDE = 8
 
 
 @dataclass(frozen=True)
@@ -54,17 +65,21 @@ class EmbedderInfo:
     input_size: int  # the backbone's input resolution; inputs are resized to it inside the module
     weights_source: str  # where the ImageNet weights came from (a URL, a package, a file)
     weights_sha256: str  # sha256 of the weights file
+    level: int = 0  # Gaussian pyramid levels the image is reduced by before the backbone (0: none, the paper's)
 
 
 class Embedder(nn.Module):
     """[-1, 1] images -> L2-normalised global-average-pooled CNN features."""
 
     def __init__(self, features: nn.Module, dim: int, input_size: int,
-                 mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+                 mean: tuple[float, float, float], std: tuple[float, float, float], level: int = 0) -> None:
         super().__init__()
+        if level < 0:
+            raise ValueError(f"level must be >= 0, got {level}")
         self.features = features  # (B, 3, s, s) normalised -> (B, D, h, w)
         self.dim = dim
         self.input_size = input_size
+        self.level = level  # comparison scale: Gaussian pyramid levels taken before the backbone
         # The backbone's normalisation written for [-1, 1] inputs: (x - shift) / scale.
         self.register_buffer("shift", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(std).view(1, 3, 1, 1))
@@ -72,6 +87,8 @@ class Embedder(nn.Module):
     def forward(self, image: Tensor) -> Tensor:
         """(B, 3, S, S) in [-1, 1] -> (B, D) unit vectors."""
         x = image
+        for _ in range(self.level):  # (B, 3, S / 2**level, S / 2**level): the comparison scale
+            x = pyramid_down(x)
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         x = (x - self.shift) / self.scale  # (B, 3, s, s)
@@ -197,3 +214,21 @@ def load_embedder(name: str, weights: Path | None = None, *, allow_download: boo
     if name == "efficientnet_lite0":
         return efficientnet_lite0_embedder(weights)
     raise UserError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")
+
+
+def max_level(size: int) -> int:
+    """The coarsest comparison scale for `size` px images: halvings that stay exact and >= MIN_LEVEL_SIDE."""
+    level = 0
+    while size % 2 ** (level + 1) == 0 and size >> (level + 1) >= MIN_LEVEL_SIDE:
+        level += 1
+    return level
+
+
+def at_level(embedder: Embedder, info: EmbedderInfo, level: int, size: int) -> tuple[Embedder, EmbedderInfo]:
+    """A copy of `embedder` that compares `size` px images `level` pyramid levels down; UserError if too coarse."""
+    if not 0 <= level <= max_level(size):
+        raise UserError(f"embed level {level} does not fit {size} px images: each level halves the side and at "
+                        f"least {MIN_LEVEL_SIDE} px must remain (0 to {max_level(size)})")
+    scaled = copy.copy(embedder)  # shares the weights; only `level` differs
+    scaled.level = level
+    return scaled, replace(info, level=level)

@@ -80,8 +80,9 @@ def cmd_data_sheet(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from service.demo import DemoConfig, run_demo
 
+    level = {} if args.embed_level is None else {"embed_level": args.embed_level}
     cfg = DemoConfig(root=args.root, products=args.products, seed=args.seed, host=args.host, port=args.port,
-                     serve=not args.build_only, retrain=args.retrain)
+                     serve=not args.build_only, retrain=args.retrain, **level)
     print_config("demo", cfg)
     return run_demo(cfg)
 
@@ -161,8 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--build-only", action="store_true", help="build what is missing, then exit without serving")
+    p.add_argument("--embed-level", type=int, default=None, metavar="L",
+                   help="compare images L Gaussian pyramid levels down (default: DemoConfig's 2, i.e. 16 px; 0: full "
+                        "resolution, the paper's protocol); a change re-exports the artifacts and rebuilds the index")
     p.add_argument("--retrain", action="store_true", help="reproduce the committed demo generator: train its "
-                   "recipe (about 45 CPU minutes) and rewrite models/pretrained/rtdgan-demo-64.pt")
+                   "recipe (about 1.5 CPU hours) and rewrite models/pretrained/rtdgan-demo-64.pt")
     p.set_defaults(func=cmd_demo)
     return parser
 

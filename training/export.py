@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from index.errors import ImageError, UserError
 from index.images import preprocess
 from index.onnx import CPU, OnnxGenerator, sha256_file
-from models.embedders import Embedder, EmbedderInfo, load_embedder
+from models.embedders import Embedder, EmbedderInfo, at_level, load_embedder
 from models.generator import GeneratorConfig, ProgressiveGenerator
 from models.pix2pix import Pix2PixConfig, UNetGenerator
 from models.pldt import PLDTConfig, PLDTConverter
@@ -59,6 +59,7 @@ class ExportConfig:
     out: Path  # artifacts folder to write (replaced as a whole)
     embedder: str = "densenet121"  # the paper's retrieval backbone (Sec. 5); efficientnet_lite0 is offline
     embedder_weights: Path | None = None  # local state_dict instead of the default weights source
+    embed_level: int = 0  # comparison scale (models/embedders.py); 0 is the paper's full resolution
     stage: int | None = None  # rtdGAN stage to export; None: the stage the run's last checkpoint reached
     parity_data: Path | None = None  # photos for the parity check (LookBook folder or manifest); None: the run's
 
@@ -275,6 +276,7 @@ def export_run(cfg: ExportConfig, embedder: tuple[Embedder, EmbedderInfo] | None
     net, info = embedder or load_embedder(cfg.embedder, cfg.embedder_weights)  # UserError without weights
     gen = load_generator(Path(cfg.run), cfg.stage)
     size = gen.config.resolution
+    net, info = at_level(net, info, cfg.embed_level, size)  # UserError when too coarse for S
     photos = gen.config if cfg.parity_data is None else replace(gen.config, data=str(cfg.parity_data), split=None)
     sample = parity_sample(photos)  # (4, 3, S, S) real test photos
 

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="retrieval backbone: densenet121 (the paper's, Sec. 5) or efficientnet_lite0 (offline)")
     parser.add_argument("--embedder-weights", type=Path, default=None,
                         help="local state_dict for the backbone instead of its default weights source")
+    parser.add_argument("--embed-level", type=int, default=0, metavar="L",
+                        help="compare images L levels down the Gaussian pyramid (each halves the side) instead of "
+                             "at full resolution (0, the paper's); README 'The comparison scale'")
     parser.add_argument("--stage", type=int, default=None,
                         help="rtdGAN stage to export (default: the stage the run reached); earlier stages are "
                              "upsampled (bilinear) to the full resolution")
@@ -36,11 +39,12 @@ def run(args: argparse.Namespace) -> int:
     from training.export import ExportConfig, config_dict, export_run
 
     cfg = ExportConfig(run=args.run, out=args.out, embedder=args.embedder, embedder_weights=args.embedder_weights,
-                       stage=args.stage, parity_data=args.parity_data)
+                       embed_level=args.embed_level, stage=args.stage, parity_data=args.parity_data)
     print(f"rtd export: config {json.dumps(config_dict(cfg))}", file=sys.stderr)
     doc = export_run(cfg)
     g, e = doc["generator"], doc["embedder"]
     print(json.dumps({"out": str(cfg.out), "architecture": g["architecture"], "stage": g["stage"],
                       "stages": g["stages"], "resolution": g["resolution"], "native_size": g["native_size"],
-                      "embedder": e["backbone"], "dim": e["dim"], "export_parity": doc["metrics"]["export_parity"]}))
+                      "embedder": e["backbone"], "dim": e["dim"], "embed_level": e["level"],
+                      "export_parity": doc["metrics"]["export_parity"]}))
     return 0

@@ -56,5 +56,6 @@ def export_embedder(embedder: Embedder, info: EmbedderInfo, out_path: Path, size
         "weights_sha256": info.weights_sha256,
         "dim": info.dim,
         "input_size": info.input_size,
+        "level": info.level,  # comparison scale: Gaussian pyramid levels taken before the backbone
         "onnx_sha256": sha256_file(out_path),
     }

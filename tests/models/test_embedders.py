@@ -17,7 +17,8 @@ from PIL import Image
 
 from index.errors import UserError
 from index.images import preprocess
-from models.embedders import EMBEDDERS, load_embedder
+from models.embedders import EMBEDDERS, at_level, load_embedder, max_level
+from training.pyramid import pyramid_down
 
 torch.set_num_threads(1)
 SAMPLES = Path(skimage.data.__file__).parent  # natural photos shipped inside scikit-image
@@ -114,3 +115,25 @@ def test_bad_names_and_files(tmp_path: Path) -> None:
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(UserError, match="not torchvision DenseNet-121 weights"):
         load_embedder("densenet121", tmp_path / "other.pth")
+
+
+def test_embed_level_compares_the_pyramid_level_and_leaves_the_original_alone(lite0) -> None:
+    """Level L embeds exactly what level 0 embeds of the image taken L steps down the Gaussian pyramid."""
+    embedder, info = lite0
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    coarse, coarse_info = at_level(embedder, info, 2, 64)
+    with torch.no_grad():
+        direct = embedder(pyramid_down(pyramid_down(x)))  # (2, 1280) of the 16 px images
+        full = embedder(x)
+        assert torch.allclose(coarse(x), direct, atol=1e-6)
+        assert not torch.allclose(coarse(x), full, atol=1e-2)  # the scale really changes the embedding
+    assert (coarse_info.level, info.level, embedder.level) == (2, 0, 0)  # a copy: the original is unchanged
+    assert coarse.features is embedder.features  # sharing the weights, not duplicating them
+
+
+def test_embed_level_too_coarse_for_the_size_is_a_user_error(lite0) -> None:
+    embedder, info = lite0
+    assert [max_level(s) for s in (8, 16, 32, 64, 96, 256)] == [0, 1, 2, 3, 3, 5]  # >= 8 px, exact halvings
+    for level, size in ((4, 64), (-1, 64), (1, 15)):
+        with pytest.raises(UserError, match=r"embed level -?\d does not fit \d+ px images.*\(0 to \d\)"):
+            at_level(embedder, info, level, size)

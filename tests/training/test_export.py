@@ -22,12 +22,14 @@ import torch
 from torch import Tensor, nn
 
 from index.errors import UserError
-from index.onnx import CPU, OnnxGenerator, sha256_file
+from index.onnx import CPU, OnnxEmbedder, OnnxGenerator, sha256_file
 from models.embedders import Embedder, EmbedderInfo
+from service import cli
 from tests.helpers import make_lookbook
 from training import export_cli
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.export import MAX_PARITY_ABS_ERROR, ExportConfig, export_generator, export_run, load_generator
+from training.pyramid import pyramid_down
 from training.split import SplitConfig, make_split
 from training.train import TrainConfig, train
 
@@ -117,6 +119,30 @@ def test_parity_photos_can_come_from_another_folder_when_the_run_data_is_gone(ru
     other = make_lookbook(tmp_path / "other", products=4, photos=1, size=32, seed=9)
     doc = export_run(ExportConfig(run=run, out=tmp_path / "b", parity_data=other), embedder=tiny_embedder(32))
     assert doc["metrics"]["export_parity"]["generator_max_abs_error"] < MAX_PARITY_ABS_ERROR
+
+
+def test_embed_level_goes_into_the_onnx_graph_and_model_json(runs: dict[str, Path], tmp_path: Path) -> None:
+    net, info = tiny_embedder(32)
+    doc = export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "a", embed_level=1), embedder=(net, info))
+    assert doc["embedder"]["level"] == 1 and net.level == 0  # the caller's embedder is not changed
+    images = np.random.default_rng(2).uniform(-1, 1, (3, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(pyramid_down(torch.from_numpy(images))).numpy()  # level 0 on the 16 px level
+    got = OnnxEmbedder(tmp_path / "a" / "embedder.onnx", providers=[CPU])(images)
+    assert np.abs(got - expected).max() < 1e-4
+    plain = export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "b"), embedder=(net, info))
+    assert plain["embedder"]["level"] == 0 and plain["embedder"]["onnx_sha256"] != doc["embedder"]["onnx_sha256"]
+
+
+def test_embed_level_too_coarse_is_one_line_and_writes_nothing(runs: dict[str, Path], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["export", "--run", str(runs["rtdgan"]), "--out", str(tmp_path / "art"), "--embedder", "efficientnet_lite0",
+            "--embed-level", "3"]  # 32 px -> 4 px
+    assert cli.main(argv) == cli.EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "rtd export: error: embed level 3 does not fit 32 px images: each level halves the side and " \
+                      "at least 8 px must remain (0 to 2)"
+    assert not (tmp_path / "art").exists()
 
 
 class BatchStatistics(nn.Module):

@@ -52,7 +52,7 @@ def test_export_writes_the_file_and_model_json_fragment(exported) -> None:
     _, info, fragment, folder, _, _ = exported
     onnx_path = folder / "artifacts" / "embedder.onnx"
     assert fragment == {"backbone": "efficientnet_lite0", "weights_source": info.weights_source,
-                        "weights_sha256": info.weights_sha256, "dim": 1280, "input_size": 224,
+                        "weights_sha256": info.weights_sha256, "dim": 1280, "input_size": 224, "level": 0,
                         "onnx_sha256": sha256_file(onnx_path)}
     assert [p.name for p in onnx_path.parent.iterdir()] == ["embedder.onnx"]  # no .tmp, no external data
 
