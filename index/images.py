@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from index.errors import ImageError
+from index.errors import ImageError, UserError
 
 # A decompression bomb is refused before it is decoded: 40 Mpx is a 6300 x 6300 photo, far above a phone's.
 DEFAULT_MAX_PIXELS = 40_000_000
 WHITE = (255, 255, 255)
+# The comparison scale's floor (models/embedders.py, `--embed-level`): below 8 px a garment is a few blobs.
+MIN_LEVEL_SIDE = 8
 Source = bytes | str | Path | Image.Image
 
 
@@ -145,3 +147,18 @@ def to_png_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     to_image(array).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def max_embed_level(size: int) -> int:
+    """The coarsest comparison scale for `size` px images: halvings that stay exact and keep MIN_LEVEL_SIDE px."""
+    level = 0
+    while size % 2 ** (level + 1) == 0 and size >> (level + 1) >= MIN_LEVEL_SIDE:
+        level += 1
+    return level
+
+
+def check_embed_level(level: int, size: int) -> None:
+    """UserError unless `level` pyramid levels fit `size` px images (checked here so `rtd demo` needs no torch)."""
+    if not 0 <= level <= max_embed_level(size):
+        raise UserError(f"embed level {level} does not fit {size} px images: each level halves the side and at "
+                        f"least {MIN_LEVEL_SIDE} px must remain (0 to {max_embed_level(size)})")

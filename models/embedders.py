@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torchvision.models import DenseNet121_Weights
 
 from index.errors import UserError
+from index.images import check_embed_level
 from index.onnx import sha256_file
 from training.pyramid import pyramid_down
 
@@ -52,8 +53,6 @@ LITE_MEAN_255 = 127.0
 LITE_STD_255 = 128.0
 # Downloads that stall must not hang a build forever.
 DOWNLOAD_TIMEOUT_S = 60.0
-# The comparison scale's floor: below 8 px a garment is a few blobs of colour.
-MIN_LEVEL_SIDE = 8
 
 
 @dataclass(frozen=True)
@@ -216,19 +215,9 @@ def load_embedder(name: str, weights: Path | None = None, *, allow_download: boo
     raise UserError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")
 
 
-def max_level(size: int) -> int:
-    """The coarsest comparison scale for `size` px images: halvings that stay exact and >= MIN_LEVEL_SIDE."""
-    level = 0
-    while size % 2 ** (level + 1) == 0 and size >> (level + 1) >= MIN_LEVEL_SIDE:
-        level += 1
-    return level
-
-
 def at_level(embedder: Embedder, info: EmbedderInfo, level: int, size: int) -> tuple[Embedder, EmbedderInfo]:
     """A copy of `embedder` that compares `size` px images `level` pyramid levels down; UserError if too coarse."""
-    if not 0 <= level <= max_level(size):
-        raise UserError(f"embed level {level} does not fit {size} px images: each level halves the side and at "
-                        f"least {MIN_LEVEL_SIDE} px must remain (0 to {max_level(size)})")
+    check_embed_level(level, size)
     scaled = copy.copy(embedder)  # shares the weights; only `level` differs
     scaled.level = level
     return scaled, replace(info, level=level)

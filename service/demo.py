@@ -265,6 +265,9 @@ def held_out_samples(cfg: DemoConfig, data: Path) -> Path:
 
 def run_demo(cfg: DemoConfig) -> int:
     """Build the missing stages, then serve until stopped."""
+    from index.images import check_embed_level
+
+    check_embed_level(cfg.embed_level, cfg.size)  # a bad --embed-level stops before anything is built
     cfg.root.mkdir(parents=True, exist_ok=True)
     if cfg.retrain:  # everything downstream of the generator is rebuilt (an interrupted run/ resumes)
         for stale in ("artifacts", "index", "check.json"):

