@@ -80,6 +80,13 @@ def say(text: str) -> None:
     print(f"rtd demo: {text}", file=sys.stderr, flush=True)
 
 
+def remove(root: Path, *names: str) -> None:
+    """Delete built stages (folders or files) under `root` so that the next steps build them again."""
+    for name in names:
+        path = root / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def _synth(out: Path, products: int, photos: int, cfg: DemoConfig, seed: int) -> Path:
     from training.synth import SynthConfig, synthesize
 
@@ -172,9 +179,7 @@ def build_model(cfg: DemoConfig, data: Path) -> Path:
         if level == cfg.embed_level:
             return artifacts
         say(f"export: {artifacts} compares at embed level {level}, this demo at {cfg.embed_level}: exporting again")
-        for stale in ("index", "check.json"):  # both were made with the old embedder
-            path = cfg.root / stale
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        remove(cfg.root, "index", "check.json")  # both were made with the old embedder
     if usable_weights(cfg):
         assert cfg.weights is not None
         run = cfg.root / "pretrained-run"  # a run folder holding the weights, as `rtd export` reads them
@@ -270,9 +275,7 @@ def run_demo(cfg: DemoConfig) -> int:
     check_embed_level(cfg.embed_level, cfg.size)  # a bad --embed-level stops before anything is built
     cfg.root.mkdir(parents=True, exist_ok=True)
     if cfg.retrain:  # everything downstream of the generator is rebuilt (an interrupted run/ resumes)
-        for stale in ("artifacts", "index", "check.json"):
-            path = cfg.root / stale
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        remove(cfg.root, "artifacts", "index", "check.json")
     data = build_data(cfg)
     artifacts = build_model(cfg, data)
     index = build_index(cfg, artifacts, data)
