@@ -170,12 +170,14 @@ def save_weights(cfg: DemoConfig, run: Path) -> None:
 
 def build_model(cfg: DemoConfig, data: Path) -> Path:
     """The generator (committed weights or the trained recipe), exported with the embedder to ONNX."""
+    from index.artifacts import read_model_json
     from training.checkpoint import load_checkpoint, save_checkpoint
     from training.export import ExportConfig, export_run
 
     artifacts = cfg.root / "artifacts"
-    if (artifacts / "model.json").is_file():
-        level = json.loads((artifacts / "model.json").read_text())["embedder"].get("level", 0)
+    model = read_model_json(artifacts)
+    if model is not None:
+        level = model["embedder"].get("level", 0)
         if level == cfg.embed_level:
             return artifacts
         say(f"export: {artifacts} compares at embed level {level}, this demo at {cfg.embed_level}: exporting again")
@@ -231,7 +233,7 @@ def hit_rate(artifacts: Path, index: Path, data: Path, k: int = CHECK_K, batch: 
             for (_, truth), found in zip(chunk, catalog.search(embedder(images), k), strict=True):
                 hits[name] += truth in {hit.product_id for hit in found}
     n = len(queries)
-    level = json.loads((artifacts / "model.json").read_text())["embedder"].get("level", 0)
+    level = info.model["embedder"].get("level", 0)
     return {"k": k, "queries": n, "catalog": len(catalog), "hit_rate": hits["generated"] / n,
             "photo_query_hit_rate": hits["photo"] / n, "chance": min(1.0, k / len(catalog)), "embed_level": level}
 
