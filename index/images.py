@@ -17,6 +17,12 @@ from index.errors import ImageError, UserError
 
 # A decompression bomb is refused before it is decoded: 40 Mpx is a 6300 x 6300 photo, far above a phone's.
 DEFAULT_MAX_PIXELS = 40_000_000
+# A shape no photo of a garment has (a 20000 x 2 PNG is 205 bytes and 40 kpx): refused with a reason.
+MAX_ASPECT = 1000
+# Large images are box-reduced by an integer factor as they are decoded, keeping the longer side at least
+# REDUCE_GAP x the target size (PIL's `reducing_gap` idea); LANCZOS does the final antialiased resize. Memory
+# then never exceeds the decoded image plus a small copy: padding happens only after the reduction.
+REDUCE_GAP = 3
 WHITE = (255, 255, 255)
 # The comparison scale's floor (models/embedders.py, `--embed-level`): below 8 px a garment is a few blobs.
 MIN_LEVEL_SIDE = 8
@@ -44,16 +50,29 @@ def _open(source: bytes | str | Path) -> Image.Image:
         raise ImageError(f"image is corrupt or truncated: {e}") from e
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGB; transparency is composited on white (product shots are on white)."""
+NUMERIC_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _numeric_white(img: Image.Image) -> float:
+    """The value that means white in a 16/32-bit grayscale image: 65535 for 16 bits, else its real range."""
+    if img.mode.startswith("I;16"):
+        return 65535.0
+    high = float(img.getextrema()[1])  # computed in C, no copy of the pixels
+    return 1.0 if img.mode == "F" and high <= 1.0 else max(high, 1.0)
+
+
+def _to_rgb(img: Image.Image, white: float | None = None) -> Image.Image:
+    """Any PIL mode to 8-bit RGB; transparency is composited on white (product shots are on white).
+
+    `white` is the value of white in a 16/32-bit grayscale image when it was measured before a reduction."""
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if mode in NUMERIC_MODES:
         # 16-bit / 32-bit grayscale: scale the real range to 8 bits instead of clipping to white.
-        a = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if mode.startswith("I;16") else max(float(a.max()), 1.0)
-        if mode == "F" and a.max() <= 1.0:
-            hi = 1.0
-        a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        hi = white if white is not None else _numeric_white(img)
+        a = np.array(img, dtype=np.float32)  # a writable copy, scaled in place
+        a *= np.float32(255.0 / hi)
+        a += np.float32(0.5)
+        a = np.clip(a, 0, 255, out=a).astype(np.uint8)
         return Image.fromarray(a, "L").convert("RGB")
     if mode == "P" or mode == "PA":
         img = img.convert("RGBA")
@@ -70,23 +89,54 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, CMYK, YCbCr, LAB, HSV
 
 
-def decode_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> Image.Image:
+def _reduce(img: Image.Image, keep: int) -> tuple[Image.Image, float | None]:
+    """Box-reduce by an integer factor so the longer side stays >= keep; also white of a numeric image.
+
+    Modes PIL cannot average (palette, 1-bit, 16-bit) are first converted to ones it can, so a palette
+    index or a bit is never averaged as if it were a grey level."""
+    white = _numeric_white(img) if img.mode in NUMERIC_MODES else None
+    factor = max(img.size) // keep
+    if factor < 2:
+        return img, white
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    elif img.mode == "1":
+        img = img.convert("L")
+    elif img.mode.startswith("I;16"):
+        img = img.convert("I")
+    return img.reduce(factor), white
+
+
+def check_shape(width: int, height: int, max_pixels: int) -> None:
+    """ImageError unless width x height is a usable image: some pixels, not too many, not absurdly thin."""
+    if width < 1 or height < 1:
+        raise ImageError(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"image has {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}",
+            status=413, code="too_many_pixels",
+        )
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(f"image is {width}x{height} pixels: a side more than {MAX_ASPECT} times the other is "
+                         "not a photo", code="bad_image_shape")
+
+
+def decode_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None,
+                 reduce_to: int | None = None) -> Image.Image:
     """Decode to an upright RGB image, or raise ImageError with the reason (status 400/413/415).
 
     `draft` lets a JPEG decode at a reduced scale that stays at least that many pixels on each side.
+    `reduce_to` bounds memory: a larger image is decoded in JPEG draft mode and box-reduced before any
+    conversion, keeping its longer side at least `reduce_to` pixels.
     """
+    white = None
     if isinstance(source, Image.Image):
         img = source
     else:
         img = _open(source)
-        width, height = img.size
-        if width < 1 or height < 1:
-            raise ImageError(f"image has no pixels ({width}x{height})")
-        if width * height > max_pixels:
-            raise ImageError(
-                f"image has {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}",
-                status=413, code="too_many_pixels",
-            )
+        check_shape(*img.size, max_pixels)
+        if reduce_to is not None:
+            draft = max(draft or 0, reduce_to)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # PIL warns on odd EXIF; the image itself is fine
@@ -96,15 +146,21 @@ def decode_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft:
                 img.load()
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise ImageError(f"image is corrupt or truncated: {e}") from e
+    if reduce_to is not None:
+        img, white = _reduce(img, reduce_to)
     try:
         img = ImageOps.exif_transpose(img)  # phone photos: honour the EXIF orientation tag
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose a usable image
         pass
-    return _to_rgb(img)
+    return _to_rgb(img, white)
 
 
 def letterbox(img: Image.Image, size: int) -> Image.Image:
-    """Pad to a square on white (centred, no crop: the garment may be anywhere), then resize to size."""
+    """Pad to a square on white (centred, no crop: the garment may be anywhere), then resize to size.
+
+    A large image is box-reduced before it is padded: the canvas is the longer side squared, so padding
+    first would turn a 205-byte 20000 x 2 PNG into a 1.2 GB canvas."""
+    img, _ = _reduce(img, REDUCE_GAP * size)
     width, height = img.size
     side = max(width, height)
     if width != height:
@@ -112,8 +168,7 @@ def letterbox(img: Image.Image, size: int) -> Image.Image:
         canvas.paste(img, ((side - width) // 2, (side - height) // 2))
         img = canvas
     if side != size:
-        # Reducing with a box prefilter first keeps huge uploads fast; LANCZOS gives the final antialias.
-        img = img.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0 if side > 2 * size else None)
+        img = img.resize((size, size), Image.Resampling.LANCZOS)  # the final antialias
     return img
 
 
@@ -127,7 +182,7 @@ def preprocess(source: Source, size: int, *, max_pixels: int = DEFAULT_MAX_PIXEL
     """The shared preprocessing: any image source -> float32 (3, size, size) in [-1, 1]."""
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    return to_array(letterbox(decode_image(source, max_pixels=max_pixels), size))
+    return to_array(letterbox(decode_image(source, max_pixels=max_pixels, reduce_to=REDUCE_GAP * size), size))
 
 
 def to_image(array: np.ndarray) -> Image.Image:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.metrics = app_metrics
+    app.state.decode_limiter = anyio.CapacityLimiter(settings.max_decodes)
     install_error_handlers(app, settings.retry_after_s)
     for module in (search, products, admin, health, metrics, demo):
         app.include_router(module.router)

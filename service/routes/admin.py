@@ -19,6 +19,7 @@ from index.catalog import ProductMeta
 from index.images import decode_image
 from service.errors import ApiError
 from service.routes.deps import (
+    DecodeLimiterDep,
     EngineDep,
     SettingsDep,
     check_product_id,
@@ -70,6 +71,7 @@ def _not_writable(e: OSError) -> ApiError:
 async def add_product(
     engine: EngineDep,
     settings: SettingsDep,
+    decodes: DecodeLimiterDep,
     image: Annotated[UploadFile, File(description="the product image (catalog style: the garment on white)")],
     product_id: Annotated[str, Form(description="1-64 of A-Z a-z 0-9 . _ -")],
     title: Annotated[str | None, Form(max_length=200)] = None,
@@ -78,9 +80,9 @@ async def add_product(
     """Embed the product image as it is (no generator: it is already a product image) and add it."""
     check_product_id(product_id)
     data = await read_upload(image, settings)
-    array = await preprocess_upload(data, engine.size, settings)  # (3, S, S)
+    array = await preprocess_upload(data, engine.size, settings, decodes)  # (3, S, S)
     vector = await engine.embed(array)  # (D,)
-    stored, suffix = await anyio.to_thread.run_sync(_stored_image, data, settings.max_pixels)
+    stored, suffix = await anyio.to_thread.run_sync(_stored_image, data, settings.max_pixels, limiter=decodes)
     try:
         count = await engine.add_product(ProductMeta(product_id, title or None, category or None), stored, suffix,
                                          vector)

@@ -74,6 +74,15 @@ async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
     return b"".join(parts)
 
 
-async def preprocess_upload(data: bytes, size: int, settings: Settings) -> np.ndarray:
+def decode_limiter(request: Request) -> anyio.CapacityLimiter:
+    """Bounds how many uploads are decoded at once: a decoded image may take up to max_pixels x 4 bytes."""
+    return request.app.state.decode_limiter
+
+
+DecodeLimiterDep = Annotated[anyio.CapacityLimiter, Depends(decode_limiter)]
+
+
+async def preprocess_upload(data: bytes, size: int, settings: Settings, limiter: anyio.CapacityLimiter) -> np.ndarray:
     """Decode + letterbox + resize in a worker thread (PIL is CPU work): (3, S, S) float32 in [-1, 1]."""
-    return await anyio.to_thread.run_sync(functools.partial(preprocess, data, size, max_pixels=settings.max_pixels))
+    return await anyio.to_thread.run_sync(functools.partial(preprocess, data, size, max_pixels=settings.max_pixels),
+                                          limiter=limiter)

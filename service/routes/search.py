@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from index.catalog import Hit
 from index.images import to_png_bytes
-from service.routes.deps import EngineDep, SettingsDep, preprocess_upload, read_upload
+from service.routes.deps import DecodeLimiterDep, EngineDep, SettingsDep, preprocess_upload, read_upload
 from service.settings import Settings
 
 router = APIRouter(tags=["search"])
@@ -51,10 +51,10 @@ def _ms(start: float) -> float:
 
 @router.post("/generate", response_class=Response, summary="Generate the product image of a street photo",
              responses={200: {"content": {"image/png": {}}, "description": "the generated product image"}})
-async def generate(engine: EngineDep, settings: SettingsDep, image: ImageUpload) -> Response:
+async def generate(engine: EngineDep, settings: SettingsDep, decodes: DecodeLimiterDep, image: ImageUpload) -> Response:
     """Street photo -> the generated product image as PNG."""
     start = time.perf_counter()
-    photo = await preprocess_upload(await read_upload(image, settings), engine.size, settings)  # (3, S, S)
+    photo = await preprocess_upload(await read_upload(image, settings), engine.size, settings, decodes)  # (3, S, S)
     product = await engine.generate(photo)  # (3, S, S) in [-1, 1]
     png = await anyio.to_thread.run_sync(to_png_bytes, product)
     return Response(png, media_type="image/png", headers={"X-Elapsed-Ms": str(_ms(start))})
@@ -64,6 +64,7 @@ async def generate(engine: EngineDep, settings: SettingsDep, image: ImageUpload)
 async def search(
     engine: EngineDep,
     settings: SettingsDep,
+    decodes: DecodeLimiterDep,
     image: ImageUpload,
     k: Annotated[int, Form(ge=1, le=100, description="how many products")] = 10,
     category: Annotated[str | None, Form(max_length=64, description="only this category")] = None,
@@ -72,7 +73,7 @@ async def search(
     """Street photo -> generator -> embedder -> top-K catalog products by cosine."""
     timings: dict[str, float] = {}
     start = t = time.perf_counter()
-    photo = await preprocess_upload(await read_upload(image, settings), engine.size, settings)  # (3, S, S)
+    photo = await preprocess_upload(await read_upload(image, settings), engine.size, settings, decodes)  # (3, S, S)
     timings["preprocess"] = _ms(t)
     t = time.perf_counter()
     product = await engine.generate(photo)  # (3, S, S)

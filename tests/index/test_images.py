@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from index.errors import ImageError
-from index.images import decode_image, letterbox, preprocess, to_image, to_png_bytes
+from index.images import decode_image, letterbox, preprocess, to_array, to_image, to_png_bytes
 
 
 def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -122,3 +122,20 @@ def test_round_trip_to_png() -> None:
 def test_preprocessing_module_does_not_import_torch() -> None:
     code = "import sys, index.images, index.errors; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_absurdly_thin_image_is_refused_with_its_shape() -> None:
+    with pytest.raises(ImageError) as e:
+        preprocess(encode(Image.new("RGB", (20000, 2), (200, 30, 30)), "PNG"), 16)
+    assert e.value.status == 400 and e.value.code == "bad_image_shape" and "20000x2" in str(e.value)
+
+
+def test_large_image_is_reduced_before_padding_with_the_same_result() -> None:
+    """Reducing first (bounded memory) gives what padding the full image and resizing it gave."""
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (300, 900, 3), dtype=np.uint8), "RGB").resize((1800, 600))
+    reduced = to_array(letterbox(img, 16))
+    canvas = Image.new("RGB", (1800, 1800), (255, 255, 255))
+    canvas.paste(img, (0, 600))
+    padded_first = to_array(canvas.resize((16, 16), Image.Resampling.LANCZOS))
+    assert np.abs(reduced - padded_first).mean() < 0.03
