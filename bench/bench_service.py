@@ -48,11 +48,12 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from index.catalog import Catalog  # noqa: E402
+from index.files import is_image_file  # noqa: E402
 from index.images import preprocess, to_png_bytes  # noqa: E402
+from index.lookbook import is_street_photo  # noqa: E402
 from index.onnx import OnnxEmbedder, OnnxGenerator  # noqa: E402
 from service.engine import read_artifacts  # noqa: E402
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 DELIBERATE_503 = {"overloaded", "not_ready"}
 WORKERS_PER_CLIENT = 8  # concurrent requests per client process
 MAX_CLIENTS = 4
@@ -63,8 +64,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def load_photos(folder: Path, limit: int = 32) -> list[bytes]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    street = [p for p in files if "_CLEAN0_" in p.name] or files  # LookBook: the photos of people
+    files = sorted(p for p in folder.iterdir() if is_image_file(p))
+    street = [p for p in files if is_street_photo(p.name)] or files  # LookBook: the photos of people
     if not street:
         raise SystemExit(f"no photos in {folder}")
     step = max(1, len(street) // limit)
@@ -108,10 +109,10 @@ def paper_size_world(src: Path, catalog: Path, out: Path, size: int, width: int)
     change the speed. Needs torch; returns (artifacts, index)."""
     from index.build import build_index
     from index.onnx import sha256_file
-    from models.embedders import load_embedder
     from models.generator import GeneratorConfig, ProgressiveGenerator
     from training.export import export_generator
     from training.export_embedder import export_embedder
+    from training.weights import load_embedder
 
     artifacts = out / "artifacts"
     artifacts.mkdir(parents=True)

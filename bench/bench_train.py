@@ -14,8 +14,9 @@ import time
 
 import torch
 
+from training.config import TrainConfig
 from training.schedule import make_plan, schedule_at
-from training.train import TrainConfig, build_nets, pix2pix_step, rtdgan_step
+from training.steps import build_nets, pix2pix_step, rtdgan_step
 
 
 def images_per_s(step_fn, cfg: TrainConfig, nets, phase, batch: int, steps: int, device: torch.device) -> float:

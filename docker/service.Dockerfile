@@ -1,5 +1,7 @@
 # The inference image: the FastAPI service on onnxruntime-gpu (CUDA 12 + cuDNN 9). No torch in here:
-# the service's whole contract with training is the artifact folder and the index folder (DESIGN.md).
+# the service's whole contract with training is the artifact folder and the index folder (docs/architecture.md).
+# tests/service/test_service_image.py rebuilds this image's files and pip steps in a fresh venv (onnxruntime for
+# onnxruntime-gpu) and runs its CMD and HEALTHCHECK: keep COPY, RUN, CMD and HEALTHCHECK parseable there.
 #   docker build -f docker/service.Dockerfile -t rtdgan-service .
 #   docker run --gpus all -p 8000:8000 -v $PWD/artifacts:/artifacts:ro -v $PWD/index:/index:ro rtdgan-service
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04
@@ -24,12 +26,14 @@ RUN pip install \
     "faiss-cpu>=1.8" "onnxruntime-gpu>=1.19"
 
 WORKDIR /app
-# Only the packages the service imports; training/ and models/ (torch) are not even copied.
+# Only the packages the service imports; training/ and models/ (torch) are not even copied. `rtd` imports a
+# subcommand's module only when it runs (service/cli.py), so `rtd serve` and `rtd index` work without them.
 COPY pyproject.toml README.md ./
 COPY index/ index/
 COPY service/ service/
 RUN pip install --no-deps . \
-    && python -c "import service.app, sys; assert 'torch' not in sys.modules"
+    && python -c "import service.app, sys; assert 'torch' not in sys.modules" \
+    && rtd --version && rtd serve --help > /dev/null && rtd index build --help > /dev/null
 
 RUN useradd --uid 10001 --create-home rtd
 USER rtd

@@ -1,4 +1,4 @@
-"""The artifact folder contract (DESIGN.md): model.json plus generator.onnx and embedder.onnx. No torch.
+"""The artifact folder contract (docs/architecture.md): model.json plus generator.onnx and embedder.onnx. No torch.
 
 One reader, used by `rtd index search`, `rtd eval` and the service: an artifact folder is usable only
 when both ONNX files are there and match the sha256s that `rtd export` wrote into model.json.

@@ -11,24 +11,43 @@ Images are preprocessed with the one shared `index.images.preprocess` at the art
 
 from __future__ import annotations
 
-import csv
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 from tqdm import tqdm
 
 from index.artifacts import read_model_json
 from index.catalog import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, KINDS, Catalog, ProductMeta
+from index.configs import opt
 from index.errors import ImageError, UserError
+from index.files import PRODUCTS_CSV, is_image_file, read_csv_rows, read_products_csv
 from index.images import preprocess
 from index.lookbook import lookbook_product_id
 from index.onnx import OnnxEmbedder, sha256_file
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 RECALL_K = 10  # approximate kinds report recall@10 against exact search at build time
 DECODE_THREADS = 4  # PIL decodes and resizes with the GIL released
+
+Kind = Literal["flat", "hnsw", "ivf"]
+assert get_args(Kind) == KINDS, "index.catalog.KINDS and index.build.Kind must list the same kinds"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """`rtd index build`: its flags are derived from these fields (index/configs.py); see `build_index`."""
+
+    artifacts: Path = opt(help="folder with embedder.onnx and model.json")
+    catalog: Path = opt(help="LookBook folder, catalog CSV (product_id,image[,title,category]) or folder of images")
+    out: Path = opt(help="index folder to write (replaced atomically)")
+    kind: Kind = opt("flat", "flat: exact search; hnsw / ivf: approximate, recall@10 is measured")
+    batch_size: int = opt(32, "images per embedder call")
+    size: int | None = opt(None, "image size S when the artifacts have no model.json (otherwise it must agree)")
+    nprobe: int = opt(DEFAULT_NPROBE, "ivf: inverted lists scanned per query")
+    ef_search: int = opt(DEFAULT_EF_SEARCH, "hnsw: search breadth per query")
 
 
 def _title(row: dict[str, str]) -> str | None:
@@ -39,16 +58,8 @@ def _title(row: dict[str, str]) -> str | None:
     return " ".join(w for w in words if w) or None
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not a UTF-8 CSV file ({e.reason})") from e
-
-
 def _scan_csv(path: Path) -> tuple[list[ProductMeta], list[str]]:
-    rows = _read_csv(path)
+    rows = read_csv_rows(path)
     columns = set(rows[0]) if rows else set()
     id_col = next((c for c in ("product_id", "id") if c in columns), None)
     image_col = next((c for c in ("image", "product_image") if c in columns), None)
@@ -70,9 +81,9 @@ def _scan_csv(path: Path) -> tuple[list[ProductMeta], list[str]]:
 
 def _scan_lookbook(folder: Path, files: list[Path]) -> tuple[list[ProductMeta], list[str]]:
     info: dict[str, dict[str, str]] = {}
-    for csv_path in (folder / "products.csv", folder.parent / "products.csv"):
+    for csv_path in (folder / PRODUCTS_CSV, folder.parent / PRODUCTS_CSV):
         if csv_path.is_file():
-            info = {r["product_id"]: r for r in _read_csv(csv_path) if r.get("product_id")}
+            info = read_products_csv(csv_path)
             break
     products, skipped, seen = [], [], set()
     for path in files:
@@ -102,7 +113,7 @@ def scan_catalog(catalog: Path) -> tuple[list[ProductMeta], list[str]]:
         if lookbook:
             products, skipped = _scan_lookbook(catalog, lookbook)
         else:
-            images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+            images = [p for p in files if is_image_file(p)]
             products = [ProductMeta(p.stem, None, None, str(p.resolve())) for p in images]
             skipped = []
             stems = [p.product_id for p in products]

@@ -47,12 +47,16 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from index import catalog_log
+from index.catalog_log import LogRecord
 from index.errors import UserError
+from index.files import fsync_dir
 
 FORMAT_VERSION = 1
 KINDS = ("flat", "hnsw", "ivf")
 MANIFEST = "index.json"
-GENERATION_FILE = re.compile(r"^catalog-(\d{6})\.(faiss|sqlite)$")
+GENERATION_FILE = re.compile(r"^catalog-(\d{6})\.(faiss|sqlite|log)$")
+COMPACT_LOCK = ".compact.lock"  # one compaction at a time per folder (writers only take `.lock`)
 HNSW_M = 32  # graph degree: 32 is FAISS's usual choice for 1e5..1e7 vectors of a few hundred dims and up
 HNSW_EF_CONSTRUCTION = 80
 DEFAULT_EF_SEARCH = 128  # >= the service's largest k (60) so a top-60 query explores enough of the graph
@@ -182,6 +186,8 @@ class Catalog:
         self.nlist: int | None = params.get("nlist")
         self.recall: dict | None = manifest.get("recall")
         self.generation: int = manifest.get("generation", 0)
+        self.folder: Path | None = None  # the index folder it was opened from (writes and refreshes go there)
+        self.log_offset = 0  # how far into this generation's log the in-memory state has applied
         self._count = db.execute("SELECT COUNT(*) FROM products").fetchone()[0]
         self._lock = threading.RLock()  # FAISS indexes and sqlite3 connections are not thread-safe
 
@@ -233,6 +239,8 @@ class Catalog:
             if index.ntotal != expected or index.d != catalog.dim:
                 raise UserError(f"index {folder} is inconsistent: {index.ntotal} vectors of dim {index.d}, "
                                 f"{expected} products of dim {catalog.dim}; rebuild it")
+            catalog.folder = folder
+            catalog._apply_log()  # the writes since this generation's base files
             return catalog
         raise UserError(f"index {folder}: {MANIFEST} names files that do not exist; rebuild it")
 
@@ -254,6 +262,18 @@ class Catalog:
             rows = self.db.execute("SELECT category, COUNT(*) FROM products WHERE category IS NOT NULL "
                                    "GROUP BY category ORDER BY category").fetchall()
         return dict(rows)
+
+    def products(self) -> list[ProductMeta]:
+        """Every product's metadata, in insertion order."""
+        with self._lock:
+            rows = self.db.execute("SELECT product_id, title, category, image_path, added_at FROM products "
+                                   "ORDER BY id").fetchall()
+        return [ProductMeta(*row) for row in rows]
+
+    def has_category(self, category: str) -> bool:
+        """Whether any product has this category (an indexed lookup, cheap at any catalog size)."""
+        with self._lock:
+            return self.db.execute("SELECT 1 FROM products WHERE category = ? LIMIT 1", (category,)).fetchone() is not None
 
     def search(self, vectors: np.ndarray, k: int, category: str | None = None) -> list[list[Hit]]:
         """Top-k products by cosine for each query row (Q, D); only `category` if given."""
@@ -374,7 +394,8 @@ class Catalog:
                 self.db.executemany(
                     "INSERT INTO products (id, product_id, title, category, image_path, added_at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(int(i), p.product_id, p.title, p.category, p.image_path, now) for i, p in zip(ids, products, strict=True)])
+                    [(int(i), p.product_id, p.title, p.category, p.image_path, p.added_at or now)
+                     for i, p in zip(ids, products, strict=True)])
                 self.index.add_with_ids(x, ids)
             self._count += len(pids)
 
@@ -414,6 +435,12 @@ class Catalog:
                 self._rebuild_hnsw()
             return len(ids)
 
+    def _purge(self) -> None:
+        """Drop tombstoned vectors for good (HNSW: rebuild the graph from the live vectors)."""
+        with self._lock:
+            if self._tombstone_count():
+                self._rebuild_hnsw()
+
     def _rebuild_hnsw(self) -> None:
         """Build a fresh HNSW graph from the live vectors and forget the tombstones."""
         ids = self._live_ids()
@@ -435,12 +462,17 @@ class Catalog:
                 "count": self._count, "dim": self.dim, "kind": self.kind, "params": params, "recall": self.recall}
 
     def save(self, path: Path) -> Path:
-        """Write the catalog as the next generation of the index folder, atomically (module docstring)."""
+        """Write the catalog as the next generation of the index folder, atomically (module docstring).
+
+        Saving back into the folder it was opened from never overwrites writes this catalog has not seen
+        (another process's log records, or a newer generation): that is a StaleCatalog error."""
         folder = Path(path)
         if folder.exists() and not folder.is_dir():
             raise UserError(f"index output is a file, not a folder: {folder}")
         folder.mkdir(parents=True, exist_ok=True)
-        with self._lock, _writer_lock(folder):
+        with _writer_lock(folder), self._lock:  # the same order as write(): no deadlock
+            if self.folder is not None and folder.resolve() == self.folder.resolve():
+                self._check_current(folder)
             on_disk = [int(m.group(1)) for p in folder.iterdir() if (m := GENERATION_FILE.match(p.name))]
             committed = read_manifest(folder)["generation"] if (folder / MANIFEST).exists() else 0
             generation = max([committed, *on_disk]) + 1
@@ -469,4 +501,131 @@ class Catalog:
                 if m and int(m.group(1)) != generation:
                     p.unlink(missing_ok=True)
             self.generation = generation
+            self.log_offset = 0  # the new generation starts with an empty log
         return folder
+
+    # ---- the write-ahead log: O(1) writes, shared by every process serving the folder ---------------
+
+    def _log_path(self, folder: Path | None = None, generation: int | None = None) -> Path:
+        folder = folder or self.folder
+        assert folder is not None, "catalog not opened from a folder"
+        return folder / f"catalog-{self.generation if generation is None else generation:06d}.log"
+
+    def _apply(self, records: list[LogRecord]) -> None:
+        """Replay logged writes in order: every process reaches the same state (FAISS ids included)."""
+        for r in records:
+            if r.op == "add":
+                f = r.fields
+                self.add([ProductMeta(f["product_id"], f.get("title"), f.get("category"), f.get("image_path"),
+                                      f.get("added_at"))], r.vector[None])
+            elif r.op == "remove":
+                self.remove([r.fields["product_id"]])
+
+    def _apply_log(self) -> int:
+        """Apply this generation's log records not yet applied; returns how many."""
+        with self._lock:
+            records, self.log_offset = catalog_log.read(self._log_path(), self.log_offset)
+            self._apply(records)
+            return len(records)
+
+    def _check_current(self, folder: Path) -> None:
+        committed = read_manifest(folder).get("generation", 0) if (folder / MANIFEST).exists() else self.generation
+        _, end = catalog_log.read(self._log_path(folder), self.log_offset)
+        if committed != self.generation or end != self.log_offset:
+            raise StaleCatalog(f"index {folder} has changed since this catalog was loaded (generation "
+                               f"{committed}, log at {end} bytes; this copy: generation {self.generation}, "
+                               f"{self.log_offset} bytes): refresh it before saving, or the newer writes "
+                               f"would be lost")
+
+    def write(self, products: Sequence[ProductMeta] = (), vectors: np.ndarray | None = None,
+              removed: Sequence[str] = ()) -> dict[str, ProductMeta | None]:
+        """Durably add (upsert) and/or remove products in the folder this catalog was opened from.
+
+        O(1) in the catalog's size: one fsynced log record per product, under the folder's writer lock,
+        after applying any records other processes appended first (so no acknowledged write is lost and
+        every process assigns the same ids). Returns each touched product's metadata before the write (None:
+        it did not exist)."""
+        assert self.folder is not None, "write() needs a catalog opened from an index folder"
+        vectors = np.empty((0, self.dim), np.float32) if vectors is None else _unit_rows(vectors, self.dim)
+        if len(products) != len(vectors):
+            raise ValueError(f"{len(products)} products but {len(vectors)} vectors")
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        records = [LogRecord("remove", {"product_id": pid}) for pid in removed]
+        records += [LogRecord("add", {"product_id": p.product_id, "title": p.title, "category": p.category,
+                                      "image_path": p.image_path, "added_at": p.added_at or now}, v)
+                    for p, v in zip(products, vectors, strict=True)]
+        with _writer_lock(self.folder), self._lock:
+            committed = read_manifest(self.folder).get("generation", 0)
+            if committed != self.generation:
+                raise StaleCatalog(f"index {self.folder} moved to generation {committed} (this copy has "
+                                   f"{self.generation}); refresh and try again")
+            self._apply_log()  # other processes' writes first, in log order
+            before = {pid: self.get(pid) for pid in [*removed, *(p.product_id for p in products)]}
+            new_file = not self._log_path().exists()
+            self.log_offset = catalog_log.append(self._log_path(), records, self.log_offset)
+            if new_file:
+                fsync_dir(self.folder)
+            self._apply(records)
+        return before
+
+    def log_size(self) -> int:
+        """Bytes of this generation's log applied so far (compaction folds the log into new base files)."""
+        return self.log_offset
+
+    def refresh(self) -> bool:
+        """Follow the folder: apply new log records in place; True when a newer generation needs a reload
+        (`Catalog.open` again: base files are never modified, a newer generation has new ones)."""
+        assert self.folder is not None, "refresh() needs a catalog opened from an index folder"
+        committed = read_manifest(self.folder).get("generation", 0)
+        if committed != self.generation:
+            return True
+        self._apply_log()
+        return False
+
+
+class StaleCatalog(UserError):
+    """The index folder holds writes this in-memory catalog has not seen; refresh before writing."""
+
+
+def compact(folder: Path) -> int | None:
+    """Fold the folder's log into the next generation's base files; returns it (None if another compaction
+    runs). Off the request path: the snapshot is loaded and written without the writer lock, which is held
+    only to carry over the log records appended meanwhile and to commit, so adds keep their O(1) latency."""
+    folder = Path(folder)
+    with (folder / COMPACT_LOCK).open("a") as guard:
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        snapshot = Catalog.open(folder)
+        base, offset = snapshot.generation, snapshot.log_offset
+        snapshot._purge()  # tombstones and removed vectors do not survive into the new base
+        generation = base + 1
+        files = {"faiss": f"catalog-{generation:06d}.faiss", "sqlite": f"catalog-{generation:06d}.sqlite"}
+        faiss.write_index(snapshot.index, str(folder / files["faiss"]))
+        _fsync(folder / files["faiss"])
+        with closing(sqlite3.connect(folder / files["sqlite"])) as target:
+            snapshot.db.backup(target)
+        _fsync(folder / files["sqlite"])
+        with _writer_lock(folder):
+            if read_manifest(folder).get("generation") != base:  # a full save replaced the folder meanwhile
+                for name in files.values():
+                    (folder / name).unlink(missing_ok=True)
+                return None
+            tail, _ = catalog_log.read(snapshot._log_path(folder, base), offset)
+            (folder / f"catalog-{generation:06d}.log").unlink(missing_ok=True)
+            if tail:
+                catalog_log.append(folder / f"catalog-{generation:06d}.log", tail, 0)
+            snapshot._apply(tail)  # for the manifest's count only: the files hold the snapshot, the log the tail
+            manifest = snapshot.manifest() | {"generation": generation, "files": files,
+                                              "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            tmp = folder / (MANIFEST + ".tmp")
+            tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+            _fsync(tmp)
+            os.replace(tmp, folder / MANIFEST)
+            _fsync(folder)
+        for p in folder.iterdir():
+            m = GENERATION_FILE.match(p.name)
+            if m and int(m.group(1)) < generation:
+                p.unlink(missing_ok=True)
+        return generation

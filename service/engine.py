@@ -1,8 +1,9 @@
-"""What the service serves: the two ONNX models behind micro-batchers, and the catalog.
+"""What the service serves: the one search pipeline (index/pipeline.py), its models behind micro-batchers.
 
 The service's whole contract with the training side is the artifact folder and the index folder
-(DESIGN.md, "Artifact contract"): generator.onnx, embedder.onnx and model.json; catalog-*.faiss,
-catalog-*.sqlite and index.json. No torch, no `training/`, no `models/` here.
+(docs/architecture.md, "Artifact contract"): generator.onnx, embedder.onnx and model.json; catalog-*.faiss,
+catalog-*.sqlite and index.json. No torch, no `training/`, no `models/` here. The engine owns no search
+logic of its own: it runs the pipeline's plan with the micro-batched generator and embedder as its stages.
 
 Loading runs in the background after the server starts, so /health/live answers at once and
 /health/ready says why it is not ready yet (loading, a broken folder, warming up) until a warm-up
@@ -16,17 +17,18 @@ import contextlib
 import functools
 import hashlib
 import logging
-import os
 import re
+import time
 from pathlib import Path
 
 import anyio
 import numpy as np
 
 from index.artifacts import Artifacts, read_artifacts
-from index.catalog import Catalog, Hit, ProductMeta, read_manifest
+from index.catalog import Catalog, ProductMeta, StaleCatalog, compact
 from index.errors import UserError
-from index.onnx import OnnxEmbedder, OnnxGenerator
+from index.files import write_atomic
+from index.pipeline import Pipeline, QueryKind, QueryResult, check_index
 from service.batching import MicroBatcher
 from service.metrics import Metrics
 from service.settings import Settings
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 PRODUCT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 IMAGES_DIR = "images"  # admin-added product images live under INDEX/images/
+# A leftover younger than this may belong to a write in progress in another replica: it is left alone.
+ORPHAN_MIN_AGE_S = 600.0
 
 
 def valid_product_id(product_id: str) -> bool:
@@ -45,27 +49,26 @@ def valid_product_id(product_id: str) -> bool:
 def check_folders(artifacts: Path, index: Path) -> Artifacts:
     """Fail fast (UserError) when the artifact or index folder is unusable, or they do not belong together."""
     info = read_artifacts(artifacts)
-    manifest = read_manifest(index)
-    if manifest["embedder"]["sha256"] != info.embedder_sha256:
-        raise UserError(f"index {index} was built with another embedder (sha256 "
-                        f"{manifest['embedder']['sha256'][:12]}) than {artifacts} (sha256 "
-                        f"{info.embedder_sha256[:12]}); rebuild it with `rtd index build`")
+    check_index(info, Path(index))
     return info
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that it is either absent or complete, even across a crash."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def sweep_orphans(index: Path, catalog: Catalog, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[Path]:
+    """Remove what a crash left behind: temporary files of interrupted writes, and admin-uploaded images
+    that no product names (the add never committed). Returns the paths removed."""
+    referenced = {Path(p.image_path).name for p in catalog.products()
+                  if p.image_path and Path(p.image_path).parts[:1] == (IMAGES_DIR,)}
+    candidates = [p for p in index.glob("*.tmp")]
+    images = index / IMAGES_DIR
+    if images.is_dir():
+        candidates += [p for p in images.iterdir() if p.name.endswith(".tmp") or p.name not in referenced]
+    now, removed = time.time(), []
+    for path in candidates:
+        with contextlib.suppress(OSError):
+            if path.is_file() and now - path.stat().st_mtime >= min_age_s:
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 class Engine:
@@ -76,12 +79,13 @@ class Engine:
         self.metrics = metrics
         self.reason = "starting: loading the models and the catalog"
         self.warmed = False
-        self.info: Artifacts | None = None
-        self.catalog: Catalog | None = None
+        self.pipeline: Pipeline | None = None
         self.providers: list[str] = []
         self.generator: MicroBatcher | None = None
         self.embedder: MicroBatcher | None = None
         self._write_lock = asyncio.Lock()  # admin writes and reloads, one at a time
+        self._compaction: asyncio.Task | None = None
+        self._follower: asyncio.Task | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -93,22 +97,32 @@ class Engine:
 
     @property
     def size(self) -> int:
-        assert self.info is not None, "engine not loaded"
-        return self.info.size
+        assert self.pipeline is not None, "engine not loaded"
+        return self.pipeline.size
+
+    @property
+    def info(self) -> Artifacts | None:
+        return self.pipeline.artifacts if self.pipeline is not None else None
+
+    @property
+    def catalog(self) -> Catalog | None:
+        """The catalog being served (None until loaded); admin writes and reloads replace it."""
+        return self.pipeline.catalog if self.pipeline is not None else None
 
     async def start(self) -> None:
         """Load, start the batchers and warm up; on failure, keep the reason for /health/ready."""
         s = self.settings
         try:
-            generator, embedder, catalog = await anyio.to_thread.run_sync(self._load)
-            self.providers = generator.providers
+            pipeline = await anyio.to_thread.run_sync(self._load)
+            self.providers = pipeline.providers
             batching = {"max_batch": s.max_batch, "max_wait_ms": s.max_wait_ms, "queue_size": s.queue_size,
                         "metrics": self.metrics}
-            self.generator = MicroBatcher("generator", generator, **batching)
-            self.embedder = MicroBatcher("embedder", embedder, **batching)
+            self.generator = MicroBatcher("generator", pipeline.generate, **batching)
+            self.embedder = MicroBatcher("embedder", pipeline.embed, **batching)
             await self.generator.start()
             await self.embedder.start()
-            self._set_catalog(catalog)
+            self.pipeline = pipeline
+            self._set_catalog(pipeline.catalog)
             self.reason = "warming up: first inference through generator, embedder and catalog"
             await self._warm_up()
         except asyncio.CancelledError:
@@ -119,39 +133,48 @@ class Engine:
             return
         self.warmed = True
         self.reason = ""
-        log.info("ready: %d products, image size %d, onnxruntime providers %s", len(catalog), self.size,
-                 self.providers)
+        if self.settings.follow_interval_s > 0:
+            self._follower = asyncio.get_running_loop().create_task(self._follow_forever(), name="catalog-follower")
+        log.info("ready: %d products, image size %d, onnxruntime providers %s", len(pipeline.catalog or ()),
+                 self.size, self.providers)
 
-    def _load(self) -> tuple[OnnxGenerator, OnnxEmbedder, Catalog]:
+    def _load(self) -> Pipeline:
         s = self.settings
-        self.info = check_folders(s.artifacts, s.index)
         providers = s.providers or None  # None: CUDA when onnxruntime-gpu has it, else CPU (index.onnx)
-        generator = OnnxGenerator(s.artifacts / "generator.onnx", providers, s.threads)
-        embedder = OnnxEmbedder(s.artifacts / "embedder.onnx", providers, s.threads)
-        log.info("generator on %s, embedder on %s", generator.providers, embedder.providers)
-        catalog = Catalog.open(s.index, expect_embedder_sha256=self.info.embedder_sha256)
-        if embedder.dim is not None and catalog.dim != embedder.dim:
-            raise UserError(f"index dim {catalog.dim} != embedder output dim {embedder.dim}")
-        return generator, embedder, catalog
+        pipeline = Pipeline.open(s.artifacts, s.index, providers=providers, threads=s.threads)
+        log.info("generator and embedder on %s", pipeline.providers)
+        try:
+            removed = sweep_orphans(s.index, pipeline.catalog)
+        except OSError as e:  # a read-only mount: nothing of ours can be left there anyway
+            log.info("orphan sweep skipped: %s", e)
+        else:
+            for path in removed:
+                log.warning("removed a leftover of an interrupted write: %s", path)
+        return pipeline
 
     async def _warm_up(self) -> None:
+        """One query through the whole plan: generator, embedder and catalog."""
         # A smooth colour gradient: a blank image could embed to a zero vector in a real model too.
         ramp = np.linspace(-1.0, 1.0, self.size, dtype=np.float32)
         photo = np.stack([np.broadcast_to(ramp, (self.size, self.size)),
                           np.broadcast_to(ramp[:, None], (self.size, self.size)),
                           np.full((self.size, self.size), 0.5, np.float32)])  # (3, S, S)
-        vector = await self.embed(await self.generate(photo))
-        if len(self.catalog or ()):
-            await self.search(vector[None], 1, None)
+        await self.query(photo, 1, None)
 
     async def stop(self) -> None:
-        """Stop the batchers (pending requests get an error, not a hang)."""
+        """Stop following and compacting, and the batchers (pending requests get an error, not a hang)."""
+        for task in (self._follower, self._compaction):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         for batcher in (self.generator, self.embedder):
             if batcher is not None:
                 await batcher.stop()
 
     def _set_catalog(self, catalog: Catalog) -> None:
-        self.catalog = catalog
+        assert self.pipeline is not None
+        self.pipeline.catalog = catalog
         self.metrics.catalog_size.set(len(catalog))
 
     # ---- serving -----------------------------------------------------------------------------------
@@ -166,10 +189,22 @@ class Engine:
         assert self.embedder is not None
         return await self.embedder.submit(image)
 
-    async def search(self, vectors: np.ndarray, k: int, category: str | None) -> list[list[Hit]]:
-        """Top-k catalog products per (Q, D) query, off the event loop."""
-        assert self.catalog is not None
-        return await anyio.to_thread.run_sync(functools.partial(self.catalog.search, vectors, k, category))
+    async def _generate_batch(self, photos: np.ndarray) -> np.ndarray:
+        return (await self.generate(photos[0]))[None]
+
+    async def _embed_batch(self, images: np.ndarray) -> np.ndarray:
+        return (await self.embed(images[0]))[None]
+
+    async def _search(self, vectors: np.ndarray, k: int, category: str | None) -> list:
+        assert self.pipeline is not None
+        return await anyio.to_thread.run_sync(functools.partial(self.pipeline.search, vectors, k, category))
+
+    async def query(self, photo: np.ndarray, k: int, category: str | None,
+                    query: QueryKind = "generated") -> QueryResult:
+        """One (3, S, S) photo through the pipeline's plan: micro-batched models, catalog off the event loop."""
+        assert self.pipeline is not None
+        stages = {"generate": self._generate_batch, "embed": self._embed_batch, "search": self._search}
+        return await self.pipeline.query_async(photo[None], k, category, query, stages)
 
     def image_file(self, product: ProductMeta) -> Path | None:
         """The catalog image of a product on disk (relative paths are under the index folder), if present."""
@@ -182,44 +217,87 @@ class Engine:
     # ---- admin -------------------------------------------------------------------------------------
 
     async def add_product(self, product: ProductMeta, image_bytes: bytes, suffix: str, vector: np.ndarray) -> int:
-        """Store the image, add the product and save the catalog, all before returning (durable)."""
+        """Store the image, then append the product to the catalog's log (fsynced) before returning."""
         assert self.catalog is not None
-        async with self._write_lock:
-            digest = hashlib.sha256(image_bytes).hexdigest()[:16]
-            relative = Path(IMAGES_DIR) / f"{product.product_id}-{digest}{suffix}"
-            old = self.catalog.get(product.product_id)
+        digest = hashlib.sha256(image_bytes).hexdigest()[:16]
+        relative = Path(IMAGES_DIR) / f"{product.product_id}-{digest}{suffix}"
+        meta = ProductMeta(product.product_id, product.title, product.category, str(relative))
 
-            def write() -> None:
-                (self.settings.index / IMAGES_DIR).mkdir(exist_ok=True)
-                _write_atomic(self.settings.index / relative, image_bytes)  # the image first: the catalog
-                # committed next must never name a missing file
-                self.catalog.add([ProductMeta(product.product_id, product.title, product.category, str(relative))],
-                                 vector[None])
-                self.catalog.save(self.settings.index)
+        def store_image() -> None:
+            (self.settings.index / IMAGES_DIR).mkdir(exist_ok=True)
+            # The image first: the record committed next must never name a missing file.
+            write_atomic(self.settings.index / relative, image_bytes)
 
-            await anyio.to_thread.run_sync(write)
-            if old is not None and old.image_path and old.image_path != str(relative):
-                self._delete_stored_image(old.image_path)
-            self._set_catalog(self.catalog)
-            return len(self.catalog)
+        await anyio.to_thread.run_sync(store_image)
+        before = await self._write(products=[meta], vectors=vector[None])
+        old = before[product.product_id]
+        if old is not None and old.image_path and old.image_path != str(relative):
+            self._delete_stored_image(old.image_path)
+        return len(self.catalog)
 
     async def remove_product(self, product_id: str) -> bool:
-        """Remove a product and save the catalog; False when it was not there."""
+        """Remove a product (a durable log record); False when it was not there."""
         assert self.catalog is not None
-        async with self._write_lock:
-            old = self.catalog.get(product_id)
-            if old is None:
+        if self.catalog.get(product_id) is None:
+            await self.follow()  # another replica may have added it a moment ago
+            if self.catalog.get(product_id) is None:
                 return False
+        old = (await self._write(removed=[product_id]))[product_id]
+        if old is None:
+            return False
+        if old.image_path:
+            self._delete_stored_image(old.image_path)
+        return True
 
-            def write() -> None:
-                self.catalog.remove([product_id])
-                self.catalog.save(self.settings.index)
-
-            await anyio.to_thread.run_sync(write)
-            if old.image_path:
-                self._delete_stored_image(old.image_path)
+    async def _write(self, **change: object) -> dict[str, ProductMeta | None]:
+        """catalog.write off the event loop; once more after a reload if another process compacted."""
+        async with self._write_lock:
+            for attempt in (1, 2):
+                try:
+                    before = await anyio.to_thread.run_sync(functools.partial(self.catalog.write, **change))
+                    break
+                except StaleCatalog:
+                    if attempt == 2:
+                        raise
+                    await self._reload_locked()
             self._set_catalog(self.catalog)
-            return True
+        if self.catalog.log_size() > self.settings.compact_log_bytes:
+            self._start_compaction()
+        return before
+
+    def _start_compaction(self) -> None:
+        """Fold the log into new base files in a worker thread; requests never wait for it."""
+        if self._compaction is not None and not self._compaction.done():
+            return
+
+        async def run() -> None:
+            try:
+                generation = await anyio.to_thread.run_sync(compact, self.settings.index)
+                if generation is not None:
+                    log.info("catalog compacted into generation %d", generation)
+                    await self.follow()
+            except Exception:  # noqa: BLE001 - the log stays valid; the next write tries again
+                log.exception("catalog compaction failed")
+
+        self._compaction = asyncio.get_running_loop().create_task(run(), name="catalog-compaction")
+
+    async def follow(self) -> None:
+        """Apply other processes' writes (new log records); reload when the folder has a newer generation."""
+        if self.catalog is None or self.catalog.folder is None:
+            return
+        try:
+            stale = await anyio.to_thread.run_sync(self.catalog.refresh)
+        except (OSError, UserError) as e:
+            log.warning("could not follow the index folder: %s", e)
+            return
+        if stale:
+            async with self._write_lock:
+                await self._reload_locked()
+
+    async def _follow_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.follow_interval_s)
+            await self.follow()
 
     def _delete_stored_image(self, image_path: str) -> None:
         # Only images the admin API stored; images of the built catalog belong to the data set.
@@ -229,10 +307,14 @@ class Engine:
                 (self.settings.index / path).unlink()
 
     async def reload(self) -> int:
-        """Re-open the catalog from disk (another writer, a rebuilt index) without a restart."""
-        assert self.info is not None
+        """Re-open the catalog from disk (a rebuilt index) without a restart."""
+        assert self.pipeline is not None
         async with self._write_lock:
-            catalog = await anyio.to_thread.run_sync(
-                functools.partial(Catalog.open, self.settings.index, expect_embedder_sha256=self.info.embedder_sha256))
-            self._set_catalog(catalog)
-            return len(catalog)
+            return await self._reload_locked()
+
+    async def _reload_locked(self) -> int:
+        assert self.info is not None
+        catalog = await anyio.to_thread.run_sync(
+            functools.partial(Catalog.open, self.settings.index, expect_embedder_sha256=self.info.embedder_sha256))
+        self._set_catalog(catalog)
+        return len(catalog)

@@ -1,13 +1,13 @@
 """`rtd serve`: flags -> Settings (on top of the RTD_* environment) -> check the folders -> uvicorn.
 
-One process serves one GPU (DESIGN.md, "Scale"): run more replicas behind a load balancer, not workers
-here. No torch is imported on this path.
+One process serves one GPU (docs/architecture.md, "Scale"): run more replicas behind a load balancer, not
+workers here. No torch is imported on this path. The flags' defaults are Settings' field defaults, so each
+is written once (service/settings.py); a flag not given leaves the RTD_* environment variable in charge.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -15,24 +15,39 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from index.configs import print_config
 from index.errors import UserError
 
 if TYPE_CHECKING:
     from service.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+HOST, PORT, LOG_LEVEL = "127.0.0.1", 8000, "info"  # where uvicorn listens; not service settings
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# Flags that override a Settings field: (flag, field, help). Their defaults are read from Settings.
+SETTING_FLAGS = (
+    ("--artifacts", "artifacts", "artifact folder (generator.onnx, embedder.onnx, model.json)"),
+    ("--index", "index", "index folder (index.json, catalog-*.faiss/.sqlite)"),
+    ("--demo-samples", "demo_samples", "folder of street photos the demo page offers"),
+)
+
+
+def _setting_default(field: str) -> str:
+    """'$RTD_FIELD, else <Settings' default>' for a flag's help text."""
+    from service.settings import Settings
+
+    default = Settings.model_fields[field].get_default(call_default_factory=True)
+    return f"default: $RTD_{field.upper()}, else {'none' if default is None else default}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `rtd serve` flags; anything not given comes from RTD_* environment variables or defaults."""
-    parser.add_argument("--artifacts", type=Path, help="artifact folder (generator.onnx, embedder.onnx, "
-                        "model.json); default $RTD_ARTIFACTS or ./artifacts")
-    parser.add_argument("--index", type=Path, help="index folder (index.json, catalog-*.faiss/.sqlite); "
-                        "default $RTD_INDEX or ./index")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--demo-samples", type=Path, help="folder of street photos the demo page offers")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    """The `rtd serve` flags; anything not given comes from RTD_* environment variables or Settings' defaults."""
+    for flag, field, text in SETTING_FLAGS:
+        parser.add_argument(flag, type=Path, dest=field, default=None,
+                            help=f"{text} ({_setting_default(field)})".replace("%", "%%"))
+    parser.add_argument("--host", default=HOST, help="address to listen on, 0.0.0.0 in a container (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=PORT, help="port to listen on (default: %(default)s)")
+    parser.add_argument("--log-level", default=LOG_LEVEL, choices=LOG_LEVELS, help="default: %(default)s")
 
 
 def build_settings(args: argparse.Namespace) -> Settings:
@@ -41,8 +56,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
 
     from service.settings import Settings
 
-    overrides = {name: value for name, value in (("artifacts", args.artifacts), ("index", args.index),
-                                                ("demo_samples", args.demo_samples)) if value is not None}
+    overrides = {field: getattr(args, field) for _, field, _ in SETTING_FLAGS if getattr(args, field, None) is not None}
     try:
         return Settings(**overrides)
     except ValidationError as e:
@@ -59,7 +73,7 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, force=True)
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def serve(settings: Settings, host: str = HOST, port: int = PORT, log_level: str = LOG_LEVEL) -> None:
     """Serve the app for these settings with uvicorn until stopped (also used by `rtd demo`)."""
     # FAISS's OpenMP workers spin while idle by default: in a server whose threads share the cores with
     # onnxruntime and PIL that costs throughput and makes latency jumpy. Must be set before FAISS loads.
@@ -80,8 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be 0..65535, got {args.port}")
     settings = build_settings(args)
     check_folders(settings.artifacts, settings.index)  # fail here, not as a 503 forever
-    config = settings.model_dump(mode="json") | {"host": args.host, "port": args.port}
-    print(f"rtd serve: config {json.dumps(config)}", file=sys.stderr, flush=True)
+    print_config("serve", settings.model_dump(mode="json") | {"host": args.host, "port": args.port})
     serve(settings, args.host, args.port, args.log_level)
     return 0
 

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=10 * MIB, ge=1)  # one uploaded image
     max_pixels: int = Field(default=40_000_000, ge=1)  # decompression-bomb guard, checked before decoding
     max_decodes: int = Field(default=2, ge=1)  # image decodes at once (each may hold a decoded upload in memory)
+    follow_interval_s: float = Field(default=1.0, ge=0)  # how often to pick up other replicas' writes; 0 = never
+    compact_log_bytes: int = Field(default=64 * MIB, ge=1)  # fold the catalog's write log into new base files past this
     admin_key: SecretStr | None = None  # X-API-Key for /admin/*; unset = admin disabled (503)
     cors_origins: CommaList = Field(default_factory=list)  # browser origins allowed to call the API
     public_base_url: str = ""  # prefix for image links in results, e.g. https://shop.example/api; "" = relative

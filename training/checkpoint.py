@@ -6,7 +6,6 @@ A checkpoint holds only tensors and plain Python containers, so it loads with `w
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 from importlib import metadata
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from index.errors import UserError
+from index.files import write_atomic
 
 CHECKPOINT_FORMAT = 1
 
@@ -64,23 +64,10 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically: a temporary file beside `path`, fsync, os.replace, fsync the folder."""
+    """Write atomically and durably (`index.files.write_atomic`): a reader sees the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # a reader sees the old file or the new one, never half a file
-    finally:
-        tmp.unlink(missing_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # make the rename itself durable
-    finally:
-        os.close(fd)
+    write_atomic(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from index.errors import UserError
+from index.files import PRODUCTS_CSV, read_products_csv, write_atomic
 from index.lookbook import LOOKBOOK_RE
 
 MANIFEST_COLUMNS = ("product_id", "product_image", "photo_image")
@@ -45,13 +46,8 @@ class DatasetScan:
 
 def read_categories(products_csv: Path) -> dict[str, str]:
     """product_id -> category from a `products.csv` beside a LookBook folder (the synthetic set writes one)."""
-    if not products_csv.is_file():
-        return {}
-    with products_csv.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "product_id" not in reader.fieldnames or "category" not in reader.fieldnames:
-            return {}
-        return {row["product_id"]: row["category"] for row in reader if row.get("product_id")}
+    return {pid: row["category"] for pid, row in read_products_csv(products_csv).items()
+            if row.get("category") is not None}
 
 
 def scan_lookbook(folder: Path) -> DatasetScan:
@@ -66,7 +62,7 @@ def scan_lookbook(folder: Path) -> DatasetScan:
             continue
         pid, clean = m.group(1), m.group(2)
         (products if clean == "1" else photos)[pid].append(path)
-    categories = read_categories(folder / "products.csv")
+    categories = read_categories(folder / PRODUCTS_CSV)
     scan = DatasetScan(records=[], ignored_files=ignored)
     for pid in sorted(set(products) | set(photos)):
         if not products.get(pid):
@@ -178,9 +174,7 @@ def write_split(path: Path, info: dict, train: list[ProductRecord], test: list[P
            "train": [_record_to_json(r, base) for r in train],
            "test": [_record_to_json(r, base) for r in test]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, (json.dumps(doc, indent=1) + "\n").encode("utf-8"))
 
 
 def load_split(path: Path) -> Split:

@@ -1,12 +1,13 @@
 """`rtd eval`: RMSE, SSIM and Recall@K of exported artifacts over a test split (Sec. 5, Tables 1 and 2).
 
-Runs exactly what the service runs: the shared preprocessing (`index.images.preprocess`) at the artifacts'
-size S, generator.onnx and embedder.onnx through `index/onnx.py` (CUDA when onnxruntime has it). No torch.
+Runs exactly what the service runs: the one search pipeline (index/pipeline.py) — the shared preprocessing
+at the artifacts' size S, generator.onnx and embedder.onnx (CUDA when onnxruntime has it), and a real
+`Catalog` (exact FAISS + SQLite, in memory) as the gallery. No torch.
 
 Protocol (Sec. 5): the gallery is the test split's product images, embedded with the artifacts' embedder;
 every test photo is a query, in two kinds: the generated product image (the paper's method) and the photo
 itself (the no-generation baseline). A query is a hit at K when its true product is in the top K by
-cosine. RMSE and SSIM compare a query image with the true product image at S (training/metrics.py).
+cosine; the catalog ranks the whole gallery, so every rank (and its ties) is known. RMSE and SSIM compare a query image with the true product image at S (training/metrics.py).
 
 Writes into OUT: report.json, report.md (Table 1's form), recall.png (Recall@K curves), samples.png
 (photo | generated | ground truth | top-5, the true product framed in green) and queries.csv.
@@ -27,15 +28,15 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from index.artifacts import read_artifacts
+from index.catalog import Catalog, ProductMeta
 from index.errors import ImageError, UserError
 from index.images import preprocess, to_image
-from index.onnx import OnnxEmbedder, OnnxGenerator
+from index.pipeline import QUERY_KINDS, Pipeline
+from training import registry
 from training.data import ProductRecord, load_split
 from training.metrics import recall_at_k, rmse, ssim, true_ranks
 
 REPORT_FORMAT = 1
-QUERY_KINDS = ("generated", "photo")
 TOP_SHOWN = 5  # retrieved products per row of the sample grid
 DECODE_THREADS = 4  # PIL decodes with the GIL released
 HIT, MISS = (0, 160, 60), (200, 200, 200)
@@ -70,15 +71,10 @@ def validate(cfg: EvalConfig) -> None:
 
 
 def method_label(model: dict, kind: str) -> str:
-    """Table row name: 'rtdGAN (N=3)', 'pix2pix', 'PLDT', or the photo baseline."""
+    """Table row name: 'rtdGAN (N=3)', 'pix2pix', 'PLDT', or the photo baseline (training/registry.py)."""
     if kind == "photo":
         return "photo (no generation)"
-    g = model.get("generator", {})
-    arch = g.get("architecture")
-    if arch == "rtdgan":
-        stage = "" if g.get("stage") == g.get("stages") else f", stage {g.get('stage')}"
-        return f"rtdGAN (N={g.get('stages')}{stage})"
-    return {"pix2pix": "pix2pix", "pldt": "PLDT"}.get(arch, str(arch))
+    return registry.report_label(model.get("generator", {}))
 
 
 def query_list(products: list[ProductRecord], limit: int | None) -> list[tuple[Path, int]]:
@@ -107,19 +103,35 @@ def _f32(batch: np.ndarray) -> np.ndarray:
     return batch.astype(np.float32) / 127.5 - 1.0
 
 
+def gallery_catalog(pipeline: Pipeline, products: list[ProductRecord], vectors: np.ndarray) -> Catalog:
+    """The test products as a real, exact, in-memory catalog: the service's search path over the gallery."""
+    art = pipeline.artifacts
+    catalog = Catalog.create(vectors.shape[1], art.embedder_name, art.embedder_sha256, "flat")
+    catalog.add([ProductMeta(r.product_id) for r in products], vectors)
+    return catalog
+
+
+def score_matrix(hits: list[list], column: dict[str, int]) -> np.ndarray:
+    """(Q, P) cosine scores from full-gallery hit lists (every product ranked), for ranks with ties."""
+    scores = np.full((len(hits), len(column)), -np.inf, np.float32)
+    for q, row in enumerate(hits):
+        for hit in row:
+            scores[q, column[hit.product_id]] = hit.score
+    return scores
+
+
 def evaluate(cfg: EvalConfig) -> dict:
     """Evaluate the artifacts on the split's test photos; writes the report files and returns report.json."""
     validate(cfg)
-    art = read_artifacts(cfg.artifacts)
+    kinds = QUERY_KINDS if cfg.query == "both" else (cfg.query,)
+    pipeline = Pipeline.open(cfg.artifacts, generator="generated" in kinds)
+    art = pipeline.artifacts
     S, model = art.size, art.model
     split = load_split(cfg.split)
     if split.data.resolve() != Path(cfg.data).resolve():
         raise UserError(f"{cfg.split} was made from {split.data}, not from --data {cfg.data}")
     if not split.test:
         raise UserError(f"{cfg.split}: the test split is empty")
-    kinds = QUERY_KINDS if cfg.query == "both" else (cfg.query,)
-    embedder = OnnxEmbedder(art.folder / "embedder.onnx")
-    generator = OnnxGenerator(art.folder / "generator.onnx") if "generated" in kinds else None
     backbone = model["embedder"].get("backbone", "unknown")
     skipped: list[str] = []
     start = time.perf_counter()
@@ -136,10 +148,12 @@ def evaluate(cfg: EvalConfig) -> dict:
                 batch = np.stack([a for _, a in good])  # (b, 3, S, S)
                 products += [r for r, _ in good]
                 gallery.append(_u8(batch))
-                vectors.append(embedder(batch))  # (b, D)
+                vectors.append(pipeline.embed(batch))  # (b, D)
         if not products:
             raise UserError(f"none of the {len(split.test)} test product images could be read")
         gallery_u8, gallery_vecs = np.concatenate(gallery), np.concatenate(vectors)  # (P, 3, S, S), (P, D)
+        pipeline.catalog = gallery_catalog(pipeline, products, gallery_vecs)
+        column = {r.product_id: i for i, r in enumerate(products)}
 
         # ---- queries: every test photo, through the generator and/or as itself
         queries = query_list(products, cfg.limit)
@@ -161,10 +175,11 @@ def evaluate(cfg: EvalConfig) -> dict:
                 truth = np.array([i for (_, i), _ in good])  # (b,)
                 target = _f32(gallery_u8[truth])  # (b, 3, S, S) ground-truth product images
                 images = {"photo": photos}
-                if generator is not None:
-                    images["generated"] = generator(photos)  # (b, 3, S, S)
                 for kind in kinds:
-                    scores = embedder(images[kind]) @ gallery_vecs.T  # (b, P) cosine
+                    found = pipeline.query(photos, len(products), query=kind)  # every product ranked
+                    if found.generated is not None:
+                        images["generated"] = found.generated  # (b, 3, S, S)
+                    scores = score_matrix(found.hits, column)  # (b, P) cosine
                     per[kind]["rank"].append(true_ranks(scores, truth))
                     per[kind]["rmse"].append(rmse(images[kind], target))
                     per[kind]["ssim"].append(ssim(images[kind], target))
@@ -177,9 +192,9 @@ def evaluate(cfg: EvalConfig) -> dict:
     if not kept:
         raise UserError(f"none of the {len(queries)} test photos could be read")
     qps = len(kept) / max(seconds, 1e-9)
-    providers = embedder.providers
+    providers = pipeline.providers
     print(f"rtd eval: {len(kept)} queries in {seconds:.1f} s = {qps:.1f} queries/s "
-          f"({'generator + ' if generator else ''}embedder on {providers[0]})", file=sys.stderr)
+          f"({'generator + ' if 'generated' in kinds else ''}embedder on {providers[0]})", file=sys.stderr)
 
     columns = {k: {m: np.concatenate(v) for m, v in per[k].items()} for k in kinds}
     results = [{
@@ -362,8 +377,8 @@ def compare_reports(paths: list[Path], out: Path) -> dict:
                              "architecture": "photo" if r["method"] == "photo" else g.get("architecture"),
                              "stages": g.get("stages"), "stage": g.get("stage")})
     ks_sorted = sorted(ks)
-    table1 = [r for r in rows if r["architecture"] != "rtdgan"]
-    rtd = sorted((r for r in rows if r["architecture"] == "rtdgan"), key=lambda r: (r["stages"], r["stage"]))
+    table1 = [r for r in rows if not registry.is_staged(r["architecture"])]
+    rtd = sorted((r for r in rows if registry.is_staged(r["architecture"])), key=lambda r: (r["stages"], r["stage"]))
     best = rtd[-1] if rtd else None  # the deepest N, final stage: the paper's "Ours (3 stages)"
     table1 = sorted(table1, key=lambda r: r["architecture"] != "photo") + ([best] if best else [])
     lines = ["# rtd eval compare", "", "## Methods (the paper's Table 1)", "", *_table(table1, ks_sorted, True), ""]

@@ -12,7 +12,7 @@ four with its output alone (batch statistics would make them differ).
 
 Where the network's native output is smaller than S (an intermediate rtdGAN stage, Sec. 3.3; PLDT at
 64 px, Yoo et al. 2016) the graph ends in a bilinear upsampling to S, so every generator.onnx honours the
-same contract (DESIGN.md, "Artifact contract"); model.json records the native size.
+same contract (docs/architecture.md, "The artifact contract"); model.json records the native size.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,14 +34,14 @@ from torch import Tensor, nn
 from index.errors import ImageError, UserError
 from index.images import preprocess
 from index.onnx import CPU, OnnxGenerator, sha256_file
-from models.embedders import Embedder, EmbedderInfo, at_level, load_embedder
-from models.generator import GeneratorConfig, ProgressiveGenerator
-from models.pix2pix import Pix2PixConfig, UNetGenerator
-from models.pldt import PLDTConfig, PLDTConverter
+from models.embedders import Embedder, EmbedderInfo, at_level
+from training import registry
 from training.checkpoint import code_version, load_checkpoint
+from training.config import ExportConfig as ExportConfig  # defined there (torch-free, for the CLI's flags)
+from training.config import TrainConfig
 from training.data import ProductRecord, load_records, load_split
 from training.export_embedder import MIN_PARITY_COSINE, export_embedder
-from training.train import TrainConfig
+from training.weights import load_embedder
 
 MODEL_JSON_FORMAT = 1
 OPSET = 18  # the embedder's opset too (training/export_embedder.py)
@@ -49,19 +49,6 @@ OPSET = 18  # the embedder's opset too (training/export_embedder.py)
 # stays near 1e-6; a leaked dropout or batch statistic moves pixels by 1e-2 and more.
 MAX_PARITY_ABS_ERROR = 1e-3
 PARITY_IMAGES = 4  # real test photos in the parity batch (batch 4 vs batch 1)
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """`rtd export`: which run, where to, which embedder, which stage."""
-
-    run: Path  # run folder written by `rtd train`
-    out: Path  # artifacts folder to write (replaced as a whole)
-    embedder: str = "densenet121"  # the paper's retrieval backbone (Sec. 5); efficientnet_lite0 is offline
-    embedder_weights: Path | None = None  # local state_dict instead of the default weights source
-    embed_level: int = 0  # comparison scale (models/embedders.py); 0 is the paper's full resolution
-    stage: int | None = None  # rtdGAN stage to export; None: the stage the run's last checkpoint reached
-    parity_data: Path | None = None  # photos for the parity check (LookBook folder or manifest); None: the run's
 
 
 @dataclass(frozen=True)
@@ -118,42 +105,29 @@ def load_generator(run: Path, stage: int | None = None) -> RunGenerator:
     cfg = _train_config(state["config"])
     gcfg = state["generator_config"]
     reached = int(state["stage"])
-    if cfg.model == "rtdgan":
-        generator = ProgressiveGenerator(GeneratorConfig(**gcfg))
-        wanted = reached if stage is None else stage
-        if not 1 <= wanted <= generator.stages:
-            raise UserError(f"--stage {wanted}: the run has stages 1..{generator.stages}")
-        if wanted > reached or (wanted == reached and state["alpha"] < 1.0):
-            where = f"stage {reached} at alpha {state['alpha']:.2f}" if wanted == reached else f"stage {reached}"
-            raise UserError(f"{path} stopped in {where}: stage {wanted} is not trained yet; "
-                            f"resume training or export an earlier --stage")
-        if wanted < reached:  # stage_i.pt was missing: later stages retrained the shared blocks
-            raise UserError(f"{run} has no checkpoints/stage_{wanted}.pt to export stage {wanted} from")
-        inner: nn.Module = generator.at_stage(wanted)
-        native = generator.output_size(wanted)
-    else:
-        if stage not in (None, 1):
-            raise UserError(f"--stage {stage}: a {cfg.model} run has a single stage")
-        wanted = 1
-        if cfg.model == "pix2pix":
-            generator = UNetGenerator(Pix2PixConfig(**gcfg))
-            native = generator.cfg.resolution
-        else:
-            generator = PLDTConverter(PLDTConfig(**gcfg))
-            native = generator.cfg.resolution  # 64 px (Yoo et al. 2016), inputs box-downsampled to it
-        inner = generator
+    spec = registry.get(cfg.model)
+    generator = spec.generator_from_config(gcfg)
+    stages = spec.generator_stages(generator)
+    if not spec.staged and stage not in (None, 1):
+        raise UserError(f"--stage {stage}: a {cfg.model} run has a single stage")
+    wanted = reached if stage is None else stage
+    if not 1 <= wanted <= stages:
+        raise UserError(f"--stage {wanted}: the run has stages 1..{stages}")
+    if wanted > reached or (wanted == reached and state["alpha"] < 1.0):
+        where = f"stage {reached} at alpha {state['alpha']:.2f}" if wanted == reached else f"stage {reached}"
+        raise UserError(f"{path} stopped in {where}: stage {wanted} is not trained yet; "
+                        f"resume training or export an earlier --stage")
+    if wanted < reached:  # stage_i.pt was missing: later stages retrained the shared blocks
+        raise UserError(f"{run} has no checkpoints/stage_{wanted}.pt to export stage {wanted} from")
+    # The stage's own network (rtdGAN: the stage-i network alone; PLDT: 64 px, inputs box-downsampled to it).
+    inner, native = spec.export_module(generator, wanted)
     generator.load_state_dict(state["models"]["generator"], strict=True)
-    if wanted < generator_stages(generator):
-        print(f"rtd export: exporting stage {wanted} of {generator_stages(generator)} "
+    if wanted < stages:
+        print(f"rtd export: exporting stage {wanted} of {stages} "
               f"({native} px, upsampled to {cfg.resolution})", file=sys.stderr)
     module = AtResolution(inner, cfg.resolution).eval()  # dropout off, batch norm on running statistics
     return RunGenerator(module, cfg, wanted, native, path, int(state["step"]), int(state["epoch"]),
                         str(state.get("code_version", "unknown")))
-
-
-def generator_stages(generator: nn.Module) -> int:
-    """N for an rtdGAN generator, 1 for the single-stage baselines."""
-    return generator.stages if isinstance(generator, ProgressiveGenerator) else 1
 
 
 def eval_records(cfg: TrainConfig) -> list[ProductRecord]:
@@ -238,13 +212,13 @@ def _replace_folder(tmp: Path, out: Path) -> None:
 
 
 def model_json(gen: RunGenerator, generator_onnx: Path, embedder_fragment: dict, metrics: dict) -> dict:
-    """model.json as DESIGN.md's artifact contract lays it out."""
+    """model.json as the artifact contract (docs/architecture.md) lays it out."""
     cfg = gen.config
     return {
         "format_version": MODEL_JSON_FORMAT,
         "generator": {
             "architecture": cfg.model,
-            "stages": cfg.stages if cfg.model == "rtdgan" else 1,
+            "stages": registry.get(cfg.model).stages(cfg),
             "stage": gen.stage,
             "resolution": cfg.resolution,
             "native_size": gen.native_size,  # < resolution: the graph upsamples (bilinear) to resolution
@@ -302,7 +276,3 @@ def export_run(cfg: ExportConfig, embedder: tuple[Embedder, EmbedderInfo] | None
           f"(max |onnx - torch| {metrics['generator_max_abs_error']:.2e})", file=sys.stderr)
     return doc
 
-
-def config_dict(cfg: ExportConfig) -> dict:
-    """The config as JSON-ready values, for printing."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}

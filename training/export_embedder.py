@@ -1,17 +1,18 @@
-"""Export an embedder to `embedder.onnx` and prove onnxruntime gives the same embeddings (DESIGN.md).
+"""Export an embedder to `embedder.onnx` and prove onnxruntime gives the same embeddings (docs/architecture.md).
 
 The file appears only after the parity check passes: it is written beside the target under a temporary
-name, checked with onnxruntime on real preprocessed images, then renamed into place.
+name (`index.files.replace_atomic`), checked with onnxruntime on real preprocessed images, then renamed
+into place; a failed check leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from index.files import replace_atomic
 from index.onnx import CPU, OnnxEmbedder, sha256_file
 from models.embedders import Embedder, EmbedderInfo
 
@@ -27,29 +28,23 @@ def export_embedder(embedder: Embedder, info: EmbedderInfo, out_path: Path, size
         raise ValueError(f"sample must be a non-empty (B, 3, {size}, {size}) batch, got {sample.shape}")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
     embedder = embedder.eval().cpu()
     x = torch.from_numpy(sample)  # (B, 3, S, S)
-    try:
-        with torch.no_grad():
-            expected = embedder(x).numpy()  # (B, D)
-            # Batch is dynamic; S is fixed, so the resize inside the graph is a constant-size Resize.
-            torch.onnx.export(
-                embedder, (x,), str(tmp), input_names=["image"], output_names=["embedding"],
-                dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
-                opset_version=OPSET, dynamo=True, external_data=False,
-            )
+    with replace_atomic(out_path) as f, torch.no_grad():
+        tmp = Path(f.name)  # the exporter writes the file by its name; replace_atomic syncs and renames it
+        expected = embedder(x).numpy()  # (B, D)
+        # Batch is dynamic; S is fixed, so the resize inside the graph is a constant-size Resize.
+        torch.onnx.export(
+            embedder, (x,), str(tmp), input_names=["image"], output_names=["embedding"],
+            dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
+            opset_version=OPSET, dynamo=True, external_data=False,
+        )
         got = OnnxEmbedder(tmp, providers=[CPU])(sample)  # (B, D)
         if got.shape != expected.shape:
             raise RuntimeError(f"ONNX embedder output {got.shape} != PyTorch output {expected.shape}")
         cosine = (got * expected).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
         if not np.all(cosine > MIN_PARITY_COSINE):
             raise RuntimeError(f"ONNX embedder parity failed: min cosine {cosine.min():.6f} <= {MIN_PARITY_COSINE}")
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {
         "backbone": info.name,
         "weights_source": info.weights_source,

@@ -5,12 +5,12 @@ The way to check by eye that the photos read as a person wearing the product (`r
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from index.errors import ImageError, UserError
+from index.files import PRODUCTS_CSV, read_products_csv
 from index.images import decode_image, letterbox
 from training.data import load_records
 
@@ -20,13 +20,8 @@ GAP, SEPARATOR = 2, 8  # pixels between cells; after the product column
 
 def _labels(data_dir: Path) -> dict[str, str]:
     """product_id -> "id  category  pattern  colour" from products.csv (the synthetic set writes one)."""
-    path = data_dir / "products.csv"
-    if not path.is_file():
-        return {}
-    with path.open(newline="", encoding="utf-8") as f:
-        return {row["product_id"]: "  ".join(v for v in (row["product_id"], row.get("category"), row.get("pattern"),
-                                                          row.get("colour")) if v)
-                for row in csv.DictReader(f) if row.get("product_id")}
+    return {pid: "  ".join(v for v in (pid, row.get("category"), row.get("pattern"), row.get("colour")) if v)
+            for pid, row in read_products_csv(data_dir / PRODUCTS_CSV).items()}
 
 
 def _cell(path: Path, size: int) -> Image.Image:

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from index.configs import opt
 from index.errors import ImageError, UserError
 from index.images import decode_image
 from training.data import ProductRecord, load_records, write_split
@@ -29,15 +30,19 @@ HASH_SIDE = 32  # pHash: DCT of a 32x32 grayscale thumbnail, keep the 8x8 lowest
 
 @dataclass(frozen=True)
 class SplitConfig:
-    data: Path
-    out: Path
-    test_fraction: float = 0.1  # Sec. 4: ten percent of the products
-    seed: int = 0
-    # Hamming distance (of 64 bits) at or below which a test photo counts as a copy of a train image.
+    """`rtd data split`: which data, where to write the split, the test fraction, seed and cleaning threshold.
+
+    The flags of `rtd data split` are derived from these fields (training/data_cli.py)."""
+
+    data: Path = opt(help="LookBook folder or pairs manifest CSV")
+    out: Path = opt(help="split file to write (JSON)")
+    test_fraction: float = opt(0.1, "share of the products in the test split (Sec. 4: ten percent)")
+    seed: int = opt(0, "seed of the split")
     # Measured on the synthetic set: re-encoding + resizing a photo moves it <= 6 bits; the closest
     # distinct photos are >= 8 bits apart (README, Choices).
-    phash_threshold: int = 6
-    workers: int = 1
+    phash_threshold: int = opt(6, "Hamming distance (bits of 64) at or below which a test photo counts as a "
+                                  "copy of a train image")
+    workers: int = opt(1, "processes that hash the images")
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -93,6 +98,8 @@ def make_split(cfg: SplitConfig) -> dict:
         raise UserError(f"--test-fraction must be between 0 and 1 (exclusive), got {cfg.test_fraction}")
     if not 0 <= cfg.phash_threshold <= 64:
         raise UserError(f"--phash-threshold must be between 0 and 64 bits, got {cfg.phash_threshold}")
+    if cfg.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {cfg.workers}")
     scan = load_records(cfg.data)
     if len(scan.records) < 2:
         raise UserError(f"{cfg.data}: need at least 2 products to split, found {len(scan.records)}")

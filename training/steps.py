@@ -1,28 +1,27 @@
 """One training step per model, and the networks and optimisers those steps update.
 
 `build_nets(cfg, device, distributed)` makes the generator, the critic(s) and their Adam optimisers
-(wrapped in DistributedDataParallel under torchrun); `STEPS[cfg.model]` is the step the loop in
-train.py calls once per iteration: rtdGAN (Algorithm 1), pix2pix (Isola et al. 2017) or PLDT
-(Yoo et al. 2016). Each step does one optimiser step of G and one of D and returns its loss terms.
+(wrapped in DistributedDataParallel under torchrun) from the model's registry entry (training/registry.py),
+whose `step` is one of the functions here that the loop in train.py calls once per iteration: rtdGAN
+(Algorithm 1), pix2pix (Isola et al. 2017) or PLDT (Yoo et al. 2016). Each step does one optimiser step of
+G and one of D and returns its loss terms.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from models.critic import ConditionalPatchCritic, CriticConfig
-from models.generator import GeneratorConfig, ProgressiveGenerator
 from models.layers import resize_to
-from models.pix2pix import PatchDiscriminator, Pix2PixConfig, UNetGenerator
-from models.pldt import PLDTConfig, PLDTConverter, PLDTDomainDiscriminator, PLDTRealFakeDiscriminator
+from models.pyramid import stage_target
+from training import registry
+from training.config import TrainConfig
 from training.losses import (
     critic_loss,
     pix2pix_discriminator_loss,
@@ -32,11 +31,7 @@ from training.losses import (
     pldt_real_fake_loss,
     rtdgan_generator_loss,
 )
-from training.pyramid import stage_target
 from training.schedule import Phase
-
-if TYPE_CHECKING:  # train.py imports this module: the config is needed for type hints only
-    from training.train import Model, TrainConfig
 
 
 @dataclass
@@ -55,36 +50,25 @@ class Nets:
 
 def build_nets(cfg: TrainConfig, device: torch.device, distributed: bool) -> Nets:
     """The networks and optimisers of `cfg.model`, on `device`, wrapped in DDP when distributed."""
-    domain: nn.Module | None = None
-    if cfg.model == "rtdgan":
-        generator: nn.Module = ProgressiveGenerator(GeneratorConfig(cfg.resolution, cfg.stages, cfg.width))
-        critic: nn.Module = ConditionalPatchCritic(CriticConfig(width=cfg.width))
-        betas = (0.0, 0.99)  # Sec. 4.1
-    elif cfg.model == "pix2pix":
-        p2p = Pix2PixConfig(resolution=cfg.resolution, width=cfg.width)
-        generator, critic = UNetGenerator(p2p), PatchDiscriminator(p2p)
-        betas = (0.5, 0.999)  # Isola et al. 2017
-    else:
-        pldt = PLDTConfig(resolution=cfg.data_resolution, width=cfg.width)
-        generator, critic, domain = PLDTConverter(pldt), PLDTRealFakeDiscriminator(pldt), PLDTDomainDiscriminator(pldt)
-        betas = (0.5, 0.999)
+    spec = registry.get(cfg.model)
+    generator, critic, domain = spec.build(cfg)
     fmt = torch.channels_last if device.type == "cuda" else torch.preserve_format
     for net in (generator, critic, domain):
         if net is not None:
             net.to(device=device, memory_format=fmt).train()
     d_params = list(critic.parameters()) + (list(domain.parameters()) if domain is not None else [])
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=betas)
-    opt_d = torch.optim.Adam(d_params, lr=cfg.lr, betas=betas)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=spec.betas)
+    opt_d = torch.optim.Adam(d_params, lr=cfg.lr, betas=spec.betas)
     if not distributed:
         return Nets(generator, critic, domain, opt_g, opt_d, generator, critic, domain)
     ids = [device.index] if device.type == "cuda" else None
     # A stage-i generator leaves the later decoder blocks and the other ToRGBs without gradient (Fig. 2a),
-    # so DDP must look for unused parameters. Discriminators see real and fake batches in separate
-    # forwards: their batch-norm buffers stay per process (broadcasting them mid-step breaks autograd).
+    # so DDP must look for unused parameters in a staged model. Discriminators see real and fake batches in
+    # separate forwards: their batch-norm buffers stay per process (broadcasting them mid-step breaks autograd).
     # (`forward_sync_buffers` replaces `broadcast_buffers` in newer torch; older ones only know the latter.)
     local = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
              else {"broadcast_buffers": False})
-    g_train = DDP(generator, device_ids=ids, find_unused_parameters=cfg.model == "rtdgan")
+    g_train = DDP(generator, device_ids=ids, find_unused_parameters=spec.staged)
     c_train = DDP(critic, device_ids=ids, **local)
     a_train = DDP(domain, device_ids=ids, **local) if domain is not None else None
     return Nets(generator, critic, domain, opt_g, opt_d, g_train, c_train, a_train)
@@ -187,7 +171,3 @@ def pldt_step(cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, phas
     update(nets.opt_g, g_loss)
     return g_terms | terms | {"d_loss": terms["d_real_fake"] + terms["d_domain"]}
 
-
-STEPS: dict[Model, Callable[[TrainConfig, Nets, Tensor, Tensor, Phase], dict[str, Tensor]]] = {
-    "rtdgan": rtdgan_step, "pix2pix": pix2pix_step, "pldt": pldt_step,
-}

@@ -28,11 +28,13 @@ import time
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from index.configs import opt
 from index.errors import UserError
 from training.data import LOOKBOOK_RE
 from training.synth_scene import (
@@ -78,18 +80,24 @@ FLAT_ARM = {True: 0.80, False: 0.40}  # flat-lay sleeve angle (radians from hang
 FLAT_LEG = 0.05
 
 
+FramingName = Literal[tuple(FRAMINGS)]  # type: ignore[valid-type]  # "street" or "lookbook" (synth_scene.FRAMINGS)
+
+
 @dataclass(frozen=True)
 class SynthConfig:
-    """`rtd data synth`: where to write, how many products and photos, image side, seed, processes."""
+    """`rtd data synth`: where to write, how many products and photos, image side, seed, processes.
 
-    out: Path
-    products: int = 50
-    photos_per_product: int = 4
-    size: int = 128
-    seed: int = 0
-    workers: int = 1
-    jpeg_quality: int = 92
-    framing: str = "street"  # a key of synth_scene.FRAMINGS: "street" (anyone anywhere) or "lookbook"
+    The flags of `rtd data synth` are derived from these fields (training/data_cli.py)."""
+
+    out: Path = opt(help="folder to write")
+    products: int = opt(50, "products to draw")
+    photos_per_product: int = opt(4, "street photos per product")
+    size: int = opt(128, "image side in pixels (at least 16)")
+    seed: int = opt(0, "seed of the products and photos")
+    workers: int = opt(1, "processes (output is identical for any value)")
+    jpeg_quality: int = opt(92, cli=False)
+    framing: FramingName = opt("street", "street: a person 40-95% of the height anywhere in the photo; "
+                                     "lookbook: 80-95%, centred")
 
 
 def _edge(rgb: RGB) -> RGB:

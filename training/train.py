@@ -2,9 +2,10 @@
 
 `train(cfg)` reads top to bottom in the order things happen: processes and device, data, networks,
 schedule, resume, then the loop (one optimiser step of G and one of D per iteration), with logging,
-sample grids and checkpoints. The pieces live beside it: the networks and each model's G/D step
-(steps.py), the Gaussian pyramid (pyramid.py), the losses (losses.py), the stage/alpha schedule
-(schedule.py) and checkpoint I/O (checkpoint.py).
+sample grids and checkpoints. The pieces live beside it: the config (config.py), what differs between
+the models (registry.py), the networks and each model's G/D step (steps.py), the losses (losses.py), the
+stage/alpha schedule (schedule.py) and checkpoint I/O (checkpoint.py); the Gaussian pyramid of the
+targets is models/pyramid.py.
 
 Run folder: config.json, stats.jsonl, samples/epoch_XXXX.png, checkpoints/last.pt and stage_<i>.pt.
 Under `torchrun` (RANK / WORLD_SIZE set) every process trains a shard of each batch in
@@ -23,9 +24,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,26 +35,20 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from index.configs import to_json_dict
 from index.errors import UserError
+from index.files import write_atomic
 from index.images import to_image
-from models.generator import max_stages
-from models.layers import resize_to
-from models.pix2pix import MIN_RESOLUTION as PIX2PIX_MIN_RESOLUTION
+from models.layers import log2_resolution, resize_to
+from models.pyramid import stage_target
+from training import registry
 from training.checkpoint import capture_rng, code_version, load_checkpoint, restore_rng, save_checkpoint
+from training.config import TrainConfig as TrainConfig  # defined there; many callers import it from here
 from training.data import ProductRecord, load_records, load_split
 from training.dataset import PairDataset
-from training.pyramid import stage_target
 from training.schedule import Phase, Plan, describe, epoch_order, make_plan, schedule_at
-from training.steps import STEPS, Nets, autocast, build_nets
+from training.steps import Nets, autocast, build_nets
 
-# Re-exported (`as` marks it for linters): bench/bench_train.py imports the step functions from here.
-from training.steps import pix2pix_step as pix2pix_step
-from training.steps import pldt_step as pldt_step
-from training.steps import rtdgan_step as rtdgan_step
-
-Model = Literal["rtdgan", "pix2pix", "pldt"]
-MODELS: tuple[Model, ...] = ("rtdgan", "pix2pix", "pldt")
-PLDT_RESOLUTION = 64  # Yoo et al. 2016 generate 64 x 64 products
 SAMPLE_COUNT = 8  # photos in each sample grid
 # Options that fix the schedule and the data order: a resumed run must use the checkpoint's values.
 RESUME_MUST_MATCH = ("model", "stages", "resolution", "width", "epochs_fade", "epochs_stab", "batch_sizes",
@@ -61,56 +56,21 @@ RESUME_MUST_MATCH = ("model", "stages", "resolution", "width", "epochs_fade", "e
 PRELOAD_MAX_BYTES = 1 << 30  # data sets up to 1 GiB of uint8 pixels are held in memory
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run depends on; printed at start and saved as RUN/config.json."""
-
-    data: str  # LookBook folder or pairs manifest
-    out: str  # run folder
-    split: str | None = None  # split file (`rtd data split`); None trains on every product in `data`
-    model: Model = "rtdgan"
-    stages: int = 3  # N (Sec. 4.1: 3 at 256 px); baselines train one stage of N x (fade + stab) epochs
-    resolution: int = 256  # S
-    width: int = 64  # channels of the first G and D layers
-    epochs_fade: int = 40  # t_fade (Sec. 4.1)
-    epochs_stab: int = 40  # t_stab (Sec. 4.1)
-    epochs_extra: int = 0  # more epochs at the full resolution after the schedule (ours; may grow on resume)
-    batch_sizes: tuple[int, ...] = (60, 40, 20)  # per stage, global (Sec. 4.1); baselines use the last
-    lr: float = 2e-4  # Adam, G and D (Sec. 4.1)
-    lambda_adv: float = 1.0  # Eq. 4 weights (Sec. 4.1: all 1); rtdGAN only
-    lambda_con: float = 1.0
-    lambda_lap: float = 1.0
-    lambda_gp: float = 10.0  # WGAN-GP weight (Sec. 4.1)
-    seed: int = 0
-    workers: int = 0  # DataLoader worker processes
-    resume: bool = False  # continue from RUN/checkpoints/last.pt
-    device: str = "cpu"  # "cpu" or "cuda" (bf16 autocast and channels_last on cuda)
-    log_every: int = 50  # steps between stats.jsonl lines
-    checkpoint_every_steps: int = 1000  # also at every stage end and on stop
-    limit_items: int | None = None  # train on the first n (photo, product) items only
-    stop_after_steps: int | None = None  # stop (with a checkpoint) once this many steps are done
-
-    @property
-    def data_resolution(self) -> int:
-        """Side of the images the data loader produces: S, or PLDT's min(S, 64)."""
-        return min(self.resolution, PLDT_RESOLUTION) if self.model == "pldt" else self.resolution
+def resolve_device(cfg: TrainConfig) -> TrainConfig:
+    """The config with device "auto" made concrete: cuda if available, else cpu."""
+    if cfg.device != "auto":
+        return cfg
+    return replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def validate(cfg: TrainConfig) -> None:
     """Raise UserError (one line) for options that cannot train."""
-    if cfg.model not in MODELS:
-        raise UserError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
+    spec = registry.get(cfg.model)  # UserError for an unknown model
     try:
-        limit = max_stages(cfg.resolution)
+        log2_resolution(cfg.resolution)
     except ValueError as e:
         raise UserError(str(e)) from e
-    if cfg.model == "rtdgan" and not 1 <= cfg.stages <= limit:
-        raise UserError(f"--stages {cfg.stages}: resolution {cfg.resolution} allows 1..{limit} stages "
-                        f"(the coarsest stage must be at least 8 px)")
-    if cfg.model == "pix2pix" and cfg.resolution < PIX2PIX_MIN_RESOLUTION:
-        raise UserError(f"pix2pix needs --resolution >= {PIX2PIX_MIN_RESOLUTION}, got {cfg.resolution}")
-    if cfg.model == "rtdgan" and len(cfg.batch_sizes) != cfg.stages:
-        raise UserError(f"--batch-sizes needs one value per stage ({cfg.stages}), got {len(cfg.batch_sizes)}")
+    spec.check(cfg)
     checks = [
         (cfg.stages >= 1, "--stages must be >= 1"),
         (len(cfg.batch_sizes) >= 1 and min(cfg.batch_sizes) >= 1, "--batch-sizes must be positive integers"),
@@ -124,7 +84,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.log_every >= 1 and cfg.checkpoint_every_steps >= 1, "--log-every and --checkpoint-every-steps must be >= 1"),
         (cfg.limit_items is None or cfg.limit_items >= 1, "--limit-items must be >= 1"),
         (cfg.stop_after_steps is None or cfg.stop_after_steps >= 1, "--stop-after-steps must be >= 1"),
-        (cfg.device in ("cpu", "cuda"), f"--device must be cpu or cuda, got {cfg.device!r}"),
+        (cfg.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {cfg.device!r}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -154,10 +114,10 @@ def make_run_plan(cfg: TrainConfig, items: int, world: int = 1) -> Plan:
     if any(b % world for b in cfg.batch_sizes):
         raise UserError(f"--batch-sizes {cfg.batch_sizes} must be multiples of the {world} processes")
     per_rank = tuple(b // world for b in cfg.batch_sizes)
-    if cfg.model == "rtdgan":
+    if registry.get(cfg.model).staged:
         return make_plan(cfg.stages, cfg.epochs_fade, cfg.epochs_stab, per_rank, per_rank_items, cfg.epochs_extra)
-    # Baselines have no stages: one stage with the same epoch budget as the rtdGAN run, at the batch size
-    # of rtdGAN's full-resolution stage, so the three models see the data equally often.
+    # Single-stage models (the baselines): one stage with the same epoch budget as the rtdGAN run, at the
+    # batch size of rtdGAN's full-resolution stage, so the models see the data equally often.
     epochs = cfg.stages * (cfg.epochs_fade + cfg.epochs_stab) + cfg.epochs_extra
     return make_plan(1, 0, epochs, per_rank[-1:], per_rank_items)
 
@@ -165,12 +125,12 @@ def make_run_plan(cfg: TrainConfig, items: int, world: int = 1) -> Plan:
 @torch.no_grad()
 def save_samples(path: Path, cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, phase: Phase) -> None:
     """A grid of rows photo | output | target, each image upsampled (nearest) to the photo's size."""
-    G = nets.generator
+    G, staged = nets.generator, registry.get(cfg.model).staged
     G.eval()  # running statistics and no dropout: the network as it will be exported
     with autocast(photo.device):
-        fake = G(photo, stage=phase.stage, alpha=phase.alpha) if cfg.model == "rtdgan" else G(photo)
+        fake = G(photo, stage=phase.stage, alpha=phase.alpha) if staged else G(photo)
     G.train()
-    target = stage_target(product, phase.stage, cfg.stages) if cfg.model == "rtdgan" else product
+    target = stage_target(product, phase.stage, cfg.stages) if staged else product
     size = photo.shape[-1]
     rows = [photo, fake.float(), resize_to(target, fake.shape[-1])]
     rows = [torch.nn.functional.interpolate(r, size=size, mode="nearest") for r in rows]  # (k, 3, S, S) each
@@ -233,6 +193,7 @@ def seed_everything(seed: int) -> None:
 
 def train(cfg: TrainConfig) -> Path:
     """Train `cfg.model` into the run folder `cfg.out`; return the path of the last checkpoint."""
+    cfg = resolve_device(cfg)
     validate(cfg)
 
     # ---- processes and device: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK
@@ -267,7 +228,8 @@ def train(cfg: TrainConfig) -> Path:
         raise UserError(f"{out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n", encoding="utf-8")
+        # Reads back as it was written: `rtd train --config RUN/config.json` (flags given as well override it).
+        write_atomic(out / "config.json", (json.dumps(to_json_dict(cfg), indent=1) + "\n").encode("utf-8"))
         print(f"rtd train: {cfg.model} on {items} items ({len(train_records)} products), {world} process(es)",
               file=sys.stderr)
         for line in describe(plan, world):
@@ -278,7 +240,7 @@ def train(cfg: TrainConfig) -> Path:
     nets = build_nets(cfg, device, distributed)
     seed_everything(cfg.seed + rank)
     version = code_version()
-    train_step = STEPS[cfg.model]
+    train_step = registry.get(cfg.model).step
 
     # ---- resume: weights, optimiser moments, RNG; the schedule and the data order follow from the step
     start_step = 0

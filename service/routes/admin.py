@@ -23,11 +23,11 @@ from service.routes.deps import (
     EngineDep,
     SettingsDep,
     check_product_id,
+    image_url,
     preprocess_upload,
     read_upload,
     require_admin,
 )
-from service.routes.search import image_url
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 

@@ -14,13 +14,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
+from index.files import is_image_file
+from index.lookbook import is_street_photo
 from service.errors import ApiError
 from service.routes.deps import SettingsDep
 from service.settings import Settings
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
-STREET_PHOTO_MARK = "_CLEAN0_"  # LookBook names: CLEAN0 are photos of people, CLEAN1 product shots
 
 router = APIRouter(tags=["demo"])
 
@@ -39,8 +39,8 @@ def list_samples(settings: Settings) -> dict[str, Path]:
     folder = settings.demo_samples
     if folder is None or not folder.is_dir() or settings.demo_sample_count == 0:
         return {}
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    street = [p for p in files if STREET_PHOTO_MARK in p.name]
+    files = sorted(p for p in folder.iterdir() if is_image_file(p))
+    street = [p for p in files if is_street_photo(p.name)]  # LookBook CLEAN0: photos of people
     files = street or files
     n = min(settings.demo_sample_count, len(files))
     picked = [files[i * len(files) // n] for i in range(n)]  # evenly spaced: different products

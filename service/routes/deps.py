@@ -1,9 +1,10 @@
-"""Dependencies shared by the routers: settings, the engine (ready or not), uploads, the admin key."""
+"""Dependencies shared by the routers: settings, the engine (ready or not), uploads, the admin key, image links."""
 
 from __future__ import annotations
 
 import functools
 import hmac
+import urllib.parse
 from typing import Annotated
 
 import anyio
@@ -53,6 +54,11 @@ def require_admin(settings: SettingsDep, x_api_key: Annotated[str | None, Header
     # compare_digest: the time taken does not tell an attacker how much of the key was right.
     if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), expected):
         raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header", {"WWW-Authenticate": "X-API-Key"})
+
+
+def image_url(settings: Settings, product_id: str) -> str:
+    """Where a client fetches a product's image (absolute when public_base_url is set)."""
+    return f"{settings.public_base_url}/products/{urllib.parse.quote(product_id, safe='')}/image"
 
 
 def check_product_id(product_id: str) -> str:

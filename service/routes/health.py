@@ -12,13 +12,16 @@ from service.routes.deps import SettingsDep
 router = APIRouter(prefix="/health", tags=["health"])
 
 
+# HEAD too: load balancers and uptime checkers probe with HEAD (the same status, no body).
 @router.get("/live", summary="Liveness: 200 while the process runs")
+@router.head("/live", summary="Liveness: 200 while the process runs")
 def live() -> dict:
     """Always 200: restart the process only if this stops answering."""
     return {"status": "alive"}
 
 
 @router.get("/ready", summary="Readiness: 200 once models and catalog are loaded and warm, else 503 + reason")
+@router.head("/ready", summary="Readiness: 200 once models and catalog are loaded and warm, else 503 + reason")
 def ready(request: Request, settings: SettingsDep) -> JSONResponse:
     """200 only after a warm-up inference went through; 503 with the reason before (or if loading failed)."""
     engine: Engine = request.app.state.engine

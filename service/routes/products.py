@@ -10,8 +10,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from service.errors import ApiError
-from service.routes.deps import CatalogDep, SettingsDep, check_product_id
-from service.routes.search import image_url
+from service.routes.deps import CatalogDep, SettingsDep, check_product_id, image_url
 
 router = APIRouter(prefix="/products", tags=["products"])
 

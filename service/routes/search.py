@@ -8,19 +8,40 @@ from __future__ import annotations
 
 import base64
 import time
-import urllib.parse
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel
 
-from index.catalog import Hit
 from index.images import to_png_bytes
-from service.routes.deps import DecodeLimiterDep, EngineDep, SettingsDep, preprocess_upload, read_upload
-from service.settings import Settings
+from service.errors import ApiError
+from service.routes.deps import (
+    DecodeLimiterDep,
+    EngineDep,
+    SettingsDep,
+    image_url,
+    preprocess_upload,
+    read_upload,
+)
 
-router = APIRouter(tags=["search"])
+MAX_LISTED_CATEGORIES = 50
+
+
+async def one_image_no_query(request: Request) -> None:
+    """Nothing is silently ignored: query parameters are a 422 (the fields are form fields), and a second
+    `image` part is a 400 (which one would we search?)."""
+    if request.query_params:
+        names = ", ".join(sorted(set(request.query_params.keys())))
+        raise ApiError(422, "invalid_request", f"{request.method} {request.url.path} reads no query parameters "
+                       f"(got {names}); send k, category and include_generated as multipart form fields")
+    form = await request.form()  # parsed once: FastAPI reuses it for the File and Form parameters
+    if len(form.getlist("image")) > 1:
+        raise ApiError(400, "bad_request", "send exactly one `image` part; this request has "
+                       f"{len(form.getlist('image'))}")
+
+
+router = APIRouter(tags=["search"], dependencies=[Depends(one_image_no_query)])
 
 ImageUpload = Annotated[UploadFile, File(description="a street photo (JPEG, PNG, WebP, GIF, ...)")]
 
@@ -38,11 +59,6 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
     timings_ms: dict[str, float]
     generated_png_base64: str | None = None
-
-
-def image_url(settings: Settings, product_id: str) -> str:
-    """Where a client fetches a product's image (absolute when public_base_url is set)."""
-    return f"{settings.public_base_url}/products/{urllib.parse.quote(product_id, safe='')}/image"
 
 
 def _ms(start: float) -> float:
@@ -70,25 +86,22 @@ async def search(
     category: Annotated[str | None, Form(max_length=64, description="only this category")] = None,
     include_generated: Annotated[bool, Form(description="also return the generated image (PNG, base64)")] = False,
 ) -> SearchResponse:
-    """Street photo -> generator -> embedder -> top-K catalog products by cosine."""
-    timings: dict[str, float] = {}
-    start = t = time.perf_counter()
+    """Street photo -> the pipeline (generator -> embedder -> catalog) -> top-K products by cosine."""
+    start = time.perf_counter()
     photo = await preprocess_upload(await read_upload(image, settings), engine.size, settings, decodes)  # (3, S, S)
-    timings["preprocess"] = _ms(t)
-    t = time.perf_counter()
-    product = await engine.generate(photo)  # (3, S, S)
-    timings["generate"] = _ms(t)
-    t = time.perf_counter()
-    vector = await engine.embed(product)  # (D,)
-    timings["embed"] = _ms(t)
-    t = time.perf_counter()
-    hits: list[Hit] = (await engine.search(vector[None], k, category or None))[0]
-    timings["search"] = _ms(t)
+    preprocess_ms = _ms(start)
+    category = category or None
+    if category is not None and engine.catalog is not None and not engine.catalog.has_category(category):
+        known = list(engine.catalog.categories())
+        listed = ", ".join(known[:MAX_LISTED_CATEGORIES]) + (" ..." if len(known) > MAX_LISTED_CATEGORIES else "")
+        raise ApiError(422, "unknown_category", f"no product has category {category!r}; the catalog's "
+                       f"categories: {listed or '(none)'}")
+    found = await engine.query(photo, k, category)
     generated = None
-    if include_generated:
-        generated = base64.b64encode(await anyio.to_thread.run_sync(to_png_bytes, product)).decode("ascii")
-    timings["total"] = _ms(start)
+    if include_generated and found.generated is not None:
+        generated = base64.b64encode(await anyio.to_thread.run_sync(to_png_bytes, found.generated[0])).decode("ascii")
+    timings = {"preprocess": preprocess_ms, **found.timings_ms, "total": _ms(start)}
     results = [SearchResult(rank=rank, product_id=hit.product_id, score=hit.score, title=hit.title,
                             category=hit.category, image_url=image_url(settings, hit.product_id))
-               for rank, hit in enumerate(hits, start=1)]
+               for rank, hit in enumerate(found.hits[0], start=1)]
     return SearchResponse(results=results, timings_ms=timings, generated_png_base64=generated)

@@ -130,14 +130,22 @@ def test_cli_build(artifacts: Path, lookbook: Path, tmp_path: Path, capsys: pyte
                               "--out", str(tmp_path / "index"), "--kind", "ivf", "--batch-size", "3",
                               "--nprobe", "2", "--ef-search", "50"])
     assert run_build(args) == 0
-    out = capsys.readouterr().out
-    assert '"kind": "ivf"' in out and '"batch_size": 3' in out  # the effective config
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
+    config_lines = [line for line in err.splitlines() if line.startswith("rtd index build: config {")]
+    assert len(config_lines) == 1  # the effective config: one JSON line on stderr, not on stdout
+    config = json.loads(config_lines[0].split("config ", 1)[1])
+    assert config["kind"] == "ivf" and config["batch_size"] == 3 and config["size"] is None
+    assert config["catalog"] == str(lookbook) and "config" not in out
     assert "indexed 10 products" in out and "1 skipped" in out and "skipped: 000077" in out
     assert "recall@10 against exact search: 1.000" in out
     params = read_manifest(tmp_path / "index")["params"]
     assert (params["nprobe"], params["ef_search"]) == (2, 50)
     with pytest.raises(SystemExit):
         parser.parse_args(["--artifacts", "a", "--catalog", "b", "--out", "c", "--kind", "lsh"])
+    with pytest.raises(UserError, match="missing --catalog, --out"):
+        run_build(parser.parse_args(["--artifacts", "a"]))
+    assert "default: 32" in parser.format_help() and "default: flat" in parser.format_help()
 
 
 def test_onnx_session_helpers(artifacts: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

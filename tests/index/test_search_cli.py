@@ -20,6 +20,7 @@ from onnx import TensorProto, helper
 from index import index_cli, search_cli
 from index.errors import UserError
 from index.onnx import sha256_file
+from index.pipeline import Pipeline
 from tests.helpers import make_lookbook
 
 SIZE = 32  # conftest.TINY_SIZE
@@ -98,16 +99,16 @@ def test_mismatched_folders_are_refused(setup: tuple[Path, Path, Path], tmp_path
     artifacts, index, catalog = setup
     image = next(catalog.glob("*_CLEAN1_*"))
     with pytest.raises(UserError, match="-k must be"):
-        search_cli.Searcher(artifacts, index).search(image, k=0)
+        Pipeline.open(artifacts, index).search_image(image, k=0)
     (artifacts / "generator.onnx").write_bytes(b"another file")
     with pytest.raises(UserError, match="does not match model.json"):
-        search_cli.Searcher(artifacts, index)
+        Pipeline.open(artifacts, index)
     add_negating_generator(artifacts)
     manifest = json.loads((index / "index.json").read_text())
     manifest["embedder"]["sha256"] = "0" * 64  # an index built with another embedder
     (index / "index.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="another embedder|not the artifacts' embedder"):
-        search_cli.Searcher(artifacts, index)
+        Pipeline.open(artifacts, index)
     (artifacts / "model.json").unlink()
     with pytest.raises(UserError, match="no model.json"):
-        search_cli.Searcher(artifacts, index)
+        Pipeline.open(artifacts, index)

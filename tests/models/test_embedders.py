@@ -17,8 +17,9 @@ from PIL import Image
 
 from index.errors import UserError
 from index.images import max_embed_level, preprocess
-from models.embedders import EMBEDDERS, at_level, load_embedder
-from training.pyramid import pyramid_down
+from models.embedders import at_level
+from models.pyramid import pyramid_down
+from training.weights import EMBEDDERS, load_embedder
 
 torch.set_num_threads(1)
 SAMPLES = Path(skimage.data.__file__).parent  # natural photos shipped inside scikit-image

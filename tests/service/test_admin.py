@@ -112,17 +112,17 @@ def test_add_refuses_a_bad_image_and_missing_fields(tiny: Tiny, index_copy: Path
 
 
 def test_read_only_index_is_a_clear_409(tiny: Tiny, index_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def read_only(self: Catalog, path: Path) -> Path:
-        raise OSError(errno.EROFS, "Read-only file system", str(path))
+    def read_only(self: Catalog, *args: object, **kwargs: object) -> dict:
+        raise OSError(errno.EROFS, "Read-only file system", str(index_copy))
 
     with running_client(settings_for(tiny, index=index_copy, admin_key=KEY)) as c:
-        monkeypatch.setattr(Catalog, "save", read_only)
+        monkeypatch.setattr(Catalog, "write", read_only)  # admin writes append to the catalog's log
         response = add(c, "X4", png_bytes(new_product()))
     assert response.status_code == 409 and response.json()["error"] == "index_read_only"
 
 
 def test_reload_picks_up_another_writer(tiny: Tiny, index_copy: Path) -> None:
-    settings = settings_for(tiny, index=index_copy, admin_key=KEY)
+    settings = settings_for(tiny, index=index_copy, admin_key=KEY, follow_interval_s=0)  # no automatic following
     with running_client(settings) as writer, running_client(settings) as reader:
         assert add(writer, "NEW-2", png_bytes(new_product())).status_code == 201
         assert reader.get("/products/NEW-2").status_code == 404  # its catalog is the one it loaded
@@ -163,3 +163,30 @@ def test_an_acknowledged_add_survives_a_crash(tiny: Tiny, index_copy: Path, tmp_
         assert c.get("/products/CRASH-1/image").content == picture
         assert c.get("/health/ready").json()["products"] == 11
 
+
+
+def test_two_replicas_share_writes_without_a_reload(tiny: Tiny, index_copy: Path) -> None:
+    """Two service processes' worth of engines on one writable folder: concurrent adds and deletes through
+    both, then every acknowledged write is on disk, no deleted product returns, and each replica sees the
+    other's writes on its own (following the catalog's log), with no /admin/reload."""
+    import concurrent.futures
+    import time
+
+    settings = settings_for(tiny, index=index_copy, admin_key=KEY, follow_interval_s=0.2)
+    with running_client(settings) as a, running_client(settings) as b:
+        def adds(client: object, name: str) -> list[str]:
+            return [f"{name}{i}" for i in range(12) if add(client, f"{name}{i}", png_bytes(new_product())).status_code == 201]
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            done = [f.result() for f in [pool.submit(adds, a, "A"), pool.submit(adds, b, "B")]]
+        assert len(done[0]) == len(done[1]) == 12
+        assert b.delete(f"/admin/products/{tiny.product_ids[0]}", headers=AUTH).status_code == 200
+        assert add(a, "LATE", png_bytes(new_product())).status_code == 201  # A has not reloaded
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (a.get("/products/B11").status_code != 200
+                                                or b.get("/products/LATE").status_code != 200):
+            time.sleep(0.1)
+        assert a.get("/products/B11").status_code == 200 and b.get("/products/LATE").status_code == 200
+        assert a.get(f"/products/{tiny.product_ids[0]}").status_code == 404
+    on_disk = {p.product_id for p in Catalog.open(index_copy).products()}
+    assert set(done[0] + done[1] + ["LATE"]) <= on_disk and tiny.product_ids[0] not in on_disk

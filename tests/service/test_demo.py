@@ -1,4 +1,5 @@
-"""`rtd demo` end to end at a tiny size: synth -> split -> train -> export -> index -> the real service."""
+"""`rtd demo` (training/demo.py, training/demo_cli.py) end to end at a tiny size: synth -> train -> export ->
+index -> the real service."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ import pytest
 from PIL import Image
 
 from service import cli
-from service.demo import DemoConfig, run_demo
 from service.settings import Settings
 from tests.service.conftest import running_client
 from training.checkpoint import load_checkpoint
+from training.demo import DemoConfig, run_demo
 
 
 def tiny_config(root: Path, **kw: object) -> DemoConfig:
     base = dict(root=root, products=12, photos_per_product=2, size=32, stages=2, width=4, epochs_fade=1,
-                epochs_stab=1, epochs_extra=0, batch_sizes=(8, 8), train_products=16, workers=1, serve=False, weights=None)
+                epochs_stab=1, epochs_extra=0, batch_sizes=(8, 8), train_products=16, workers=1, build_only=True, weights=None)
     return DemoConfig(**(base | kw))  # type: ignore[arg-type]
 
 
@@ -108,7 +109,7 @@ def test_the_committed_generator_finds_most_held_out_products(tmp_path: Path) ->
     street photo in the top 10 for at least half of the photos (the issue's bar), far above chance
     (3.3 %) and the photo itself as the query. The committed generator, compared at the demo's embed
     level 2, measures 65 % (photo: 7 %); at the paper's full resolution (level 0) 39 % (photo: 15 %)."""
-    cfg = DemoConfig(root=tmp_path / "demo", serve=False)
+    cfg = DemoConfig(root=tmp_path / "demo", build_only=True)
     assert cfg.weights is not None and cfg.weights.is_file() and cfg.weights.stat().st_size < 15e6
     assert run_demo(cfg) == 0
     assert not (cfg.root / "run").exists() and not (cfg.root / "train-data").exists()  # nothing was trained

@@ -24,12 +24,12 @@ from torch import Tensor, nn
 from index.errors import UserError
 from index.onnx import CPU, OnnxEmbedder, OnnxGenerator, sha256_file
 from models.embedders import Embedder, EmbedderInfo
+from models.pyramid import pyramid_down
 from service import cli
 from tests.helpers import make_lookbook
 from training import export_cli
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.export import MAX_PARITY_ABS_ERROR, ExportConfig, export_generator, export_run, load_generator
-from training.pyramid import pyramid_down
 from training.split import SplitConfig, make_split
 from training.train import TrainConfig, train
 
@@ -187,14 +187,14 @@ import json, sys
 sys.modules["torch"] = None
 from pathlib import Path
 from index.build import build_index
-from index.search_cli import Searcher
+from index.pipeline import Pipeline
 from training.evaluate import EvalConfig, evaluate
 art, data, split, out = map(Path, sys.argv[1:5])
 build_index(art, data, out / "index")
-searcher = Searcher(art, out / "index")
+pipeline = Pipeline.open(art, out / "index")
 own = sorted(data.glob("*_CLEAN1_*"))[4]
-hit = searcher.search(own, k=3, generate=False)[0]
-generated = searcher.search(sorted(data.glob("*_CLEAN0_*"))[0], k=3)
+hit = pipeline.search_image(own, k=3, query="photo")[0]
+generated = pipeline.search_image(sorted(data.glob("*_CLEAN0_*"))[0], k=3)
 report = evaluate(EvalConfig(art, data, split, out / "report", ks=(1, 3), limit=4))
 print(json.dumps({"own": own.name[3:9], "hit": hit.product_id, "score": hit.score, "k": len(generated),
                   "queries": report["test_set"]["queries"], "embedder": report["results"][0]["embedder"]}))

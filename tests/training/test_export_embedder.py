@@ -16,9 +16,10 @@ from index.build import build_index
 from index.catalog import Catalog
 from index.images import preprocess
 from index.onnx import sha256_file
-from models.embedders import Embedder, EmbedderInfo, load_embedder
+from models.embedders import Embedder, EmbedderInfo
 from training import export_embedder as export_module
 from training.export_embedder import export_embedder
+from training.weights import load_embedder
 
 torch.set_num_threads(1)
 SIZE = 32

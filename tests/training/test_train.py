@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import training.train as train_module
+from index import configs
 from index.errors import UserError
 from models.generator import GeneratorConfig, ProgressiveGenerator
 from training import train_cli
@@ -294,3 +295,25 @@ def test_cli_module_does_not_import_torch() -> None:
 
     code = "import sys, training.train_cli; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0
+
+
+def test_config_json_reads_back_with_config_and_flags_override_it(tiny_lookbook: Path, train_parser, tmp_path: Path,
+                                                                   capsys) -> None:
+    cfg = tiny_cfg(tiny_lookbook, tmp_path / "run", stop_after_steps=1)
+    train(cfg)
+    saved = tmp_path / "run" / "config.json"
+    again = train_parser.parse_args(["--config", str(saved)])
+    assert configs.from_args(TrainConfig, again) == replace(cfg, device="cpu")  # "auto" is saved as resolved
+    over = train_parser.parse_args(["--config", str(saved), "--lr", "0.5", "--resume", "--batch-sizes", "4,4"])
+    assert configs.from_args(TrainConfig, over) == replace(cfg, device="cpu", lr=0.5, resume=True, batch_sizes=(4, 4))
+    # The CLI resumes the run from its own config.json and prints the effective config as one JSON line.
+    assert train_cli.run(train_parser.parse_args(["--config", str(saved), "--resume", "--stop-after-steps", "2"])) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rtd train: config {")]
+    assert len(err) == 1 and json.loads(err[0].split("config ", 1)[1])["stop_after_steps"] == 2
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_help_shows_every_default(train_parser) -> None:
+    text = " ".join(train_parser.format_help().split())
+    for default in ("default: rtdgan", "default: 60,40,20", "default: 0.0002", "default: auto", "default: 1000"):
+        assert default in text, default

@@ -1,4 +1,4 @@
-"""`rtd demo`: the main job. Builds what the demo needs if it is absent, then serves the demo page.
+"""The demo builder behind `rtd demo`: builds what the demo needs if it is absent (serving is the CLI's part).
 
 The demo is a shop whose catalog the generator has never seen: its products are drawn with their own
 seed, so every street photo in it is held out. The generator comes from committed weights
@@ -13,8 +13,9 @@ Stages, each skipped when its output is already there (so a later run is ready i
   index     every catalog product, exact FAISS                             demo/index
   check     held-out top-10 hit rate of /search's path, printed            demo/check.json
   samples   one street photo per product, for the page                     demo/samples
-  serve     http://127.0.0.1:8000
-The build stages need the training extras (torch); serving does not.
+The build stages need the training extras (torch). Serving them (http://127.0.0.1:8000) is `rtd demo`'s
+last step, in training/demo_cli.py: the one module of training/ that calls into service/ (the CLI is the
+top layer; docs/architecture.md). Nothing here imports service/.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from index.configs import opt
+from index.errors import UserError
 from index.onnx import sha256_file
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "models" / "pretrained" / "rtdgan-demo-64.pt"
@@ -37,34 +40,44 @@ CHECK_K = 10
 
 @dataclass(frozen=True)
 class DemoConfig:
-    root: Path = Path("demo")
+    """`rtd demo`: the fields with cli=True are its flags (index/configs.py derives them); the recipe is not."""
+
+    root: Path = opt(Path("demo"), "folder for everything the demo builds")
     # The shop: a synthetic catalog with its own seed, so none of its products was trained on.
-    products: int = 300
-    photos_per_product: int = 4
-    size: int = 64  # S: 64 px trains on a 2-core CPU
-    framing: str = "lookbook"  # one full-length person, centred, as in LookBook's photos (README "Choices")
-    seed: int = 1000
+    products: int = opt(300, "products in the shop")
+    photos_per_product: int = opt(4, cli=False)
+    size: int = opt(64, cli=False)  # S: 64 px trains on a 2-core CPU
+    framing: str = opt("lookbook", cli=False)  # one full-length person, centred, as in LookBook's photos (README "Choices")
+    seed: int = opt(1000, "the shop's catalog seed")
     # The generator: committed weights, or (missing, or --retrain) trained from the recipe below.
-    weights: Path | None = PRETRAINED  # None: always train (the tests' tiny demos)
-    retrain: bool = False  # train the recipe and write the weights file (the committed one by default)
-    train_products: int = 8000  # the training world: many products, so the generator learns to generalise
-    train_photos_per_product: int = 2
-    train_seed: int = 0
-    stages: int = 3  # N: 16 -> 32 -> 64 px (Sec. 3.3)
-    width: int = 16
-    epochs_fade: int = 2
-    epochs_stab: int = 3
-    epochs_extra: int = 12  # then more epochs at 64 px, where the garment's detail is learnt (README "Choices")
-    batch_sizes: tuple[int, ...] = (32, 32, 16)
-    lambda_con: float = 10.0  # Eq. 4; the paper uses 1 (README "Choices": content first at CPU budgets)
-    lambda_lap: float = 10.0
+    weights: Path | None = opt(PRETRAINED, cli=False)  # None: always train (the tests' tiny demos)
+    retrain: bool = opt(False, "reproduce the committed demo generator: train its recipe (about 1.5 CPU hours) "
+                        "and rewrite models/pretrained/rtdgan-demo-64.pt")
+    train_products: int = opt(8000, cli=False)  # the training world: many products, so the generator generalises
+    train_photos_per_product: int = opt(2, cli=False)
+    train_seed: int = opt(0, cli=False)
+    stages: int = opt(3, cli=False)  # N: 16 -> 32 -> 64 px (Sec. 3.3)
+    width: int = opt(16, cli=False)
+    epochs_fade: int = opt(2, cli=False)
+    epochs_stab: int = opt(3, cli=False)
+    epochs_extra: int = opt(12, cli=False)  # then more epochs at 64 px, where the garment's detail is learnt
+    batch_sizes: tuple[int, ...] = opt((32, 32, 16), cli=False)
+    lambda_con: float = opt(10.0, cli=False)  # Eq. 4; the paper uses 1 (README "Choices": content first on CPUs)
+    lambda_lap: float = opt(10.0, cli=False)
     # The comparison scale (README "Choices"): queries and catalog are compared 2 Gaussian pyramid levels down
     # (16 px), the scale of the generator's first stage; chosen on a validation shop (seed 2000), not on this one.
-    embed_level: int = 2
-    workers: int = 2
-    host: str = "127.0.0.1"
-    port: int = 8000
-    serve: bool = True  # False: build only (`rtd demo --build-only`)
+    embed_level: int = opt(2, "compare images L Gaussian pyramid levels down (2: 16 px at 64 px; 0: full "
+                           "resolution, the paper's protocol); a change re-exports the artifacts and rebuilds "
+                           "the index", metavar="L")
+    workers: int = opt(2, cli=False)
+    host: str = opt("127.0.0.1", "address to serve on")
+    port: int = opt(8000, "port to serve on")
+    build_only: bool = opt(False, "build what is missing, then exit without serving")
+
+    def __post_init__(self) -> None:
+        for name in ("products", "photos_per_product", "train_products", "train_photos_per_product", "workers"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
 
 
 RECIPE = ("size", "framing", "train_products", "train_photos_per_product", "train_seed", "stages", "width",
@@ -213,29 +226,24 @@ def build_index(cfg: DemoConfig, artifacts: Path, data: Path) -> Path:
 
 
 def hit_rate(artifacts: Path, index: Path, data: Path, k: int = CHECK_K, batch: int = 32) -> dict:
-    """Share of the shop's street photos whose product /search ranks in the top k, over the service's own
-    path (ONNX generator -> ONNX embedder -> FAISS); also the same with the photo itself as the query."""
-    from index.artifacts import read_artifacts
-    from index.catalog import Catalog
-    from index.images import preprocess
-    from index.onnx import OnnxEmbedder, OnnxGenerator
+    """Share of the shop's street photos whose product /search ranks in the top k, through the service's own
+    pipeline (index/pipeline.py: ONNX generator -> ONNX embedder -> FAISS); also with the photo as the query."""
+    from index.pipeline import QUERY_KINDS, Pipeline
     from training.data import load_records
 
-    info = read_artifacts(artifacts)
-    generator, embedder = OnnxGenerator(artifacts / "generator.onnx"), OnnxEmbedder(artifacts / "embedder.onnx")
-    catalog = Catalog.open(index, expect_embedder_sha256=info.embedder_sha256)
+    pipeline = Pipeline.open(artifacts, index)
     queries = [(photo, r.product_id) for r in load_records(data).records for photo in r.photos]
-    hits = {"generated": 0, "photo": 0}
+    hits = dict.fromkeys(QUERY_KINDS, 0)
     for start in range(0, len(queries), batch):
         chunk = queries[start:start + batch]
-        photos = np.stack([preprocess(path, info.size) for path, _ in chunk])  # (B, 3, S, S)
-        for name, images in (("generated", generator(photos)), ("photo", photos)):
-            for (_, truth), found in zip(chunk, catalog.search(embedder(images), k), strict=True):
-                hits[name] += truth in {hit.product_id for hit in found}
-    n = len(queries)
-    level = info.model["embedder"].get("level", 0)
-    return {"k": k, "queries": n, "catalog": len(catalog), "hit_rate": hits["generated"] / n,
-            "photo_query_hit_rate": hits["photo"] / n, "chance": min(1.0, k / len(catalog)), "embed_level": level}
+        photos = np.stack([pipeline.preprocess(path) for path, _ in chunk])  # (B, 3, S, S)
+        for kind in QUERY_KINDS:
+            for (_, truth), found in zip(chunk, pipeline.query(photos, k, query=kind).hits, strict=True):
+                hits[kind] += truth in {hit.product_id for hit in found}
+    n, catalog = len(queries), len(pipeline.catalog)
+    level = pipeline.artifacts.model["embedder"].get("level", 0)
+    return {"k": k, "queries": n, "catalog": catalog, "hit_rate": hits["generated"] / n,
+            "photo_query_hit_rate": hits["photo"] / n, "chance": min(1.0, k / catalog), "embed_level": level}
 
 
 def check(cfg: DemoConfig, artifacts: Path, index: Path, data: Path) -> dict:
@@ -270,8 +278,17 @@ def held_out_samples(cfg: DemoConfig, data: Path) -> Path:
     return samples
 
 
-def run_demo(cfg: DemoConfig) -> int:
-    """Build the missing stages, then serve until stopped."""
+@dataclass(frozen=True)
+class Built:
+    """What the service needs to serve the demo."""
+
+    artifacts: Path
+    index: Path
+    samples: Path
+
+
+def build_demo(cfg: DemoConfig) -> Built:
+    """Build the missing stages (each skipped when already there) and print the check."""
     from index.images import check_embed_level
 
     check_embed_level(cfg.embed_level, cfg.size)  # a bad --embed-level stops before anything is built
@@ -288,13 +305,12 @@ def run_demo(cfg: DemoConfig) -> int:
         card = json.loads(card_path(cfg.weights).read_text())
         card["check"] = json.loads((cfg.root / "check.json").read_text())
         card_path(cfg.weights).write_text(json.dumps(card, indent=1) + "\n")
-    if not cfg.serve:
-        say(f"built: {artifacts}, {index}, {samples}")
-        return 0
-    from service.serve_cli import serve
-    from service.settings import Settings
+    say(f"built: {artifacts}, {index}, {samples}")
+    return Built(artifacts, index, samples)
 
-    say(f"serving on http://{cfg.host}:{cfg.port}  (Ctrl-C stops)")
-    serve(Settings(artifacts=artifacts, index=index, demo_samples=samples), cfg.host, cfg.port)
+
+def run_demo(cfg: DemoConfig) -> int:
+    """Build the missing stages; 0. (`rtd demo` then serves them unless --build-only: training/demo_cli.py.)"""
+    build_demo(cfg)
     return 0
 

@@ -1,4 +1,5 @@
-"""Gaussian image pyramid for the intermediate targets of rough-to-detail training (Sec. 3.3)."""
+"""Gaussian image pyramid: the intermediate targets of rough-to-detail training (Sec. 3.3) and the embedders'
+comparison scale (models/embedders.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,117 @@
+"""Admin write latency and search stalls on a large catalog: the write-ahead log against a full save.
+
+    python bench/bench_catalog_writes.py --sizes 100000 --kind ivf          # D = 1280 (EfficientNet-Lite0)
+    python bench/bench_catalog_writes.py --sizes 100000,1000000 --kind ivf --writes 50
+
+For each size n it builds a catalog of n clustered unit vectors, saves it as an index folder and opens it
+the way the service does. Then, side by side in one run:
+  - `Catalog.write` (what an admin add or delete does now: one fsynced log record) for --writes adds and
+    deletes, and, for reference, one full `Catalog.save` (what every admin write did before);
+  - a search thread querying (k = 10) without pause while the writes run, against the same thread with no
+    writes: the longest search latency in each, and their difference, the longest stall a write caused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from index.catalog import KINDS, Catalog, ProductMeta  # noqa: E402
+
+
+def clustered(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    centres = rng.standard_normal((max(1, n // 100), dim)).astype(np.float32)
+    x = centres[rng.integers(0, len(centres), n)] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def search_latencies(catalog: Catalog, queries: np.ndarray, stop: threading.Event, out: list[float]) -> None:
+    i = 0
+    while not stop.is_set():
+        start = time.perf_counter()
+        catalog.search(queries[i % len(queries)], 10)
+        out.append((time.perf_counter() - start) * 1000)
+        i += 1
+
+
+def with_searches(catalog: Catalog, queries: np.ndarray, work, seconds: float | None = None) -> list[float]:
+    """Search latencies (ms) of a thread searching while `work()` runs (or for `seconds` with no work)."""
+    stop, latencies = threading.Event(), []
+    thread = threading.Thread(target=search_latencies, args=(catalog, queries, stop, latencies))
+    thread.start()
+    if work is None:
+        time.sleep(seconds)
+    else:
+        work()
+    stop.set()
+    thread.join()
+    return latencies
+
+
+def run(n: int, dim: int, kind: str, writes: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    vectors = clustered(rng, n + writes, dim)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "index"
+        t = time.perf_counter()
+        built = Catalog.create(dim, "bench", "sha", kind)
+        for start in range(0, n, 100_000):
+            chunk = range(start, min(n, start + 100_000))
+            built.add([ProductMeta(f"p{i}", category=f"c{i % 20}") for i in chunk], vectors[chunk.start:chunk.stop])
+        built.save(folder)
+        build_s = time.perf_counter() - t
+        del built
+        catalog = Catalog.open(folder)
+        queries = vectors[rng.integers(0, n, 200)]
+        idle = with_searches(catalog, queries, None, seconds=5.0)
+        add_ms: list[float] = []
+        delete_ms: list[float] = []
+
+        def do_writes() -> None:
+            for i in range(writes):
+                time.sleep(0.02)  # writes arrive one by one between searches, as admin adds do
+                t0 = time.perf_counter()
+                catalog.write([ProductMeta(f"new{i}", category="c0")], vectors[n + i:n + i + 1])
+                add_ms.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                catalog.write(removed=[f"p{i}"])
+                delete_ms.append((time.perf_counter() - t0) * 1000)
+
+        busy = with_searches(catalog, queries, do_writes)
+        t = time.perf_counter()
+        catalog.save(folder)  # what each admin write did before the log
+        save_s = time.perf_counter() - t
+    return {"n": n, "dim": dim, "kind": kind, "build_s": round(build_s, 1),
+            "add_ms_p50": round(statistics.median(add_ms), 2), "add_ms_max": round(max(add_ms), 2),
+            "delete_ms_p50": round(statistics.median(delete_ms), 2), "delete_ms_max": round(max(delete_ms), 2),
+            "search_ms_p50_idle": round(statistics.median(idle), 2), "search_ms_max_idle": round(max(idle), 2),
+            "search_ms_max_during_writes": round(max(busy), 2),
+            "longest_stall_ms": round(max(0.0, max(busy) - max(idle)), 2),
+            "full_save_s (before: every write)": round(save_s, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100000", help="comma-separated catalog sizes")
+    parser.add_argument("--dim", type=int, default=1280)
+    parser.add_argument("--kind", choices=KINDS, default="ivf")
+    parser.add_argument("--writes", type=int, default=50, help="adds (and as many deletes) per size")
+    args = parser.parse_args()
+    for n in (int(s) for s in args.sizes.split(",")):
+        print(run(n, args.dim, args.kind, args.writes), flush=True)
+
+
+if __name__ == "__main__":
+    main()
