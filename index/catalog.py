@@ -50,7 +50,7 @@ import numpy as np
 from index import catalog_log
 from index.catalog_log import LogRecord
 from index.errors import UserError
-from index.files import fsync_dir
+from index.files import fsync_path as _fsync
 
 FORMAT_VERSION = 1
 KINDS = ("flat", "hnsw", "ivf")
@@ -102,14 +102,6 @@ class Hit:
 def _crash_point(name: str) -> None:
     if os.environ.get(CRASH_ENV) == name:
         os._exit(17)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager
@@ -564,7 +556,7 @@ class Catalog:
             new_file = not self._log_path().exists()
             self.log_offset = catalog_log.append(self._log_path(), records, self.log_offset)
             if new_file:
-                fsync_dir(self.folder)
+                _fsync(self.folder)
             self._apply(records)
         return before
 

@@ -185,6 +185,13 @@ def from_args(cls: type[C], args: argparse.Namespace, **overrides: Any) -> C:
     return build(cls, values, source=str(config_path or "flags"))
 
 
+def job_config(cls: type[C], args: argparse.Namespace, command: str, **overrides: Any) -> C:
+    """`from_args`, then the effective config printed as the job's one JSON line on stderr."""
+    config = from_args(cls, args, **overrides)
+    print_config(command, config)
+    return config
+
+
 def to_json_dict(config: object) -> dict[str, Any]:
     """A config as JSON-ready values (paths as strings, tuples as lists): what config.json holds."""
     if dataclasses.is_dataclass(config):

@@ -26,9 +26,9 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or a new file in `folder` durable (POSIX: the directory entry itself is fsynced)."""
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync a file, or a folder (which makes a rename or a new file in it durable on POSIX)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -50,7 +50,7 @@ def replace_atomic(path: Path) -> Iterator[BinaryIO]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:

@@ -22,8 +22,7 @@ def add_arguments_build(parser: argparse.ArgumentParser) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     """Run `rtd index build`: print the config (stderr), build, print a summary (stdout); the exit code."""
-    cfg = configs.from_args(BuildConfig, args)
-    configs.print_config("index build", cfg)
+    cfg = configs.job_config(BuildConfig, args, "index build")
     summary = build_index(cfg.artifacts, cfg.catalog, cfg.out, kind=cfg.kind, batch_size=cfg.batch_size,
                           size=cfg.size, nprobe=cfg.nprobe, ef_search=cfg.ef_search)
     skipped = summary["skipped"]

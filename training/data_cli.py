@@ -40,8 +40,7 @@ def run_synth(args: argparse.Namespace) -> int:
     """Write the synthetic street-to-shop data set (LookBook layout + products.csv); print its report."""
     from training.synth import SynthConfig, synthesize
 
-    cfg = configs.from_args(SynthConfig, args)
-    configs.print_config("data synth", cfg)
+    cfg = configs.job_config(SynthConfig, args, "data synth")
     report = synthesize(cfg)
     print(json.dumps(report, default=str))
     return 0
@@ -60,8 +59,7 @@ def run_split(args: argparse.Namespace) -> int:
     """Split by product with the paper's near-duplicate cleaning; report skipped files on stderr."""
     from training.split import SplitConfig, make_split
 
-    cfg = configs.from_args(SplitConfig, args)
-    configs.print_config("data split", cfg)
+    cfg = configs.job_config(SplitConfig, args, "data split")
     info = make_split(cfg)
     for line in info["skipped"]:
         print(f"rtd data split: skipped {line}", file=sys.stderr)

@@ -24,8 +24,7 @@ def run(args: argparse.Namespace) -> int:
     """Build what is missing (training/demo.py), then serve it until stopped unless --build-only."""
     from training.demo import DemoConfig, build_demo, say
 
-    cfg = configs.from_args(DemoConfig, args)
-    configs.print_config("demo", cfg)
+    cfg = configs.job_config(DemoConfig, args, "demo")
     built = build_demo(cfg)
     if cfg.build_only:
         return 0

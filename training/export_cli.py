@@ -23,8 +23,7 @@ def run(args: argparse.Namespace) -> int:
     """Flags -> ExportConfig; print it; export; print model.json's generator and embedder summary."""
     from training.export import export_run
 
-    cfg = configs.from_args(ExportConfig, args)
-    configs.print_config("export", cfg)
+    cfg = configs.job_config(ExportConfig, args, "export")
     doc = export_run(cfg)
     g, e = doc["generator"], doc["embedder"]
     print(json.dumps({"out": str(cfg.out), "architecture": g["architecture"], "stage": g["stage"],
