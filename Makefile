@@ -4,20 +4,23 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Pinned versions of everything `setup` installs (CPython 3.11, Linux x86_64): see requirements/lock.py.
+LOCK   := requirements/lock-cpu.txt
 
 # The machine's pip config points find-links at a CPU-only torch wheel that does
 # not work with torchvision; use the registry's build instead.
 export PIP_FIND_LINKS :=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench lock clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# CPU onnxruntime (the `cpu` extra); a CUDA machine would use `gpu` instead (never both: one module name).
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q -c $(LOCK) -e '.[cpu,train,dev]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -31,6 +34,13 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_synth.py
+
+# Refresh the lock files: upgrade the venv to the newest versions pyproject.toml allows, then freeze its
+# dependency closures into requirements/lock-*.txt (commit them; the images, `setup` and CI install from them).
+lock: $(STAMP)
+	$(BIN)/pip install -q --upgrade --upgrade-strategy eager -e '.[cpu,train,dev]'
+	$(BIN)/python requirements/lock.py
+	touch $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

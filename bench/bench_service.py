@@ -1,6 +1,7 @@
 """Service benchmark: what HTTP, multipart, preprocessing and micro-batching cost over raw onnxruntime.
 
     python bench/bench_service.py --tiny                                  # quick: the test suite's tiny models
+    python bench/bench_service.py --tiny --load-only --concurrency 100 --duration 30   # the overload check
     python bench/bench_service.py --artifacts artifacts --index index --photos data/test_photos \
         --duration 60 --concurrency 32
 
@@ -14,7 +15,9 @@ httpx client from this process; loopback only, nothing leaves the machine. Three
    generator and embedder on batches of min(concurrency, max_batch) images; the ratio is the share of the
    raw batched throughput the service delivers.
 3. a bounded load test (--duration seconds at --concurrency): status counts, 5xx other than the deliberate
-   503s (queue full, not ready), p50/p99 latency of the answered requests.
+   503s (queue full, past the request deadline, not ready), p50/p99 latency of the answered requests.
+   `--load-only` runs just this one (no raw baselines): the overload check of the hardening issue, where
+   every request is answered 200 within its deadline or 503 + Retry-After, never left to queue.
 
 Concurrency above 8 is spread over up to 4 client processes (8 workers each): a single asyncio client
 with 32 connections starves some of them for seconds, a tail the server never sees. The clients share
@@ -54,7 +57,7 @@ from index.lookbook import is_street_photo  # noqa: E402
 from index.onnx import OnnxEmbedder, OnnxGenerator  # noqa: E402
 from service.engine import read_artifacts  # noqa: E402
 
-DELIBERATE_503 = {"overloaded", "not_ready"}
+DELIBERATE_503 = {"overloaded", "deadline_exceeded", "not_ready"}
 WORKERS_PER_CLIENT = 8  # concurrent requests per client process
 MAX_CLIENTS = 4
 
@@ -78,16 +81,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.Popen:
+def start_server(args: argparse.Namespace, port: int, log: Path, log_level: str = "warning") -> subprocess.Popen:
     env = os.environ | {"RTD_MAX_BATCH": str(args.max_batch), "RTD_MAX_WAIT_MS": str(args.max_wait_ms),
                         "RTD_QUEUE_SIZE": str(args.queue_size)}
+    if args.request_timeout_ms:
+        env["RTD_REQUEST_TIMEOUT_MS"] = str(args.request_timeout_ms)
     if args.providers:
         env["RTD_PROVIDERS"] = args.providers
     if args.threads:
         env["RTD_THREADS"] = str(args.threads)
     server = subprocess.Popen([sys.executable, "-m", "service.serve_cli", "--artifacts", str(args.artifacts),
                                "--index", str(args.index), "--host", "127.0.0.1", "--port", str(port),
-                               "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+                               "--log-level", log_level], env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
                               cwd=Path(__file__).resolve().parents[1])
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -117,6 +122,7 @@ def paper_size_world(src: Path, catalog: Path, out: Path, size: int, width: int)
     artifacts = out / "artifacts"
     artifacts.mkdir(parents=True)
     model = json.loads((src / "model.json").read_text())
+    model.pop("current", None)  # src may be `rtd export`'s versioned folder: its model.json is a pointer
     sample = np.random.default_rng(0).uniform(-1, 1, (2, 3, size, size)).astype(np.float32)
     net = ProgressiveGenerator(GeneratorConfig(size, 3, width)).at_stage().eval()
     export_generator(net, artifacts / "generator.onnx", size, sample)
@@ -136,8 +142,8 @@ def raw_baselines(args: argparse.Namespace, photos: list[bytes], repeats: int) -
     """Latency of one image and throughput of batches, straight through onnxruntime in this process."""
     info = read_artifacts(args.artifacts)
     providers = args.providers.split(",") if args.providers else None
-    generator = OnnxGenerator(args.artifacts / "generator.onnx", providers, args.threads)
-    embedder = OnnxEmbedder(args.artifacts / "embedder.onnx", providers, args.threads)
+    generator = OnnxGenerator(info.folder / "generator.onnx", providers, args.threads)
+    embedder = OnnxEmbedder(info.folder / "embedder.onnx", providers, args.threads)
     catalog = Catalog.open(args.index)
     arrays = np.stack([preprocess(p, info.size) for p in photos])  # (N, 3, S, S)
     one = arrays[:1]
@@ -195,8 +201,9 @@ async def one_request(client: httpx.AsyncClient, route: str, photo: bytes) -> tu
 
 
 async def _workers(base: str, route: str, photos: list[bytes], concurrency: int, requests: int | None,
-                   seconds: float | None) -> tuple[list[tuple[int, str, float]], float]:
-    """`concurrency` workers on one client posting back to back, for a number of requests or of seconds."""
+                   seconds: float | None, backoff_s: float = 0.0) -> tuple[list[tuple[int, str, float]], float]:
+    """`concurrency` workers on one client posting back to back, for a number of requests or of seconds; after
+    a 503 a worker waits `backoff_s` first (0: it retries at once, the harshest client)."""
     results: list[tuple[int, str, float]] = []
     issued = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -208,6 +215,8 @@ async def _workers(base: str, route: str, photos: list[bytes], concurrency: int,
             while (requests is None or issued < requests) and (deadline is None or time.perf_counter() < deadline):
                 issued += 1
                 results.append(await one_request(client, route, photos[issued % len(photos)]))
+                if backoff_s and results[-1][0] == 503:
+                    await asyncio.sleep(backoff_s)
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -215,14 +224,15 @@ async def _workers(base: str, route: str, photos: list[bytes], concurrency: int,
 
 
 def _client_shard(base: str, route: str, photos: list[bytes], concurrency: int, requests: int | None,
-                  seconds: float | None, start_at: float) -> tuple[list[tuple[int, str, float]], float]:
+                  seconds: float | None, start_at: float, backoff_s: float = 0.0
+                  ) -> tuple[list[tuple[int, str, float]], float]:
     """One client process; all shards start at the same wall-clock time."""
     time.sleep(max(0.0, start_at - time.time()))
-    return asyncio.run(_workers(base, route, photos, concurrency, requests, seconds))
+    return asyncio.run(_workers(base, route, photos, concurrency, requests, seconds, backoff_s))
 
 
 def drive(base: str, route: str, photos: list[bytes], concurrency: int, *, requests: int | None = None,
-          seconds: float | None = None) -> dict:
+          seconds: float | None = None, backoff_s: float = 0.0) -> dict:
     """Load from `concurrency` workers, spread over client processes of at most WORKERS_PER_CLIENT each.
 
     One asyncio httpx client with 32 connections starves some of them for seconds (client-side tails the
@@ -231,13 +241,13 @@ def drive(base: str, route: str, photos: list[bytes], concurrency: int, *, reque
     shards = max(1, min(MAX_CLIENTS, math.ceil(concurrency / WORKERS_PER_CLIENT)))
     sizes = [concurrency // shards + (i < concurrency % shards) for i in range(shards)]
     if shards == 1:
-        results, elapsed = asyncio.run(_workers(base, route, photos, concurrency, requests, seconds))
+        results, elapsed = asyncio.run(_workers(base, route, photos, concurrency, requests, seconds, backoff_s))
     else:
         start_at = time.time() + 5.0  # time for the spawned clients to import
         with ProcessPoolExecutor(shards, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(_client_shard, base, route, photos, size,
                                    None if requests is None else math.ceil(requests * size / concurrency), seconds,
-                                   start_at) for size in sizes]
+                                   start_at, backoff_s) for size in sizes]
             parts = [f.result() for f in futures]
         results = [r for part, _ in parts for r in part]
         elapsed = max(e for _, e in parts)
@@ -249,7 +259,10 @@ def drive(base: str, route: str, photos: list[bytes], concurrency: int, *, reque
     unexpected_5xx = sum(1 for status, code, _ in results
                          if status == 0 or (status >= 500 and not (status == 503 and code in DELIBERATE_503)))
     return {"requests": len(results), "seconds": elapsed, "ok_per_s": len(ok) / elapsed, "client_processes": shards,
-            "p50_ms": percentile(ok, 50), "p99_ms": percentile(ok, 99), "statuses": statuses,
+            "p50_ms": percentile(ok, 50), "p99_ms": percentile(ok, 99), "max_ms": max(ok, default=float("nan")),
+            "statuses": statuses, "ok": len(ok), "count_503": sum(1 for status, _, _ in results if status == 503),
+            "other": sum(1 for status, _, _ in results if status not in (200, 503)),
+            "p99_503_ms": percentile([ms for status, _, ms in results if status == 503], 99),
             "unexpected_5xx_or_errors": unexpected_5xx,
             "deliberate_503": sum(1 for status, code, _ in results if status == 503 and code in DELIBERATE_503)}
 
@@ -282,6 +295,47 @@ def bench_http(base: str, photos: list[bytes], args: argparse.Namespace) -> dict
     return out
 
 
+def server_latency(log: Path, route: str = "/search") -> dict[str, dict[str, float]]:
+    """The server's own view of `route` (middleware in to last byte out, from its access log lines
+    "POST /search -> 200 in 12.3 ms"), per status: count, p50 and p99 in ms."""
+    import re
+
+    times: dict[str, list[float]] = {}
+    for status, ms in re.findall(rf"POST {re.escape(route)} -> (\d+) in ([0-9.]+) ms", log.read_text()):
+        times.setdefault(status, []).append(float(ms))
+    return {status: {"count": len(v), "p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99)}
+            for status, v in sorted(times.items())}
+
+
+def describe_load(load: dict, args: argparse.Namespace) -> str:
+    return (f"load {args.duration:.0f} s at c={args.concurrency}: {load['requests']} requests; answered 200: "
+            f"{load['ok']} ({load['ok_per_s']:.0f}/s), p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms, max "
+            f"{load['max_ms']:.1f} ms; 503: {load['count_503']} (p99 {load['p99_503_ms']:.1f} ms); other statuses: "
+            f"{load['other']}; by status {load['statuses']}; unexpected 5xx {load['unexpected_5xx_or_errors']}"
+            + (f"; server side {load['server_side']}" if "server_side" in load else ""))
+
+
+def load_only(args: argparse.Namespace, photos: list[bytes], log: Path) -> int:
+    """Just the bounded load test against a fresh server: the overload check (200 in time, or 503, nothing else)."""
+    port = free_port()
+    server = start_server(args, port, log, log_level="info")  # info: one access line per request, timed
+    base = f"http://127.0.0.1:{port}"
+    try:
+        drive(base, "/search", photos, 1, requests=5)  # warm the code paths
+        load = drive(base, "/search", photos, args.concurrency, seconds=args.duration, backoff_s=args.backoff_503)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    load["server_side"] = server_latency(log)
+    print(describe_load(load, args), file=sys.stderr)
+    summary = {"load_test_search": load, "settings": {k: str(v) for k, v in vars(args).items()}, "cpus": os.cpu_count()}
+    text = json.dumps(summary, indent=1, default=str)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 1 if load["unexpected_5xx_or_errors"] or load["other"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="use the test suite's tiny artifacts and index")
@@ -303,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generator-width", type=int, default=64, help="its width (the paper's: 64)")
     parser.add_argument("--catalog", type=Path, help="with --generator-size: the catalog to index (e.g. demo/data)")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--load-only", action="store_true", help="run only the bounded load test (--concurrency "
+                        "workers for --duration s, e.g. 100 for 30 s: the overload check), no raw baselines")
+    parser.add_argument("--request-timeout-ms", type=float, help="the server's RTD_REQUEST_TIMEOUT_MS (default: "
+                        "the environment's, else the service default)")
+    parser.add_argument("--backoff-503", type=float, default=0.0, help="with --load-only: seconds a client waits "
+                        "after a 503 before its next request, as one honouring Retry-After would (default 0: at once)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench_service_") as tmp:
@@ -319,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
             args.artifacts, args.index = paper_size_world(args.artifacts, args.catalog, Path(tmp) / "paper_size",
                                                           args.generator_size, args.generator_width)
         photos = load_photos(args.photos)
+        if args.load_only:
+            return load_only(args, photos, Path(tmp) / "server.log")
         raw = raw_baselines(args, photos, args.repeats)
         port = free_port()
         server = start_server(args, port, Path(tmp) / "server.log")
@@ -359,9 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"c={c} /search {http[f'throughput_c{c}_search']['ok_per_s']:.0f} req/s vs raw batched "
               f"{raw['batched_images_per_s'][c]:.0f} img/s ({summary['throughput_ratio'][c]:.1%})", file=sys.stderr)
     load = http["load_test_search"]
-    print(f"load {args.duration:.0f} s at c={args.concurrency}: {load['requests']} requests, {load['statuses']}, "
-          f"unexpected 5xx {load['unexpected_5xx_or_errors']}, p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms",
-          file=sys.stderr)
+    print(describe_load(load, args), file=sys.stderr)
     text = json.dumps(summary, indent=1, default=str)
     if args.out:
         args.out.write_text(text + "\n")

@@ -1,9 +1,10 @@
 # The inference image: the FastAPI service on onnxruntime-gpu (CUDA 12 + cuDNN 9). No torch in here:
 # the service's whole contract with training is the artifact folder and the index folder (docs/architecture.md).
-# tests/service/test_service_image.py rebuilds this image's files and pip steps in a fresh venv (onnxruntime for
-# onnxruntime-gpu) and runs its CMD and HEALTHCHECK: keep COPY, RUN, CMD and HEALTHCHECK parseable there.
+# tests/service/test_service_image.py rebuilds this image's files and pip steps in a fresh venv (the `cpu` extra for
+# `gpu`) and runs its CMD and HEALTHCHECK: keep COPY, RUN, CMD and HEALTHCHECK parseable there.
 #   docker build -f docker/service.Dockerfile -t rtdgan-service .
-#   docker run --gpus all -p 8000:8000 -v $PWD/artifacts:/artifacts:ro -v $PWD/index:/index:ro rtdgan-service
+#   docker run --gpus all -p 8000:8000 -v $PWD/artifacts:/artifacts:ro -v $PWD/index:/index:ro \
+#     -v $PWD/catalog:/catalog:ro -e RTD_CATALOG=/catalog rtdgan-service
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -12,26 +13,25 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# Python 3.11 (Ubuntu 22.04's universe): the Python requirements/lock-gpu.txt is resolved for.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv python3-pip \
+    && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
     && rm -rf /var/lib/apt/lists/*
-RUN python3 -m venv /opt/venv
+RUN python3.11 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-# The service's requirements, listed here rather than resolved from pyproject.toml: the package depends on
-# CPU `onnxruntime`, which must not be installed beside `onnxruntime-gpu` (they share the module name).
-RUN pip install \
-    "numpy>=1.26" "pillow>=10.3" "pydantic>=2.6" "pydantic-settings>=2.2" "tqdm>=4.66" \
-    "fastapi>=0.110" "uvicorn>=0.29" "python-multipart>=0.0.9" "prometheus-client>=0.20" \
-    "faiss-cpu>=1.8" "onnxruntime-gpu>=1.19"
-
 WORKDIR /app
+# The dependencies come from the project itself: its `gpu` extra (onnxruntime-gpu, never beside the `cpu` extra's
+# onnxruntime: both install the module `onnxruntime`), every version pinned by the lock (`make lock`). They are
+# installed before the code is copied, in a layer that changes only with pyproject.toml or the lock.
+COPY pyproject.toml README.md ./
+COPY requirements/lock-gpu.txt requirements/
+RUN pip install -c requirements/lock-gpu.txt ".[gpu]"
 # Only the packages the service imports; training/ and models/ (torch) are not even copied. `rtd` imports a
 # subcommand's module only when it runs (service/cli.py), so `rtd serve` and `rtd index` work without them.
-COPY pyproject.toml README.md ./
 COPY index/ index/
 COPY service/ service/
-RUN pip install --no-deps . \
+RUN pip install --no-deps --force-reinstall . \
     && python -c "import service.app, sys; assert 'torch' not in sys.modules" \
     && rtd --version && rtd serve --help > /dev/null && rtd index build --help > /dev/null
 

@@ -2,23 +2,36 @@
 
 One reader, used by `rtd index search`, `rtd eval` and the service: an artifact folder is usable only
 when both ONNX files are there and match the sha256s that `rtd export` wrote into model.json.
+
+Two layouts are read (`resolve_artifacts`):
+  - versioned, as `rtd export` writes it: ARTIFACTS/v-000007/{generator.onnx, embedder.onnx, model.json},
+    the previous version or two beside it, and ARTIFACTS/model.json, the pointer: a copy of the current
+    version's model.json plus `"current": "v-000007"`, replaced atomically last. ARTIFACTS itself is never
+    renamed, so it can be a mount point (docker-compose's `export` job), and a reader that follows the
+    pointer sees one whole version;
+  - flat (older exports, hand-made test folders): model.json and both ONNX files in ARTIFACTS itself.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from index.errors import UserError
 from index.onnx import sha256_file
 
+MODEL_JSON = "model.json"
+POINTER_KEY = "current"  # ARTIFACTS/model.json's key naming the version folder that holds the files
+VERSION_DIR = re.compile(r"^v-(\d{6,})$")  # v-000001, v-000002, ... (training/export.py writes them)
+
 
 @dataclass(frozen=True)
 class Artifacts:
     """An artifact folder whose files match its model.json."""
 
-    folder: Path
+    folder: Path  # where the files are: the current version folder (or the folder itself, flat layout)
     size: int  # S: the side of the square images both graphs take
     model: dict  # model.json as written by `rtd export`
     embedder_sha256: str  # of embedder.onnx: an index must have been built with the same file
@@ -28,28 +41,68 @@ class Artifacts:
         return str(self.model["embedder"].get("backbone", "embedder"))
 
 
-def read_model_json(artifacts: Path) -> dict | None:
-    """ARTIFACTS/model.json, or None if there is none."""
-    path = Path(artifacts) / "model.json"
+def _load_json(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: not a JSON object")
+    return doc
+
+
+def _pointed(folder: Path, doc: dict) -> Path | None:
+    """The version folder a pointer model.json names, or None for a flat folder's model.json."""
+    name = doc.get(POINTER_KEY)
+    if name is None:
+        return None
+    if not isinstance(name, str) or not VERSION_DIR.match(name):
+        raise UserError(f"{folder / MODEL_JSON}: bad {POINTER_KEY!r} {name!r} (expected a v-NNNNNN folder name)")
+    return folder / name
+
+
+def current_artifacts(folder: Path) -> tuple[Path, dict] | None:
+    """(the folder holding the files, its model.json), the pointer read once; None when there is no model.json."""
+    folder = Path(folder)
+    doc = _load_json(folder / MODEL_JSON)
+    if doc is None:
+        return None
+    version = _pointed(folder, doc)
+    if version is None:
+        return folder, doc
+    current = _load_json(version / MODEL_JSON)
+    if current is None:
+        raise UserError(f"{folder / MODEL_JSON} points at {version.name}, which has no {MODEL_JSON}; "
+                        f"re-run `rtd export`")
+    return version, current
+
+
+def resolve_artifacts(folder: Path) -> Path:
+    """The folder that holds the files: ARTIFACTS/<current version>, or ARTIFACTS itself (flat layout, or no
+    model.json at all: the caller decides whether that is an error)."""
+    found = current_artifacts(folder)
+    return found[0] if found is not None else Path(folder)
+
+
+def read_model_json(artifacts: Path) -> dict | None:
+    """The current model.json of an artifact folder (either layout), or None if there is none."""
+    found = current_artifacts(artifacts)
+    return found[1] if found is not None else None
 
 
 def read_artifacts(folder: Path) -> Artifacts:
     """model.json plus both ONNX files, their sha256s checked; UserError naming what is wrong."""
-    folder = Path(folder)
-    model = read_model_json(folder)
-    if model is None:
+    found = current_artifacts(folder)
+    if found is None:
         raise UserError(f"not an artifacts folder (no model.json): {folder}; run `rtd export`")
+    folder, model = found  # one read of the pointer: the files and model.json of the same version
     try:
         size = int(model["preprocessing"]["size"])
         wanted = {name: model[name]["onnx_sha256"] for name in ("generator", "embedder")}
     except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{folder / 'model.json'}: missing or bad field {e}; re-run `rtd export`") from e
+        raise UserError(f"{folder / MODEL_JSON}: missing or bad field {e}; re-run `rtd export`") from e
     for name, expected in wanted.items():
         path = folder / f"{name}.onnx"
         if not path.is_file():

@@ -7,20 +7,25 @@ A catalog is one of
     `category`, `colour`, `pattern`; image paths are relative to the CSV's folder;
   - a plain folder of images: the product id is the file name without its extension.
 Images are preprocessed with the one shared `index.images.preprocess` at the artifacts' resolution S.
+
+The index stores each image's path relative to the catalog root (the `--catalog` folder, or the CSV's
+folder) and records that root in index.json (`catalog_root`), so an index built on one machine serves on
+another with the catalog mounted elsewhere (the service's RTD_CATALOG, service/engine.py `image_file`).
+An image outside the root (a CSV row with `../` or an absolute path) keeps its absolute path.
 """
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
 from tqdm import tqdm
 
-from index.artifacts import read_model_json
+from index.artifacts import current_artifacts
 from index.catalog import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, KINDS, Catalog, ProductMeta
 from index.configs import opt
 from index.errors import ImageError, UserError
@@ -129,6 +134,21 @@ def scan_catalog(catalog: Path) -> tuple[list[ProductMeta], list[str]]:
     return products, skipped
 
 
+def catalog_root(catalog: Path) -> Path:
+    """The folder a catalog's image paths are stored relative to: the catalog folder, or the CSV's folder."""
+    catalog = Path(catalog).resolve()
+    return catalog.parent if catalog.is_file() else catalog
+
+
+def relative_image_path(image_path: str, root: Path) -> str:
+    """An image's path relative to the catalog root (POSIX separators), or the absolute path when outside it."""
+    path = Path(image_path).resolve()
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _try_preprocess(path: str, size: int) -> np.ndarray | str:
     """(3, S, S) in [-1, 1], or the reason the image cannot be used."""
     try:
@@ -145,11 +165,12 @@ def build_index(artifacts: Path, catalog: Path, out: Path, kind: str = "flat", b
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if kind not in KINDS:
         raise UserError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
-    onnx_path = Path(artifacts) / "embedder.onnx"
+    found = current_artifacts(artifacts)  # the current version of an exported folder (index/artifacts.py)
+    folder, model = found if found is not None else (Path(artifacts), {})
+    onnx_path = folder / "embedder.onnx"
     if not onnx_path.is_file():
         raise UserError(f"no embedder.onnx in {artifacts} (run `rtd export` first)")
     sha256 = sha256_file(onnx_path)
-    model = read_model_json(artifacts) or {}
     spec = model.get("embedder", {})
     if spec.get("onnx_sha256") not in (None, sha256):
         raise UserError(f"{onnx_path} is not the embedder model.json describes (sha256 differs); re-run `rtd export`")
@@ -185,9 +206,12 @@ def build_index(artifacts: Path, catalog: Path, out: Path, kind: str = "flat", b
 
     name = spec.get("backbone") or "unknown"
     index = Catalog.create(matrix.shape[1], name, sha256, kind, nprobe=nprobe, ef_search=ef_search)
-    index.add(kept, matrix)
+    root = catalog_root(catalog)
+    index.catalog_root = str(root)
+    index.add([replace(p, image_path=relative_image_path(p.image_path, root)) if p.image_path else p for p in kept],
+              matrix)
     recall = index.check_recall(k=RECALL_K) if kind != "flat" else None
     index.save(out)
     return {"out": str(out), "count": len(index), "kind": kind, "dim": index.dim, "size": size,
             "embedder": {"name": name, "sha256": sha256}, "params": index.manifest()["params"],
-            "recall": recall, "skipped": skipped, "seconds": round(time.perf_counter() - start, 2)}
+            "catalog_root": str(root), "recall": recall, "skipped": skipped, "seconds": round(time.perf_counter() - start, 2)}

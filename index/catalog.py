@@ -177,6 +177,7 @@ class Catalog:
         self.ef_search: int = params.get("ef_search", DEFAULT_EF_SEARCH)
         self.nlist: int | None = params.get("nlist")
         self.recall: dict | None = manifest.get("recall")
+        self.catalog_root: str | None = manifest.get("catalog_root")  # relative image paths are under it (build)
         self.generation: int = manifest.get("generation", 0)
         self.folder: Path | None = None  # the index folder it was opened from (writes and refreshes go there)
         self.log_offset = 0  # how far into this generation's log the in-memory state has applied
@@ -261,6 +262,15 @@ class Catalog:
             rows = self.db.execute("SELECT product_id, title, category, image_path, added_at FROM products "
                                    "ORDER BY id").fetchall()
         return [ProductMeta(*row) for row in rows]
+
+    def page(self, limit: int, offset: int = 0, category: str | None = None) -> tuple[list[ProductMeta], int]:
+        """Products in insertion order, `limit` from `offset` (only `category` when given), and the total."""
+        where, args = ("WHERE category = ?", (category,)) if category is not None else ("", ())
+        with self._lock:
+            total = self.db.execute(f"SELECT COUNT(*) FROM products {where}", args).fetchone()[0]
+            rows = self.db.execute(f"SELECT product_id, title, category, image_path, added_at FROM products {where} "
+                                   "ORDER BY id LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
+        return [ProductMeta(*row) for row in rows], total
 
     def has_category(self, category: str) -> bool:
         """Whether any product has this category (an indexed lookup, cheap at any catalog size)."""
@@ -451,7 +461,8 @@ class Catalog:
         if self.kind == "ivf":
             params["nlist"] = self.nlist
         return {"format_version": FORMAT_VERSION, "embedder": {"name": self.embedder_name, "sha256": self.embedder_sha256},
-                "count": self._count, "dim": self.dim, "kind": self.kind, "params": params, "recall": self.recall}
+                "count": self._count, "dim": self.dim, "kind": self.kind, "params": params, "recall": self.recall,
+                "catalog_root": self.catalog_root}
 
     def save(self, path: Path) -> Path:
         """Write the catalog as the next generation of the index folder, atomically (module docstring).

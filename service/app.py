@@ -30,6 +30,29 @@ log = logging.getLogger(__name__)
 FORM_OVERHEAD_BYTES = 64 * 1024
 
 
+def strict_openapi(app: FastAPI) -> None:
+    """The OpenAPI document says what the routes enforce: a multipart body has no other fields
+    (`routes.deps.strict_form` refuses unknown ones), and its `image` part is an image (encoding
+    contentType `image/*`: generated clients and fuzzers send pictures, not arbitrary bytes)."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = generate()
+            for name, schema in doc.get("components", {}).get("schemas", {}).items():
+                if name.startswith("Body_"):
+                    schema["additionalProperties"] = False
+            for path in doc.get("paths", {}).values():
+                for operation in path.values():
+                    form = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data")
+                    if form is not None:
+                        form["encoding"] = {"image": {"contentType": "image/*"}}
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The service app; settings default to the `RTD_*` environment."""
     settings = settings or Settings()
@@ -56,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = app_metrics
     app.state.decode_limiter = anyio.CapacityLimiter(settings.max_decodes)
     install_error_handlers(app, settings.retry_after_s)
+    strict_openapi(app)
     for module in (search, products, admin, health, metrics, demo):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=demo.STATIC), name="static")

@@ -10,18 +10,27 @@ the model is busy pile up and leave together as the next batch, so batches grow 
 themselves. A positive `max_wait_ms` also waits that long for company before starting a batch that is not
 full: bigger batches on a GPU, at that much latency. A full queue is refused at once (`QueueFull` -> 503 +
 Retry-After): under overload, failing fast beats a queue that only grows.
+
+Request deadlines ride on a contextvar (`request_deadline`, a `time.monotonic()` instant) that the /search and
+/generate routes set. A request past its deadline is never started on an expensive stage: `submit` refuses it
+before queueing, the collector drops queued items whose deadline has passed instead of running them, and the
+waiting request stops waiting at its deadline; each raises `DeadlineExceeded` (the route answers 503 +
+Retry-After). `check_deadline` and `stage_deadline` do the same for the stages that are not batched (decode,
+catalog search).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import anyio
 import numpy as np
 
 from service.metrics import Metrics
@@ -37,10 +46,68 @@ class QueueFull(Exception):
         self.model = model
 
 
+class DeadlineExceeded(Exception):
+    """The request passed its deadline before (or while waiting for) a stage: the caller answers 503."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(f"the request passed its deadline before the {stage} stage")
+        self.stage = stage
+
+
+# The current request's deadline (a time.monotonic() instant), or None: no deadline (warm-up, admin, CLI).
+request_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("request_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline_in(seconds: float, start: float | None = None) -> Iterator[float]:
+    """Give the code inside (and every stage it awaits) a deadline `seconds` after `start` (a time.monotonic()
+    instant; None: now); yields the deadline."""
+    deadline = (time.monotonic() if start is None else start) + seconds
+    token = request_deadline.set(deadline)
+    try:
+        yield deadline
+    finally:
+        request_deadline.reset(token)
+
+
+def check_deadline(stage: str) -> None:
+    """Raise DeadlineExceeded when the current request is already past its deadline (call before a stage)."""
+    deadline = request_deadline.get()
+    if deadline is not None and time.monotonic() >= deadline:
+        raise DeadlineExceeded(stage)
+
+
+@contextlib.contextmanager
+def stage_deadline(stage: str) -> Iterator[None]:
+    """Start the stage only before the deadline, and stop waiting for it (for a thread limiter's token, say)
+    at the deadline: DeadlineExceeded either way. Work already running in a thread finishes first."""
+    deadline = request_deadline.get()
+    if deadline is None:
+        yield
+        return
+    check_deadline(stage)
+    try:
+        with anyio.fail_after(deadline - time.monotonic()):
+            yield
+    except TimeoutError:
+        if time.monotonic() < deadline:
+            raise  # not ours
+        raise DeadlineExceeded(stage) from None
+
+
+def check_capacity(stage: str, limiter: anyio.CapacityLimiter, queue_size: int, metrics: Metrics | None = None) -> None:
+    """A bounded queue in front of a CapacityLimiter: QueueFull when `queue_size` tasks already wait for it."""
+    if limiter.statistics().tasks_waiting >= queue_size:
+        if metrics is not None:
+            metrics.rejected.labels(stage).inc()
+        raise QueueFull(stage)
+
+
 @dataclass
 class _Job:
     item: np.ndarray
     future: asyncio.Future
+    deadline: float | None  # time.monotonic(); past it the item is dropped, not run
 
 
 class MicroBatcher:
@@ -86,18 +153,29 @@ class MicroBatcher:
         self._task = None
 
     async def submit(self, item: np.ndarray) -> np.ndarray:
-        """Queue one item (no batch axis) and await the model's output for it (no batch axis)."""
+        """Queue one item (no batch axis) and await the model's output for it (no batch axis).
+
+        Under a request deadline (`request_deadline`): DeadlineExceeded instead of queueing when it has passed,
+        and at the deadline when the item is still waiting (it is then dropped, never run)."""
         if self._queue is None or not self.running:
             raise RuntimeError(f"the {self.name} batcher is not running")
+        deadline = request_deadline.get()
+        check_deadline(self.name)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(_Job(item, future))
+            self._queue.put_nowait(_Job(item, future, deadline))
         except asyncio.QueueFull:
             if self.metrics is not None:
                 self.metrics.rejected.labels(self.name).inc()
             raise QueueFull(self.name) from None
         self._set_depth()
-        return await future
+        if deadline is None:
+            return await future
+        try:
+            # On timeout the future is cancelled: the collector skips it, or ignores its result if running.
+            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(self.name) from None
 
     def _set_depth(self) -> None:
         if self.metrics is not None and self._queue is not None:
@@ -124,7 +202,17 @@ class MicroBatcher:
             except asyncio.TimeoutError:
                 break
         self._set_depth()
-        return [job for job in jobs if not job.future.done()]  # a client that left cancelled its future
+        # A client that left (or stopped waiting at its deadline) cancelled its future; an item past its
+        # deadline is answered DeadlineExceeded instead of being run.
+        now, live = time.monotonic(), []
+        for job in jobs:
+            if job.future.done():
+                continue
+            if job.deadline is not None and now >= job.deadline:
+                job.future.set_exception(DeadlineExceeded(self.name))
+                continue
+            live.append(job)
+        return live
 
     def _timed_run(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         start = time.perf_counter()

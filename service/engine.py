@@ -29,7 +29,7 @@ from index.catalog import Catalog, ProductMeta, StaleCatalog, compact
 from index.errors import UserError
 from index.files import write_atomic
 from index.pipeline import Pipeline, QueryKind, QueryResult, check_index
-from service.batching import MicroBatcher
+from service.batching import MicroBatcher, stage_deadline
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -197,7 +197,8 @@ class Engine:
 
     async def _search(self, vectors: np.ndarray, k: int, category: str | None) -> list:
         assert self.pipeline is not None
-        return await anyio.to_thread.run_sync(functools.partial(self.pipeline.search, vectors, k, category))
+        with stage_deadline("search"):  # not started past the request's deadline (service/batching.py)
+            return await anyio.to_thread.run_sync(functools.partial(self.pipeline.search, vectors, k, category))
 
     async def query(self, photo: np.ndarray, k: int, category: str | None,
                     query: QueryKind = "generated") -> QueryResult:
@@ -207,12 +208,23 @@ class Engine:
         return await self.pipeline.query_async(photo[None], k, category, query, stages)
 
     def image_file(self, product: ProductMeta) -> Path | None:
-        """The catalog image of a product on disk (relative paths are under the index folder), if present."""
+        """The catalog image of a product on disk, if present. An absolute path is used as stored; an admin-added
+        image (images/...) is under the index folder; any other relative path is under the catalog root:
+        RTD_CATALOG (settings.catalog), else the root `rtd index build` recorded in index.json, else (an index
+        from before roots were recorded) the index folder."""
         if not product.image_path:
             return None
         path = Path(product.image_path)
-        path = path if path.is_absolute() else self.settings.index / path
-        return path if path.is_file() else None
+        if ".." in path.parts:
+            return None  # never outside the folders above (index/build.py stores no such path)
+        if path.is_absolute():
+            file = path
+        elif path.parts[:1] == (IMAGES_DIR,) and (self.settings.index / path).is_file():
+            file = self.settings.index / path
+        else:
+            recorded = self.catalog.catalog_root if self.catalog is not None else None
+            file = (self.settings.catalog or (Path(recorded) if recorded else self.settings.index)) / path
+        return file if file.is_file() else None
 
     # ---- admin -------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from index.errors import ImageError, UserError
@@ -23,6 +24,33 @@ log = logging.getLogger(__name__)
 STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                 405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
                 422: "invalid_request", 429: "too_many_requests", 500: "internal_error", 503: "unavailable"}
+
+
+class ErrorBody(BaseModel):
+    """The body of every error the service answers."""
+
+    error: str  # a short machine-readable code, e.g. "too_many_pixels"
+    detail: str  # what went wrong and what to do, for a person
+
+
+# What each error status means on this API (the OpenAPI document declares them per route).
+ERROR_MEANINGS = {
+    400: "bad input: a corrupt or absurdly shaped image, an invalid product id, a second image part",
+    401: "missing or wrong X-API-Key",
+    403: "admin endpoints are disabled on this server (set RTD_ADMIN_KEY)",
+    404: "no such product, image or endpoint",
+    408: "the request body did not arrive in time",
+    409: "the index folder cannot be written",
+    413: "the upload is too large, or the image has too many pixels",
+    415: "the upload is not an image format we read",
+    422: "invalid form fields or query parameters (including an unknown category)",
+    503: "not ready yet, overloaded or past the request deadline: retry after Retry-After seconds",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI `responses` entries for these error statuses, all with the ErrorBody model."""
+    return {status: {"model": ErrorBody, "description": ERROR_MEANINGS[status]} for status in statuses}
 
 
 class ApiError(Exception):
@@ -54,6 +82,27 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods of every route whose path matches this request's (RFC 9110: the Allow of a 405)."""
+    from starlette.routing import Match
+
+    scope = dict(request.scope)
+    methods: set[str] = set()
+
+    def visit(routes: list) -> None:
+        for route in routes:
+            if route.matches(scope)[0] == Match.NONE:
+                continue
+            inner = getattr(route, "original_router", None)  # FastAPI's included routers wrap their routes
+            if inner is not None:
+                visit(inner.routes)
+            else:
+                methods.update(getattr(route, "methods", None) or ())
+
+    visit(request.app.routes)
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     """Register the JSON handlers for our errors and the framework's."""
 
@@ -78,10 +127,11 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":  # the router's own: say what was asked for
             detail = f"no such endpoint: {request.method} {request.url.path}"
-        elif exc.status_code == 405 and detail == "Method Not Allowed":
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and detail == "Method Not Allowed":
             detail = f"{request.method} is not allowed on {request.url.path}"
-        return error_response(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), detail,
-                              dict(exc.headers or {}))
+            headers["Allow"] = ", ".join(_allowed_methods(request))  # every route on this path, not just the first that matched
+        return error_response(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), detail, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

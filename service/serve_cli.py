@@ -8,10 +8,12 @@ is written once (service/settings.py); a flag not given leaves the RTD_* environ
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,12 +67,32 @@ def build_settings(args: argparse.Namespace) -> Settings:
         raise UserError(f"bad setting {where} (env RTD_{where.upper()}): {first['msg']}") from e
 
 
-def configure_logging(level: str) -> None:
-    """One format for every log line, with the request id (or "-") in it."""
+class JsonFormatter(logging.Formatter):
+    """RTD_LOG_FORMAT=json: one JSON object per line (time, level, logger, message, request_id[, exception])."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+               "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+               "request_id": getattr(record, "request_id", "-")}
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            doc["exception"] = record.exc_text
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str, log_format: str | None = None) -> None:
+    """One format for every log line, with the request id (or "-") in it: text (LOG_FORMAT) or JSON lines.
+    `log_format` is Settings.log_format; None reads RTD_LOG_FORMAT (what Settings would read), else text."""
     from service.middleware import install_request_id_logging
 
     install_request_id_logging()
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, force=True)
+    log_format = log_format or os.environ.get("RTD_LOG_FORMAT", "text").strip().lower() or "text"
+    if log_format not in ("text", "json"):
+        raise UserError(f"bad setting log_format (env RTD_LOG_FORMAT): {log_format!r} is not text or json")
+    handler = logging.StreamHandler()  # stderr, as basicConfig's
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 def serve(settings: Settings, host: str = HOST, port: int = PORT, log_level: str = LOG_LEVEL) -> None:
@@ -81,9 +103,12 @@ def serve(settings: Settings, host: str = HOST, port: int = PORT, log_level: str
     import uvicorn
 
     from service.app import create_app
+    from service.middleware import uvicorn_options
 
-    configure_logging(log_level)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False, log_level=log_level)
+    configure_logging(log_level, settings.log_format)
+    # Header / body / keep-alive timeouts and the connection limit (service/middleware.py, uvicorn_options).
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False, log_level=log_level,
+                **uvicorn_options(settings))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ service identically. Lists (providers, CORS origins) are comma-separated in the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -31,10 +31,20 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(default=1, ge=1)  # the Retry-After we answer with on 503
     max_upload_bytes: int = Field(default=10 * MIB, ge=1)  # one uploaded image
     max_pixels: int = Field(default=40_000_000, ge=1)  # decompression-bomb guard, checked before decoding
-    max_decodes: int = Field(default=2, ge=1)  # image decodes at once (each may hold a decoded upload in memory)
+    max_decodes: int = Field(default=4, ge=1)  # image decodes at once (each holds at most one decoded upload, <= ~170 MB)
     follow_interval_s: float = Field(default=1.0, ge=0)  # how often to pick up other replicas' writes; 0 = never
     compact_log_bytes: int = Field(default=64 * MIB, ge=1)  # fold the catalog's write log into new base files past this
-    admin_key: SecretStr | None = None  # X-API-Key for /admin/*; unset = admin disabled (503)
+    # Deadlines and HTTP limits (a slow or stuck client cannot hold resources indefinitely).
+    request_timeout_ms: float = Field(default=1_500.0, gt=0)  # /search or /generate past this (from the body in): 503
+    header_timeout_s: float = Field(default=10.0, gt=0)  # the request line and headers must arrive within this
+    body_timeout_s: float = Field(default=30.0, gt=0)  # the whole body must arrive within this (else 408)
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0)  # an idle keep-alive connection is closed after this
+    max_connections: int = Field(default=256, ge=1)  # open connections at once; past it: 503
+    drain_limit_bytes: int = Field(default=64 * MIB, ge=0)  # read and discard this much of a refused body (413)
+    # Ops.
+    catalog: Path | None = None  # the catalog images' root: index paths are relative to it (None: as stored)
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per log line
+    admin_key: SecretStr | None = None  # X-API-Key for /admin/*; unset = admin disabled (403)
     cors_origins: CommaList = Field(default_factory=list)  # browser origins allowed to call the API
     public_base_url: str = ""  # prefix for image links in results, e.g. https://shop.example/api; "" = relative
     demo_samples: Path | None = None  # a folder of street photos offered one click away on the demo page

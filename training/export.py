@@ -3,8 +3,12 @@
 Reads top to bottom in the order things happen (`export_run`): load the embedder (fails fast when the
 DenseNet-121 weights cannot be had), rebuild the generator from the run's checkpoint in eval() mode, take
 a batch of the run's real test photos through the shared preprocessing, export both graphs into a
-temporary folder, check onnxruntime against PyTorch there, write model.json, and only then rename the
-folder into place. A failed check raises UserError and leaves nothing behind.
+temporary folder inside OUT, check onnxruntime against PyTorch there, write model.json, and only then
+publish it (`publish_version`): rename it to the next version folder OUT/v-NNNNNN and replace the pointer
+OUT/model.json atomically (index/artifacts.py reads it). OUT itself is never renamed or replaced, so it can be
+a bind mount (docker-compose's `export` job); a reader sees the previous version or the new one, whole; the
+current version and the ones before it are kept up to KEEP_VERSIONS. A failed check raises UserError and
+leaves nothing behind (a crash leaves a `.tmp-PID` folder in OUT, removed by the next export).
 
 Two traps of pix2pix exports are closed here: the network is exported in eval() mode (dropout off, batch
 norm on its running statistics), and the check proves it, by comparing every image's output in a batch of
@@ -17,8 +21,11 @@ same contract (docs/architecture.md, "The artifact contract"); model.json record
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -31,7 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from index.artifacts import MODEL_JSON, POINTER_KEY, VERSION_DIR
 from index.errors import ImageError, UserError
+from index.files import fsync_path, write_atomic
 from index.images import preprocess
 from index.onnx import CPU, OnnxGenerator, sha256_file
 from models.embedders import Embedder, EmbedderInfo, at_level
@@ -49,6 +58,12 @@ OPSET = 18  # the embedder's opset too (training/export_embedder.py)
 # stays near 1e-6; a leaked dropout or batch statistic moves pixels by 1e-2 and more.
 MAX_PARITY_ABS_ERROR = 1e-3
 PARITY_IMAGES = 4  # real test photos in the parity batch (batch 4 vs batch 1)
+# Version folders kept in OUT: the current one and the ones before it, so that a reader that read the
+# pointer just before a new export was published still finds its files (it would take two more exports
+# during its load to break it).
+KEEP_VERSIONS = 3
+TMP_DIR = re.compile(r"^\.tmp-(\d+)$")  # OUT/.tmp-PID: an export being written (or a crashed one)
+FLAT_FILES = ("generator.onnx", "embedder.onnx")  # the flat layout's files, superseded by the first version
 
 
 @dataclass(frozen=True)
@@ -197,18 +212,74 @@ def export_generator(module: nn.Module, out_path: Path, size: int, sample: np.nd
 
 
 def _prepare_out(out: Path) -> None:
-    """Refuse to replace a folder that is not an artifacts folder (one with model.json) or empty."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "model.json").is_file())):
+    """Refuse to write into a folder that is not an artifacts folder (one with model.json) or empty."""
+    if out.exists() and (not out.is_dir() or (any(p for p in out.iterdir() if not TMP_DIR.match(p.name))
+                                               and not (out / MODEL_JSON).is_file())):
         raise UserError(f"--out {out} exists and is not an artifacts folder (no model.json); choose another")
 
 
-def _replace_folder(tmp: Path, out: Path) -> None:
-    """Move the finished temporary folder to `out`, replacing a previous export."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_tmp(out: Path) -> None:
+    """Temporary folders of exports that died (their process is gone)."""
+    for p in out.iterdir():
+        m = TMP_DIR.match(p.name)
+        if m and p.is_dir() and (int(m.group(1)) == os.getpid() or not _pid_alive(int(m.group(1)))):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def versions(out: Path) -> list[Path]:
+    """OUT's version folders, oldest first."""
+    found = [(int(m.group(1)), p) for p in Path(out).iterdir() if (m := VERSION_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.iterdir():
+        if p.is_file():
+            fsync_path(p)
+    fsync_path(folder)
+
+
+def publish_version(tmp: Path, out: Path, doc: dict, keep: int = KEEP_VERSIONS) -> Path:
+    """Make the finished folder `tmp` (inside OUT) the current version: rename it to OUT/v-NNNNNN, then
+    replace the pointer OUT/model.json atomically (the commit), then drop old versions past `keep`.
+    Nothing renames or replaces OUT itself. Returns the version folder."""
+    _fsync_tree(tmp)
+    existing = versions(out)
+    number = int(VERSION_DIR.match(existing[-1].name).group(1)) + 1 if existing else 1  # type: ignore[union-attr]
+    while True:  # another export may take a number at the same moment: the rename fails, take the next
+        version = out / f"v-{number:06d}"
+        try:
+            os.rename(tmp, version)  # onto an existing non-empty folder: ENOTEMPTY / EEXIST
+            break
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+            number += 1
+    fsync_path(out)
+    pointer = doc | {POINTER_KEY: version.name}  # a copy of the version's model.json: tools that only read it work
+    write_atomic(out / MODEL_JSON, (json.dumps(pointer, indent=1) + "\n").encode("utf-8"))
+    _prune(out, version, keep)
+    return version
+
+
+def _prune(out: Path, current: Path, keep: int) -> None:
+    """Old versions past `keep` (never the current one), and the flat layout's files it replaced."""
+    older = [p for p in versions(out) if p != current]
+    for p in older[:max(0, len(older) - (keep - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+    for name in FLAT_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
 
 
 def model_json(gen: RunGenerator, generator_onnx: Path, embedder_fragment: dict, metrics: dict) -> dict:
@@ -254,9 +325,10 @@ def export_run(cfg: ExportConfig, embedder: tuple[Embedder, EmbedderInfo] | None
     photos = gen.config if cfg.parity_data is None else replace(gen.config, data=str(cfg.parity_data), split=None)
     sample = parity_sample(photos)  # (4, 3, S, S) real test photos
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(out)
+    tmp = out / f".tmp-{os.getpid()}"  # inside OUT: the rename into place never leaves OUT's filesystem
     tmp.mkdir()
     try:
         metrics = export_generator(gen.module, tmp / "generator.onnx", size, sample)
@@ -266,13 +338,16 @@ def export_run(cfg: ExportConfig, embedder: tuple[Embedder, EmbedderInfo] | None
         fragment = export_embedder(net, info, tmp / "embedder.onnx", size, np.concatenate([sample, products]))
         metrics |= {"embedder_min_cosine_required": MIN_PARITY_COSINE, "parity_images": len(sample)}
         doc = model_json(gen, tmp / "generator.onnx", fragment, {"export_parity": metrics})
-        (tmp / "model.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-        _replace_folder(tmp, out)
+        (tmp / MODEL_JSON).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        version = publish_version(tmp, out, doc)
     except RuntimeError as e:  # export_embedder's parity failure, or the exporter itself
         raise UserError(f"export refused: {e}; nothing written") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"rtd export: {cfg.out} written in {time.perf_counter() - start:.1f} s "
+        if created:  # a failed first export leaves no empty OUT behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+    print(f"rtd export: {cfg.out} written in {time.perf_counter() - start:.1f} s as {version.name} "
           f"(max |onnx - torch| {metrics['generator_max_abs_error']:.2e})", file=sys.stderr)
     return doc
 

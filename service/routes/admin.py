@@ -1,7 +1,8 @@
 """Admin: add and remove catalog products, reload the catalog from disk; all behind X-API-Key.
 
-An acknowledged add is durable: the image is written atomically under INDEX/images/ and the catalog is
-saved (atomically, fsynced; `index.catalog`) before the 201 goes out, so a crash right after loses nothing.
+An acknowledged add is durable: the image is written atomically under INDEX/images/ and the product is
+appended to the catalog's write-ahead log (fsynced; `index.catalog.Catalog.write`) before the 201 goes out,
+so a crash right after loses nothing, and every replica serving the folder picks it up on its own.
 """
 
 from __future__ import annotations
@@ -17,19 +18,23 @@ from pydantic import BaseModel
 
 from index.catalog import ProductMeta
 from index.images import decode_image
-from service.errors import ApiError
+from service.errors import ApiError, error_responses
 from service.routes.deps import (
+    PRODUCT_ID_SCHEMA,
     DecodeLimiterDep,
     EngineDep,
+    ProductIdPath,
     SettingsDep,
     check_product_id,
     image_url,
     preprocess_upload,
     read_upload,
     require_admin,
+    strict_form,
 )
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)],
+                   responses=error_responses(401, 403, 503))
 
 # Formats browsers show, kept byte for byte; anything else (TIFF, BMP, ...) is stored as PNG.
 WEB_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
@@ -67,13 +72,16 @@ def _not_writable(e: OSError) -> ApiError:
     return ApiError(500, "index_write_failed", f"saving the catalog failed: {e.strerror or e}")
 
 
-@router.post("/products", status_code=201, response_model=Added, summary="Add (or replace) a catalog product")
+@router.post("/products", status_code=201, response_model=Added, summary="Add (or replace) a catalog product",
+             responses=error_responses(400, 409, 413, 415, 422),
+             dependencies=[Depends(strict_form("image", "product_id", "title", "category", typed=("product_id",)))])
 async def add_product(
     engine: EngineDep,
     settings: SettingsDep,
     decodes: DecodeLimiterDep,
     image: Annotated[UploadFile, File(description="the product image (catalog style: the garment on white)")],
-    product_id: Annotated[str, Form(description="1-64 of A-Z a-z 0-9 . _ -")],
+    product_id: Annotated[str, Form(description="1-64 of A-Z a-z 0-9 . _ - (not only dots)",
+                                    json_schema_extra=PRODUCT_ID_SCHEMA)],
     title: Annotated[str | None, Form(max_length=200)] = None,
     category: Annotated[str | None, Form(max_length=64)] = None,
 ) -> Added:
@@ -91,8 +99,9 @@ async def add_product(
     return Added(product_id=product_id, count=count, image_url=image_url(settings, product_id))
 
 
-@router.delete("/products/{product_id}", response_model=Removed, summary="Remove a catalog product")
-async def remove_product(product_id: str, engine: EngineDep) -> Removed:
+@router.delete("/products/{product_id}", response_model=Removed, summary="Remove a catalog product",
+               responses=error_responses(400, 404, 409))
+async def remove_product(product_id: ProductIdPath, engine: EngineDep) -> Removed:
     """Remove a product (404 when absent) and save the catalog before answering."""
     check_product_id(product_id)
     try:

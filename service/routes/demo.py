@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from index.files import is_image_file
 from index.lookbook import is_street_photo
-from service.errors import ApiError
+from service.errors import ApiError, error_responses
 from service.routes.deps import SettingsDep
 from service.settings import Settings
 
@@ -68,7 +68,8 @@ def samples(request: Request, settings: SettingsDep) -> Samples:
                             for name in _samples(request)])
 
 
-@router.get("/demo/samples/{name}", response_class=FileResponse, summary="One sample photo")
+@router.get("/demo/samples/{name}", response_class=FileResponse, summary="One sample photo",
+            responses={200: {"content": {"image/*": {}}, "description": "the sample photo"}, **error_responses(404)})
 def sample(name: str, request: Request) -> FileResponse:
     """A listed sample photo; 404 for any other name."""
     path = _samples(request).get(name)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import hmac
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import anyio
 import numpy as np
-from fastapi import Depends, Header, Request, UploadFile
+from fastapi import Depends, Path, Request, UploadFile
+from fastapi.security import APIKeyHeader
 
 from index.images import preprocess
 from service.engine import Engine, valid_product_id
@@ -46,19 +48,64 @@ EngineDep = Annotated[Engine, Depends(ready_engine)]
 CatalogDep = Annotated[Engine, Depends(catalog_engine)]
 
 
-def require_admin(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
-    """401 without the right X-API-Key; 503 when no key is configured (admin disabled)."""
+# The admin key as an OpenAPI security scheme (generated clients send it); checked by require_admin.
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="AdminKey",
+                       description="the server's RTD_ADMIN_KEY; admin endpoints only")
+
+
+def require_admin(settings: SettingsDep, x_api_key: Annotated[str | None, Depends(API_KEY)] = None) -> None:
+    """401 without the right X-API-Key; 403 when no key is configured (admin is off, not unavailable)."""
     if settings.admin_key is None or not settings.admin_key.get_secret_value():
-        raise ApiError(503, "admin_disabled", "admin endpoints are disabled: set RTD_ADMIN_KEY to enable them")
+        raise ApiError(403, "admin_disabled", "admin endpoints are disabled on this server: start it with "
+                       "RTD_ADMIN_KEY set (the key clients send as X-API-Key) to enable them")
     expected = settings.admin_key.get_secret_value().encode()
     # compare_digest: the time taken does not tell an attacker how much of the key was right.
     if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), expected):
         raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header", {"WWW-Authenticate": "X-API-Key"})
 
 
+def strict_form(*fields: str, typed: tuple[str, ...] = ()) -> Callable[[Request], Awaitable[None]]:
+    """A dependency for a multipart route that reads exactly `fields`: nothing is silently ignored.
+
+    Query parameters are a 422 (these routes read form fields only), an unknown form field is a 422 naming
+    it, a field sent twice is a 400 (which `image` would we search?), and an empty value of a `typed`
+    field (a number, a flag, an id) is a 422 (the framework would quietly read it as "not sent")."""
+    known = set(fields)
+
+    async def check(request: Request) -> None:
+        if request.query_params:
+            names = ", ".join(sorted(set(request.query_params.keys())))
+            raise ApiError(422, "invalid_request", f"{request.method} {request.url.path} reads no query parameters "
+                           f"(got {names}); send {', '.join(fields)} as multipart form fields")
+        form = await request.form()  # parsed once: FastAPI reuses it for the File and Form parameters
+        unknown = sorted(set(form.keys()) - known)
+        if unknown:
+            raise ApiError(422, "invalid_request", f"unknown form field(s) {', '.join(map(repr, unknown))}; "
+                           f"{request.url.path} reads {', '.join(fields)}")
+        for name in fields:
+            if len(form.getlist(name)) > 1:
+                raise ApiError(400, "bad_request", f"send exactly one `{name}` part; this request has "
+                               f"{len(form.getlist(name))}")
+        for name in typed:
+            if form.get(name) == "":
+                raise ApiError(422, "invalid_request", f"{name}: an empty value; send a value or leave the field out")
+
+    return check
+
+
 def image_url(settings: Settings, product_id: str) -> str:
     """Where a client fetches a product's image (absolute when public_base_url is set)."""
     return f"{settings.public_base_url}/products/{urllib.parse.quote(product_id, safe='')}/image"
+
+
+# The rule of valid_product_id as a JSON-schema pattern (1-64 of [A-Za-z0-9._-], not only dots), so the
+# OpenAPI document says what is accepted; the check itself stays ours (a 400 with the reason).
+PRODUCT_ID_PATTERN = r"^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*$"
+PRODUCT_ID_SCHEMA = {"pattern": PRODUCT_ID_PATTERN, "minLength": 1, "maxLength": 64}
+
+
+ProductIdPath = Annotated[str, Path(description="1-64 of A-Z a-z 0-9 . _ - (not only dots)",
+                                    json_schema_extra=PRODUCT_ID_SCHEMA)]
 
 
 def check_product_id(product_id: str) -> str:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.engine import Engine
-from service.errors import error_response
+from service.errors import error_response, error_responses
 from service.routes.deps import SettingsDep
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -20,8 +20,10 @@ def live() -> dict:
     return {"status": "alive"}
 
 
-@router.get("/ready", summary="Readiness: 200 once models and catalog are loaded and warm, else 503 + reason")
-@router.head("/ready", summary="Readiness: 200 once models and catalog are loaded and warm, else 503 + reason")
+@router.get("/ready", summary="Readiness: 200 once models and catalog are loaded and warm, else 503 + reason",
+            responses=error_responses(503))
+@router.head("/ready", summary="Readiness: 200 once models and catalog are loaded and warm, else 503 + reason",
+             responses=error_responses(503))
 def ready(request: Request, settings: SettingsDep) -> JSONResponse:
     """200 only after a warm-up inference went through; 503 with the reason before (or if loading failed)."""
     engine: Engine = request.app.state.engine

@@ -7,15 +7,19 @@ product image, not the street photo, is the query, because it lives in the catal
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from pydantic import BaseModel
 
 from index.images import to_png_bytes
-from service.errors import ApiError
+from service.batching import DeadlineExceeded, check_capacity, deadline_in, stage_deadline
+from service.errors import error_responses, unavailable
+from service.middleware import body_received_at
 from service.routes.deps import (
     DecodeLimiterDep,
     EngineDep,
@@ -23,25 +27,15 @@ from service.routes.deps import (
     image_url,
     preprocess_upload,
     read_upload,
+    strict_form,
 )
+from service.settings import Settings
 
 MAX_LISTED_CATEGORIES = 50
 
 
-async def one_image_no_query(request: Request) -> None:
-    """Nothing is silently ignored: query parameters are a 422 (the fields are form fields), and a second
-    `image` part is a 400 (which one would we search?)."""
-    if request.query_params:
-        names = ", ".join(sorted(set(request.query_params.keys())))
-        raise ApiError(422, "invalid_request", f"{request.method} {request.url.path} reads no query parameters "
-                       f"(got {names}); send k, category and include_generated as multipart form fields")
-    form = await request.form()  # parsed once: FastAPI reuses it for the File and Form parameters
-    if len(form.getlist("image")) > 1:
-        raise ApiError(400, "bad_request", "send exactly one `image` part; this request has "
-                       f"{len(form.getlist('image'))}")
-
-
-router = APIRouter(tags=["search"], dependencies=[Depends(one_image_no_query)])
+router = APIRouter(tags=["search"])
+SEARCH_FORM = strict_form("image", "k", "category", "include_generated", typed=("k", "include_generated"))
 
 ImageUpload = Annotated[UploadFile, File(description="a street photo (JPEG, PNG, WebP, GIF, ...)")]
 
@@ -59,24 +53,46 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
     timings_ms: dict[str, float]
     generated_png_base64: str | None = None
+    note: str | None = None  # why the results are empty when a filter matched nothing (e.g. unknown category)
 
 
 def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 3)
 
 
+@contextlib.contextmanager
+def _deadline(settings: Settings) -> Iterator[None]:
+    """RTD_REQUEST_TIMEOUT_MS for the stages inside (decode, models, catalog: service/batching.py), counted from
+    the moment the body was all in; a stage past it is not started: 503 deadline_exceeded + Retry-After."""
+    with deadline_in(settings.request_timeout_ms / 1000.0, body_received_at()):
+        try:
+            yield
+        except DeadlineExceeded as e:
+            raise unavailable("deadline_exceeded", f"the request passed its {settings.request_timeout_ms:g} ms "
+                              f"deadline before the {e.stage} stage (the server is busy); try again shortly",
+                              settings.retry_after_s) from None
+
+
+UPLOAD_ERRORS = error_responses(400, 408, 413, 415, 422, 503)
+
+
 @router.post("/generate", response_class=Response, summary="Generate the product image of a street photo",
-             responses={200: {"content": {"image/png": {}}, "description": "the generated product image"}})
+             responses={200: {"content": {"image/png": {}}, "description": "the generated product image"},
+                        **UPLOAD_ERRORS}, dependencies=[Depends(strict_form("image"))])
 async def generate(engine: EngineDep, settings: SettingsDep, decodes: DecodeLimiterDep, image: ImageUpload) -> Response:
     """Street photo -> the generated product image as PNG."""
     start = time.perf_counter()
-    photo = await preprocess_upload(await read_upload(image, settings), engine.size, settings, decodes)  # (3, S, S)
-    product = await engine.generate(photo)  # (3, S, S) in [-1, 1]
+    with _deadline(settings):
+        check_capacity("decode", decodes, settings.queue_size, engine.metrics)  # a bounded decode queue too
+        with stage_deadline("decode"):
+            photo = await preprocess_upload(await read_upload(image, settings), engine.size, settings, decodes)
+        product = await engine.generate(photo)  # (3, S, S) in [-1, 1]
     png = await anyio.to_thread.run_sync(to_png_bytes, product)
     return Response(png, media_type="image/png", headers={"X-Elapsed-Ms": str(_ms(start))})
 
 
-@router.post("/search", response_model=SearchResponse, summary="Find catalog products matching a street photo")
+@router.post("/search", response_model=SearchResponse, summary="Find catalog products matching a street photo",
+             responses=UPLOAD_ERRORS, dependencies=[Depends(SEARCH_FORM)])
 async def search(
     engine: EngineDep,
     settings: SettingsDep,
@@ -88,15 +104,21 @@ async def search(
 ) -> SearchResponse:
     """Street photo -> the pipeline (generator -> embedder -> catalog) -> top-K products by cosine."""
     start = time.perf_counter()
-    photo = await preprocess_upload(await read_upload(image, settings), engine.size, settings, decodes)  # (3, S, S)
-    preprocess_ms = _ms(start)
-    category = category or None
-    if category is not None and engine.catalog is not None and not engine.catalog.has_category(category):
-        known = list(engine.catalog.categories())
-        listed = ", ".join(known[:MAX_LISTED_CATEGORIES]) + (" ..." if len(known) > MAX_LISTED_CATEGORIES else "")
-        raise ApiError(422, "unknown_category", f"no product has category {category!r}; the catalog's "
-                       f"categories: {listed or '(none)'}")
-    found = await engine.query(photo, k, category)
+    with _deadline(settings):
+        check_capacity("decode", decodes, settings.queue_size, engine.metrics)  # a bounded decode queue too
+        with stage_deadline("decode"):
+            photo = await preprocess_upload(await read_upload(image, settings), engine.size, settings, decodes)
+        preprocess_ms = _ms(start)
+        category = category or None
+        if category is not None and engine.catalog is not None and not engine.catalog.has_category(category):
+            known = list(engine.catalog.categories())
+            listed = ", ".join(known[:MAX_LISTED_CATEGORIES]) + (" ..." if len(known) > MAX_LISTED_CATEGORIES else "")
+            # A schema-valid filter that matches nothing: an explicit empty result saying why (a 422 would
+            # tell the client its request was malformed; it is not, the catalog just has no such category).
+            return SearchResponse(results=[], timings_ms={"preprocess": preprocess_ms, "total": _ms(start)},
+                                  note=f"no product has category {category!r}; the catalog's categories: "
+                                       f"{listed or '(none)'} (GET /categories)")
+        found = await engine.query(photo, k, category)
     generated = None
     if include_generated and found.generated is not None:
         generated = base64.b64encode(await anyio.to_thread.run_sync(to_png_bytes, found.generated[0])).decode("ascii")

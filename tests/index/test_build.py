@@ -46,7 +46,9 @@ def test_build_from_lookbook_folder(artifacts: Path, lookbook: Path, tmp_path: P
     product = lookbook / "PID000003_CLEAN1_IID000012.jpg"
     hit = catalog.search(embed(artifacts, product), 3)[0][0]
     assert (hit.product_id, hit.category, hit.title) == ("000003", "shirt", "red striped shirt")
-    assert hit.score == pytest.approx(1.0, abs=1e-5) and hit.image_path == str(product.resolve())
+    # Stored relative to the catalog root, which index.json records (the service resolves it, RTD_CATALOG first).
+    assert hit.score == pytest.approx(1.0, abs=1e-5) and hit.image_path == product.name
+    assert manifest["catalog_root"] == str(lookbook.resolve()) == summary["catalog_root"]
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
@@ -65,7 +67,7 @@ def test_build_from_csv_and_from_plain_folder(artifacts: Path, lookbook: Path, t
         Image.open(src).save(shop / f"sku-{i}.png")
     (shop / "notes.txt").write_text("not an image")
     summary = build_index(artifacts, shop, tmp_path / "a")
-    assert summary["count"] == 4 and Catalog.open(tmp_path / "a").get("sku-2").image_path == str(shop / "sku-2.png")
+    assert summary["count"] == 4 and Catalog.open(tmp_path / "a").get("sku-2").image_path == "sku-2.png"
 
     (tmp_path / "catalog.csv").write_text(
         "id,image,title,category\n"
@@ -78,6 +80,15 @@ def test_build_from_csv_and_from_plain_folder(artifacts: Path, lookbook: Path, t
     assert any("listed again" in s for s in summary["skipped"]) and any("no such image" in s for s in summary["skipped"])
     catalog = Catalog.open(tmp_path / "b")
     assert catalog.get("A1").title == "Blue shirt" and catalog.get("A2").title == "dress"
+    # CSV paths are relative to the CSV's folder; one outside it stays absolute.
+    assert catalog.get("A1").image_path == "shop/sku-0.png" and catalog.catalog_root == str(tmp_path.resolve())
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.csv").write_text(f"id,image\nB1,../shop/sku-3.png\nB2,{shop / 'sku-1.png'}\n")
+    build_index(artifacts, tmp_path / "sub" / "c.csv", tmp_path / "c")
+    catalog = Catalog.open(tmp_path / "c")
+    assert catalog.catalog_root == str((tmp_path / "sub").resolve())
+    assert catalog.get("B1").image_path == str((shop / "sku-3.png").resolve())
+    assert catalog.get("B2").image_path == str((shop / "sku-1.png").resolve())
 
 
 def test_scan_errors(tmp_path: Path) -> None:
@@ -110,6 +121,19 @@ def test_artifacts_are_checked(lookbook: Path, tmp_path: Path) -> None:
         build_index(described, lookbook, tmp_path / "i5")
     with pytest.raises(UserError, match="kind"):
         build_index(bare, lookbook, tmp_path / "i6", kind="lsh")
+
+
+def test_versioned_artifacts_folder_is_followed(artifacts: Path, lookbook: Path, tmp_path: Path) -> None:
+    # `rtd export`'s layout: ARTIFACTS/v-NNNNNN/ holds the files, ARTIFACTS/model.json points at it.
+    out = tmp_path / "exported"
+    version = write_artifacts(out / "v-000002")
+    doc = json.loads((version / "model.json").read_text())
+    (out / "model.json").write_text(json.dumps(doc | {"current": "v-000002"}))
+    summary = build_index(out, lookbook, tmp_path / "index")
+    assert summary["embedder"]["sha256"] == sha256_file(version / "embedder.onnx") and summary["count"] == 10
+    (out / "model.json").write_text(json.dumps(doc | {"current": "v-000003"}))
+    with pytest.raises(UserError, match="points at v-000003"):
+        build_index(out, lookbook, tmp_path / "index")
 
 
 def test_rebuild_replaces_the_index_in_place(artifacts: Path, lookbook: Path, tmp_path: Path) -> None:

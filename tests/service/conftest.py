@@ -31,6 +31,7 @@ from PIL import Image
 
 from index.build import build_index
 from service.app import create_app
+from service.middleware import uvicorn_options
 from service.settings import Settings
 from tests.helpers import random_picture
 
@@ -203,7 +204,8 @@ def uvicorn_server(settings: Settings) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", access_log=False,
+                                          **uvicorn_options(settings)))  # the same HTTP limits as `rtd serve`
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

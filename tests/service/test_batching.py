@@ -1,4 +1,4 @@
-"""Micro-batching: the batcher alone, then concurrent requests through uvicorn, then a full queue (503)."""
+"""Micro-batching: the batcher alone, its deadlines, then concurrent requests through uvicorn, then a full queue (503)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 
 from index.onnx import OnnxGenerator, OnnxModel
-from service.batching import MicroBatcher, QueueFull
+from service.batching import (
+    DeadlineExceeded,
+    MicroBatcher,
+    QueueFull,
+    _Job,
+    check_capacity,
+    deadline_in,
+    stage_deadline,
+)
 from service.metrics import Metrics
 from tests.service.conftest import Tiny, settings_for, uvicorn_server
 
@@ -118,6 +126,109 @@ def test_batcher_refuses_when_the_queue_is_full_and_survives_errors() -> None:
     run_async(main())
 
 
+def test_batcher_refuses_an_item_already_past_its_deadline() -> None:
+    ran: list[int] = []
+
+    async def main() -> None:
+        batcher = MicroBatcher("m", lambda b: ran.append(len(b)) or b, max_batch=4, max_wait_ms=0, queue_size=4)
+        await batcher.start()
+        try:
+            with deadline_in(-1.0), pytest.raises(DeadlineExceeded, match="before the m stage"):
+                await batcher.submit(np.zeros(2, np.float32))
+            assert batcher._queue is not None and batcher._queue.empty()  # never queued
+            with deadline_in(5.0):
+                assert float((await batcher.submit(np.ones(2, np.float32)))[0]) == 1.0  # within it: served
+        finally:
+            await batcher.stop()
+
+    run_async(main())
+    assert ran == [1]
+
+
+def test_batcher_stops_waiting_at_the_deadline_and_never_runs_the_item() -> None:
+    gate = threading.Event()
+    ran: list[list[float]] = []
+
+    def gated(batch: np.ndarray) -> np.ndarray:
+        ran.append([float(x[0]) for x in batch])
+        if len(ran) == 1:
+            gate.wait(10)  # the first batch holds the model
+        return batch
+
+    async def main() -> float:
+        batcher = MicroBatcher("m", gated, max_batch=8, max_wait_ms=0, queue_size=8)
+        await batcher.start()
+        try:
+            first = asyncio.ensure_future(batcher.submit(np.zeros(1, np.float32)))  # no deadline
+            while not ran:
+                await asyncio.sleep(0.001)
+            start = time.perf_counter()
+            with deadline_in(0.1), pytest.raises(DeadlineExceeded):
+                await batcher.submit(np.full(1, 7.0, np.float32))  # queued behind the busy model
+            waited = time.perf_counter() - start
+            gate.set()
+            await first
+            await batcher.submit(np.full(1, 8.0, np.float32))
+            return waited
+        finally:
+            gate.set()
+            await batcher.stop()
+
+    waited = run_async(main())
+    assert 0.08 <= waited < 1.0  # answered at its deadline, not when the model was free again
+    assert ran == [[0.0], [8.0]]  # the expired item was dropped, never run
+
+
+def test_collector_drops_a_queued_item_past_its_deadline() -> None:
+    ran: list[int] = []
+
+    async def main() -> None:
+        batcher = MicroBatcher("m", lambda b: ran.append(len(b)) or b, max_batch=4, max_wait_ms=0, queue_size=4)
+        await batcher.start()
+        try:
+            # As if its waiter had not yet noticed: the collector must not run it.
+            job = _Job(np.zeros(1, np.float32), asyncio.get_running_loop().create_future(), time.monotonic() - 0.01)
+            assert batcher._queue is not None
+            batcher._queue.put_nowait(job)
+            with pytest.raises(DeadlineExceeded):
+                await asyncio.wait_for(job.future, 5)
+        finally:
+            await batcher.stop()
+
+    run_async(main())
+    assert ran == []
+
+
+def test_stage_deadline_and_bounded_limiter_queue() -> None:
+    async def main() -> None:
+        entered = []
+        with deadline_in(-1.0), pytest.raises(DeadlineExceeded, match="decode"):
+            with stage_deadline("decode"):
+                entered.append(1)  # past the deadline: never started
+        assert entered == []
+        start = time.perf_counter()
+        with deadline_in(0.05), pytest.raises(DeadlineExceeded, match="search"):
+            with stage_deadline("search"):
+                await asyncio.sleep(5)  # stops waiting at the deadline
+        assert time.perf_counter() - start < 1.0
+        with stage_deadline("any"):  # no deadline set: nothing to check
+            await asyncio.sleep(0)
+
+        metrics = Metrics()
+        limiter = anyio.CapacityLimiter(1)
+        await limiter.acquire()
+        check_capacity("decode", limiter, 1, metrics)  # nobody waits yet
+        waiter = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull, match="decode"):
+            check_capacity("decode", limiter, 1, metrics)
+        assert metrics.rejected.labels("decode")._value.get() == 1
+        waiter.cancel()
+        limiter.release()
+
+    run_async(main())
+
+
 def bucket(metrics: str, le: str, model: str) -> float:
     return float(re.search(rf'rtd_batch_size_bucket{{le="{le}",model="{model}"}} (\S+)', metrics).group(1))
 
@@ -173,4 +284,6 @@ def test_full_queue_is_503_with_retry_after(tiny: Tiny, monkeypatch: pytest.Monk
         if r.status_code == 503:
             assert r.headers["retry-after"] == "3"
             assert r.json()["error"] == "overloaded"
-    assert 'rtd_queue_rejected_total{model="generator"} 4.0' in metrics
+    # Refused by the generator's queue, or already by the bounded queue of decodes before it (queue_size too).
+    rejected = re.findall(r'rtd_queue_rejected_total{model="(\w+)"} (\S+)', metrics)
+    assert sum(float(n) for _, n in rejected) == 4 and {m for m, _ in rejected} <= {"generator", "decode"}

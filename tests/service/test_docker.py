@@ -32,10 +32,10 @@ def test_service_image_is_cuda_onnxruntime_gpu_without_torch() -> None:
     steps = instructions(SERVICE)
     assert steps[0][0] == "FROM" and re.match(r"nvidia/cuda:12[\d.]*-cudnn-runtime-ubuntu", steps[0][1])
     runs = " ".join(args for op, args in steps if op == "RUN")
-    assert "onnxruntime-gpu" in runs
     installs = " ".join(re.findall(r"pip install ([^&;]*)", runs))
-    assert "onnxruntime-gpu" in installs and not re.search(r"\btorch", installs), "no torch in the service image"
-    assert "pip install --no-deps ." in runs
+    assert 'pip install -c requirements/lock-gpu.txt ".[gpu]"' in runs  # onnxruntime-gpu, from pyproject.toml
+    assert not re.search(r"\btorch", installs), "no torch in the service image"
+    assert "pip install --no-deps --force-reinstall ." in runs
     # The build checks what the shipped CMD needs: `rtd serve` (service/cli.py imports no training/ module).
     assert "rtd serve --help" in runs and "assert 'torch' not in sys.modules" in runs
     copied = [args.split()[0] for op, args in steps if op == "COPY"]
@@ -47,19 +47,35 @@ def test_service_image_is_cuda_onnxruntime_gpu_without_torch() -> None:
     assert next(args for op, args in steps if op == "CMD").startswith('["rtd", "serve"')
 
 
-def test_service_image_installs_every_runtime_dependency() -> None:
+def test_images_install_the_project_and_its_lock_not_a_hand_written_list() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    needed = requirement_names(pyproject["project"]["dependencies"]) - {"onnxruntime"}
-    pip_line = next(args for op, args in instructions(SERVICE) if op == "RUN" and "onnxruntime-gpu" in args)
-    installed = requirement_names(re.findall(r'"([^"]+)"', pip_line))
-    assert needed <= installed, f"add to docker/service.Dockerfile: {sorted(needed - installed)}"
+    extras = pyproject["project"]["optional-dependencies"]
+    assert requirement_names(extras["gpu"]) == {"onnxruntime-gpu"} and requirement_names(extras["cpu"]) == {"onnxruntime"}
+    assert "onnxruntime" not in requirement_names(pyproject["project"]["dependencies"])  # from one extra only
+    for dockerfile, lock in ((SERVICE, "lock-gpu.txt"), (TRAIN, "lock-train.txt")):
+        steps = instructions(dockerfile)
+        runs = " ".join(args for op, args in steps if op == "RUN")
+        for args in re.findall(r"pip install ([^&;]*)", runs):
+            assert not re.search(r"[\w-]+[<>=~]=?\d", args), f"a hand-written requirement in `pip install {args}`"
+            assert args.startswith(f"-c requirements/{lock} ") or args.startswith("--no-deps"), args
+        assert any(op == "COPY" and args.split()[0] == f"requirements/{lock}" for op, args in steps)
+        assert f"!requirements/{lock}" in (ROOT / "docker" / f"{'service' if dockerfile is SERVICE else 'train'}"
+                                                                 f".Dockerfile.dockerignore").read_text()
+    # The lock pins an onnxruntime-gpu the extra allows (a CUDA 12 build, for the nvidia/cuda:12 base).
+    lock = (ROOT / "requirements" / "lock-gpu.txt").read_text()
+    assert re.search(r"^onnxruntime-gpu==1\.(19|2[0-6])\.", lock, re.MULTILINE)
+    assert not re.search(r"^onnxruntime==", lock, re.MULTILINE)
 
 
 def test_train_image_has_pytorch_and_the_train_extra() -> None:
     steps = instructions(TRAIN)
     assert steps[0][0] == "FROM" and steps[0][1].startswith("pytorch/pytorch:") and "cuda" in steps[0][1]
+    torch_version = tuple(int(x) for x in steps[0][1].split(":")[1].split("-")[0].split(".")[:2])
+    assert torch_version >= (2, 6), "training/export.py needs torch.onnx.export(optimize=...), PyTorch 2.6+"
     runs = " ".join(args for op, args in steps if op == "RUN")
-    assert 'pip install ".[train]"' in runs
+    assert 'pip install -c requirements/lock-train.txt ".[cpu,train]"' in runs
+    lock = (ROOT / "requirements" / "lock-train.txt").read_text()
+    assert not re.search(r"^(torch|torchvision|sympy|numpy)==", lock, re.MULTILINE), "the base image's PyTorch stack"
     copied = {args.split()[0].rstrip("/") for op, args in steps if op == "COPY"}
     assert {"training", "models", "index", "service"} <= copied
     assert all((ROOT / src).exists() for src in copied if src not in ("pyproject.toml", "README.md"))
@@ -79,6 +95,10 @@ def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
     assert "profiles" not in api and jobs.count("profiles:\n    - jobs") == 2  # the jobs run only when asked for
     assert re.search(r"devices:\s+- capabilities:\s+- gpu\s+count: 1\s+driver: nvidia", api)
     assert re.search(r"/artifacts:/artifacts:ro", api) and re.search(r"/index:/index:ro", api)
+    # The index's image paths are relative to the catalog root: the api mounts the catalog and names the root.
+    assert re.search(r"/catalog:/catalog:ro", api) and re.search(r"RTD_CATALOG: /catalog\n", api)
+    # The export job writes into the mounted /artifacts (a version folder + the pointer), photos from /data.
+    assert re.search(r"- --out\s+- /artifacts\s+- --parity-data\s+- /data", jobs)
     assert "/health/ready" in api and "restart: unless-stopped" in api
     assert "dockerfile: docker/service.Dockerfile" in api
     assert "dockerfile: docker/train.Dockerfile" in config

@@ -6,9 +6,11 @@ own build checks) with the venv first on PATH, then the image's CMD (`rtd serve 
 over tiny artifacts and index mounted through RTD_ARTIFACTS / RTD_INDEX, and its HEALTHCHECK command, which
 must succeed once the service is ready. In that venv torch is not importable and `rtd train` answers with the
 one-line extra hint. Differences from a real build, each on purpose:
-  - `onnxruntime` is installed for `onnxruntime-gpu`: there is no GPU here and the gpu wheel is huge; both
-    install the same `onnxruntime` module and the service falls back to the CPU provider.
-  - the base image's apt-get, venv creation and useradd steps are not run (the host's python makes the venv).
+  - the project's `cpu` extra (onnxruntime) is installed for its `gpu` extra (onnxruntime-gpu): there is no GPU
+    here and the gpu wheel is huge; both install the same `onnxruntime` module and the service falls back to
+    the CPU provider. The lock (requirements/lock-gpu.txt) still pins everything else.
+  - the base image's apt-get, venv creation and useradd steps are not run (the host's python makes the venv:
+    CPython 3.11, as the image's).
   - PIP_NO_CACHE_DIR is not applied (it only saves image space); PIP_FIND_LINKS is unset as the Makefile does
     (this machine's pip config points find-links at a local CPU torch wheel).
   - the host is 127.0.0.1 and the port a free one, both in CMD and in HEALTHCHECK.
@@ -35,7 +37,8 @@ from tests.service.test_docker import instructions
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "service.Dockerfile"
-NOT_RUN = ("apt-get ", "useradd ", "python3 -m venv ")  # the base system's steps, not the service's
+NOT_RUN = ("apt-get ", "useradd ", "python3.11 -m venv ")  # the base system's steps, not the service's
+GPU_EXTRA, CPU_EXTRA = '".[gpu]"', '".[cpu]"'
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +73,7 @@ def build(tmp: Path) -> tuple[Path, Path, dict[str, str], list[tuple[str, str]]]
                             "tqdm>=4.66"], env=env, capture_output=True, text=True, timeout=300)
     if probe.returncode != 0:
         pytest.skip(f"no package index reachable for pip (PyPI or a configured mirror): {probe.stderr.strip()[-300:]}")
-    workdir, dockerfile_env = Path("/"), {}
+    workdir, dockerfile_env, swapped = Path("/"), {}, 0
     for op, args in steps:
         if op == "ENV":
             dockerfile_env |= _dockerfile_env(args)
@@ -93,10 +96,13 @@ def build(tmp: Path) -> tuple[Path, Path, dict[str, str], list[tuple[str, str]]]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(src, target)
         elif op == "RUN" and not args.startswith(NOT_RUN):
-            # onnxruntime-gpu: no GPU here, and a huge wheel; the CPU build installs the same module.
-            command = args.replace("onnxruntime-gpu", "onnxruntime")
+            # The `cpu` extra for the `gpu` one: no GPU here, and onnxruntime-gpu is a huge wheel; the CPU
+            # build installs the same `onnxruntime` module (the service then runs on the CPU provider).
+            command = args.replace(GPU_EXTRA, CPU_EXTRA)
+            swapped += command != args
             result = _sh(command, app if app.is_dir() else tmp, _env(venv, dockerfile_env))
             assert result.returncode == 0, f"RUN {command}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    assert swapped == 1, f"expected one `pip install ... {GPU_EXTRA}` step in {DOCKERFILE.name}"
     return app, venv, _env(venv, dockerfile_env), steps
 
 
@@ -105,6 +111,14 @@ def test_the_service_image_serves_and_reports_healthy(tmp_path: Path) -> None:
     app, venv, env, steps = build(tmp_path)
     built_s = time.perf_counter() - start
     assert not (app / "training").exists() and not (app / "models").exists()
+    # Every installed package that the lock names is at the lock's version (pip installed with `-c` it).
+    lock = dict(line.split("==") for line in (ROOT / "requirements" / "lock-gpu.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    listed = subprocess.run([str(venv / "bin" / "pip"), "list", "--format=json"], env=env, capture_output=True,
+                            text=True, timeout=120, check=True)
+    installed = {re.sub(r"[-_.]+", "-", p["name"]).lower(): p["version"] for p in json.loads(listed.stdout)}
+    drift = {name: (installed[name], pin) for name, pin in lock.items() if name in installed and installed[name] != pin}
+    assert not drift and "fastapi" in installed and "onnxruntime" in installed, drift
     for missing in ("torch", "training", "models"):
         result = subprocess.run([str(venv / "bin" / "python"), "-c", f"import {missing}"], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=60)

@@ -13,6 +13,13 @@ from tests.helpers import make_lookbook
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> None:
+    """One thread in every test, whatever an earlier test left (training/demo.py sets all cores): a short
+    GAN run's outcome depends on the summation order, so a test must not see another test's setting."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_lookbook(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 products x 2 photos at 32 px in the LookBook layout (16 training items); read-only for tests."""

@@ -9,7 +9,9 @@ real EfficientNet-Lite0 weights and is then used, in a subprocess where torch ca
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,15 +23,24 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from index.artifacts import read_artifacts, read_model_json
 from index.errors import UserError
 from index.onnx import CPU, OnnxEmbedder, OnnxGenerator, sha256_file
 from models.embedders import Embedder, EmbedderInfo
 from models.pyramid import pyramid_down
 from service import cli
 from tests.helpers import make_lookbook
+from training import export as export_module
 from training import export_cli
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.export import MAX_PARITY_ABS_ERROR, ExportConfig, export_generator, export_run, load_generator
+from training.export import (
+    KEEP_VERSIONS,
+    MAX_PARITY_ABS_ERROR,
+    ExportConfig,
+    export_generator,
+    export_run,
+    load_generator,
+)
 from training.split import SplitConfig, make_split
 from training.train import TrainConfig, train
 
@@ -66,22 +77,26 @@ def test_each_architecture_exports_with_parity(runs: dict[str, Path], tmp_path: 
                                                native: int) -> None:
     out = tmp_path / "artifacts"
     doc = export_run(ExportConfig(run=runs[model], out=out), embedder=tiny_embedder(size))
+    version = out / "v-000001"  # the versioned layout: OUT/model.json points at it (index/artifacts.py)
+    assert read_artifacts(out).folder == version and read_model_json(out) == doc
     g = doc["generator"]
     assert (g["architecture"], g["resolution"], g["native_size"]) == (model, size, native)
     assert g["upsampling"] == (None if native == size else "bilinear")
-    assert g["training_steps"] > 0 and g["onnx_sha256"] == sha256_file(out / "generator.onnx")
-    assert doc["embedder"]["onnx_sha256"] == sha256_file(out / "embedder.onnx")
+    assert g["training_steps"] > 0 and g["onnx_sha256"] == sha256_file(version / "generator.onnx")
+    assert doc["embedder"]["onnx_sha256"] == sha256_file(version / "embedder.onnx")
     assert doc["preprocessing"] == {"size": size, "letterbox": "white", "range": [-1.0, 1.0],
                                     "function": "index.images.preprocess"}
     parity = doc["metrics"]["export_parity"]
     assert parity["generator_max_abs_error"] < MAX_PARITY_ABS_ERROR
     assert parity["generator_batch_max_abs_error"] < MAX_PARITY_ABS_ERROR
-    assert json.loads((out / "model.json").read_text()) == doc
-    session = OnnxGenerator(out / "generator.onnx", providers=[CPU])
+    assert json.loads((version / "model.json").read_text()) == doc
+    assert json.loads((out / "model.json").read_text()) == doc | {"current": "v-000001"}  # the pointer: a copy
+    session = OnnxGenerator(version / "generator.onnx", providers=[CPU])
     photos = np.random.default_rng(0).uniform(-1, 1, (3, 3, size, size)).astype(np.float32)
     product = session(photos)  # dynamic batch: 3 was never seen at export time
     assert product.shape == (3, 3, size, size) and np.abs(product).max() <= 1.0
     assert [p.name for p in tmp_path.iterdir()] == ["artifacts"]  # no temporary folder left behind
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "v-000001"]
 
 
 def test_intermediate_stage_is_upsampled_from_its_own_checkpoint(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -128,7 +143,7 @@ def test_embed_level_goes_into_the_onnx_graph_and_model_json(runs: dict[str, Pat
     images = np.random.default_rng(2).uniform(-1, 1, (3, 3, 32, 32)).astype(np.float32)
     with torch.no_grad():
         expected = net(pyramid_down(torch.from_numpy(images))).numpy()  # level 0 on the 16 px level
-    got = OnnxEmbedder(tmp_path / "a" / "embedder.onnx", providers=[CPU])(images)
+    got = OnnxEmbedder(read_artifacts(tmp_path / "a").folder / "embedder.onnx", providers=[CPU])(images)
     assert np.abs(got - expected).max() < 1e-4
     plain = export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "b"), embedder=(net, info))
     assert plain["embedder"]["level"] == 0 and plain["embedder"]["onnx_sha256"] != doc["embedder"]["onnx_sha256"]
@@ -179,6 +194,105 @@ def test_refuses_to_replace_a_folder_that_is_not_artifacts(runs: dict[str, Path]
     with pytest.raises(UserError, match="not a run folder"):
         export_run(ExportConfig(run=tmp_path, out=tmp_path / "a"), embedder=tiny_embedder(32))
     assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+
+
+def _refuse_to_move(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OUT behaves like a bind mount: renaming or replacing it is EBUSY (what docker's export job hit)."""
+    for name in ("rename", "replace"):
+        real = getattr(os, name)
+
+        def guarded(src: object, dst: object, *args: object, _real=real, **kwargs: object) -> None:
+            if out.resolve() in (Path(str(src)).resolve(), Path(str(dst)).resolve()):
+                raise OSError(errno.EBUSY, "Device or resource busy", str(src))
+            _real(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, name, guarded)
+
+
+def test_exports_into_a_mounted_folder_publish_whole_versions(runs: dict[str, Path], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "mnt"
+    out.mkdir()
+    inode = out.stat().st_ino
+    _refuse_to_move(out, monkeypatch)
+    first = export_run(ExportConfig(run=runs["rtdgan"], out=out), embedder=tiny_embedder(32))
+    assert read_artifacts(out).folder == out / "v-000001"
+
+    # A reader during the next export, at two moments: while its files are written, and just before the
+    # pointer is replaced (the new folder already renamed into place): both times the whole first version.
+    seen: list[Path] = []
+    real_embedder, real_write = export_module.export_embedder, export_module.write_atomic
+
+    def look() -> None:
+        art = read_artifacts(out)  # checks both files' sha256 against that version's model.json
+        assert art.model == first
+        seen.append(art.folder)
+
+    def embedder_then_look(*args: object, **kwargs: object) -> dict:
+        fragment = real_embedder(*args, **kwargs)
+        look()
+        return fragment
+
+    def look_then_write(path: Path, data: bytes) -> None:
+        look()
+        real_write(path, data)
+
+    monkeypatch.setattr(export_module, "export_embedder", embedder_then_look)
+    monkeypatch.setattr(export_module, "write_atomic", look_then_write)
+    second = export_run(ExportConfig(run=runs["rtdgan"], out=out, embed_level=1), embedder=tiny_embedder(32))
+    assert seen == [out / "v-000001", out / "v-000001"]
+    art = read_artifacts(out)
+    assert art.folder == out / "v-000002" and art.model == second != first
+    assert out.stat().st_ino == inode  # the same folder: nothing renamed or replaced it
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "v-000001", "v-000002"]  # the previous kept
+
+
+def test_a_crash_mid_export_leaves_the_previous_version_readable(runs: dict[str, Path], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "artifacts"
+    first = export_run(ExportConfig(run=runs["rtdgan"], out=out), embedder=tiny_embedder(32))
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # While the files are written: the temporary folder goes, nothing else changes.
+    monkeypatch.setattr(export_module, "export_embedder", crash)
+    with pytest.raises(OSError, match="No space"):
+        export_run(ExportConfig(run=runs["rtdgan"], out=out), embedder=tiny_embedder(32))
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "v-000001"]
+    monkeypatch.undo()
+    # After the new folder is renamed into place, before the pointer is replaced: readers still get v-000001.
+    monkeypatch.setattr(export_module, "write_atomic", crash)
+    with pytest.raises(OSError, match="No space"):
+        export_run(ExportConfig(run=runs["rtdgan"], out=out), embedder=tiny_embedder(32))
+    monkeypatch.undo()
+    art = read_artifacts(out)
+    assert art.folder == out / "v-000001" and art.model == first
+    # A process killed outright leaves OUT/.tmp-PID: the next export removes it (its process is gone).
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (out / f".tmp-{gone.pid}").mkdir()
+    (out / f".tmp-{gone.pid}" / "generator.onnx").write_bytes(b"half")
+    export_run(ExportConfig(run=runs["rtdgan"], out=out), embedder=tiny_embedder(32))
+    assert read_artifacts(out).folder == out / "v-000003"
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "v-000001", "v-000002", "v-000003"]
+
+
+def test_publish_keeps_a_bounded_number_of_versions_and_replaces_the_flat_layout(tmp_path: Path) -> None:
+    out = tmp_path / "artifacts"
+    out.mkdir()
+    for name in ("generator.onnx", "embedder.onnx", "model.json", "head.json"):  # an export of the old layout
+        (out / name).write_text(name)
+    for n in range(1, KEEP_VERSIONS + 3):
+        tmp = out / f".tmp-{n}"
+        tmp.mkdir()
+        (tmp / "model.json").write_text(json.dumps({"n": n}))
+        version = export_module.publish_version(tmp, out, {"n": n})
+        assert version == out / f"v-{n:06d}" and read_model_json(out) == {"n": n}
+        assert len(export_module.versions(out)) == min(n, KEEP_VERSIONS)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["head.json", "model.json"] + [f"v-{n:06d}" for n in range(3, KEEP_VERSIONS + 3)]
+    assert json.loads((out / "model.json").read_text()) == {"n": KEEP_VERSIONS + 2, "current": "v-000005"}
 
 
 # Runs with torch made unimportable: the artifacts alone must serve index build, search and eval.
