@@ -6,10 +6,12 @@ No torch anywhere on this path: evaluation runs the exported ONNX files with onn
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from index.configs import print_config
 from index.errors import UserError
 
 
@@ -23,19 +25,29 @@ def _ks(text: str) -> tuple[int, ...]:
     return tuple(ks)
 
 
+def _default(name: str) -> object:
+    """EvalConfig's default for a field: each default is written once, in the dataclass."""
+    from training.evaluate import EvalConfig
+
+    return next(f.default for f in dataclasses.fields(EvalConfig) if f.name == name)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the `rtd eval` flags, and the `compare` subcommand, to `parser`."""
+    """Add the `rtd eval` flags (EvalConfig's fields and defaults), and the `compare` subcommand, to `parser`."""
     p = parser
     p.add_argument("--artifacts", type=Path, help="folder from `rtd export` (generator.onnx, embedder.onnx, model.json)")
     p.add_argument("--data", type=Path, help="data folder the split was made from")
     p.add_argument("--split", type=Path, help="split file from `rtd data split`; its test part is evaluated")
     p.add_argument("--out", type=Path, help="report folder (report.json, report.md, recall.png, samples.png, queries.csv)")
-    p.add_argument("--k", type=_ks, default=(1, 5, 10, 20, 60, 100), help="Recall@K cut-offs, e.g. 1,5,10,20,60,100")
-    p.add_argument("--query", choices=("generated", "photo", "both"), default="both",
-                   help="generated: the paper's method; photo: the no-generation baseline; both (default)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N query photos only")
-    p.add_argument("--batch-size", type=int, default=32, help="images per onnxruntime call")
-    p.add_argument("--samples", type=int, default=8, help="rows of the sample grid (samples.png)")
+    ks = _default("ks")
+    p.add_argument("--k", type=_ks, default=ks, help=f"Recall@K cut-offs (default: {','.join(map(str, ks))})")
+    p.add_argument("--query", choices=("generated", "photo", "both"), default=_default("query"),
+                   help="generated: the paper's method; photo: the no-generation baseline (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=_default("limit"), help="evaluate the first N query photos only")
+    p.add_argument("--batch-size", type=int, default=_default("batch_size"),
+                   help="images per onnxruntime call (default: %(default)s)")
+    p.add_argument("--samples", type=int, default=_default("samples"),
+                   help="rows of the sample grid, samples.png (default: %(default)s)")
     sub = p.add_subparsers(dest="eval_command", parser_class=type(p))
     c = sub.add_parser("compare", help="merge several report.json files into one table and one plot")
     c.add_argument("reports", type=Path, nargs="+", help="report.json files (or their folders)")
@@ -58,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"missing {', '.join(missing)} (or use `rtd eval compare REPORT... --out DIR`)")
     cfg = EvalConfig(artifacts=args.artifacts, data=args.data, split=args.split, out=args.out, ks=tuple(args.k),
                      query=args.query, limit=args.limit, batch_size=args.batch_size, samples=args.samples)
-    print(f"rtd eval: config {json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in cfg.__dict__.items()})}",
-          file=sys.stderr)
+    print_config("eval", cfg)
     report = evaluate(cfg)
     print((Path(cfg.out) / "report.md").read_text(encoding="utf-8"))
     print(json.dumps({"out": str(cfg.out), "queries": report["test_set"]["queries"],

@@ -23,12 +23,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from index.catalog import Catalog, ProductMeta
+from index.configs import opt
 from index.errors import ImageError, UserError
 from index.images import preprocess, to_image
 from index.pipeline import QUERY_KINDS, Pipeline
@@ -49,15 +51,16 @@ PHOTO_COLOUR, CHANCE_COLOUR = (127, 127, 127), (200, 200, 200)
 class EvalConfig:
     """`rtd eval`: which artifacts, which test split, where to write, which K and queries."""
 
-    artifacts: Path
-    data: Path  # the data folder the split was made from
-    split: Path  # split file; its test part is evaluated
-    out: Path  # report folder
-    ks: tuple[int, ...] = (1, 5, 10, 20, 60, 100)
-    query: str = "both"  # generated | photo | both
-    limit: int | None = None  # evaluate the first n queries only (spread over products)
-    batch_size: int = 32
-    samples: int = 8  # rows of the sample grid
+    artifacts: Path = opt(help="folder from `rtd export` (generator.onnx, embedder.onnx, model.json)")
+    data: Path = opt(help="data folder the split was made from")
+    split: Path = opt(help="split file from `rtd data split`; its test part is evaluated")
+    out: Path = opt(help="report folder (report.json, report.md, recall.png, samples.png, queries.csv)")
+    ks: tuple[int, ...] = opt((1, 5, 10, 20, 60, 100), "Recall@K cut-offs, e.g. 1,5,10,20,60,100", flag="--k")
+    query: Literal["generated", "photo", "both"] = opt(
+        "both", "generated: the paper's method; photo: the no-generation baseline; both")
+    limit: int | None = opt(None, "evaluate the first N query photos only (spread over products)")
+    batch_size: int = opt(32, "images per onnxruntime call")
+    samples: int = opt(8, "rows of the sample grid (samples.png)")
 
 
 def validate(cfg: EvalConfig) -> None:
