@@ -73,8 +73,9 @@ def run(n: int, dim: int, kind: str, writes: int, seed: int = 0) -> dict:
         built.save(folder)
         build_s = time.perf_counter() - t
         del built
-        catalog = Catalog.open(folder)
         queries = vectors[rng.integers(0, n, 200)]
+        vectors = vectors[n:].copy()  # only the writes' vectors from here on (memory: 1M x 1280 is 5 GB)
+        catalog = Catalog.open(folder)
         idle = with_searches(catalog, queries, None, seconds=5.0)
         add_ms: list[float] = []
         delete_ms: list[float] = []
@@ -83,7 +84,7 @@ def run(n: int, dim: int, kind: str, writes: int, seed: int = 0) -> dict:
             for i in range(writes):
                 time.sleep(0.02)  # writes arrive one by one between searches, as admin adds do
                 t0 = time.perf_counter()
-                catalog.write([ProductMeta(f"new{i}", category="c0")], vectors[n + i:n + i + 1])
+                catalog.write([ProductMeta(f"new{i}", category="c0")], vectors[i:i + 1])
                 add_ms.append((time.perf_counter() - t0) * 1000)
                 t0 = time.perf_counter()
                 catalog.write(removed=[f"p{i}"])

@@ -1,0 +1,614 @@
+"""`rtd fit-head` (issue #13): a learned retrieval head on top of the frozen embedder, trained and exported.
+
+Reads top to bottom in the order things happen (`fit_head`):
+
+1. **Features.** Every training product's image, and every street photo and its generated image, go
+   through the artifacts' own ONNX graphs (`index.pipeline.Pipeline`: the shared preprocessing,
+   generator.onnx, embedder.onnx), so the head learns on exactly the features the service computes. They
+   are cached in one .npz whose name and stored key are the sha256 of (format, generator sha256, embedder
+   sha256, size, every image file's path, size and mtime): a rerun on the same artifacts and data skips
+   this step; another generator, embedder, split or an edited image makes a new cache file.
+2. **Validation.** A seeded `--val-fraction` of the training products (with their photos) is held out.
+   Each setting of the small grid (temperature x width x hidden) is trained on the rest and scored on the
+   held-out products at each of `--epochs` (gallery: the held-out products; queries: their photos); the
+   setting and epoch count with the best validation Recall@10 (then Recall@1) win. Test data is never read.
+3. **Training.** Symmetric InfoNCE: each query against the *whole* training catalog (all products are
+   negatives at every step: a few thousand products fit), and each product of the batch against the
+   batch's queries (a product may own several: the mass on all of them counts). AdamW, constant rate.
+   With `--refit` (default) the chosen setting is trained again on all training products.
+4. **Export.** `head_query.onnx` (`features` (B, F) -> `embedding` (B, E)) and `head_catalog.onnx`
+   (`features` (B, D) -> `embedding` (B, E)), each checked against PyTorch with onnxruntime (max abs error,
+   per-row cosine, batch vs one by one), then `head.json`, all written atomically into the artifacts
+   folder, head.json last. `read_head` refuses a head whose generator (when its query uses the generated
+   image) or embedder is not the artifacts' one.
+
+The query features for mode "fused" are [generated ‖ photo] (2D numbers), in the order head.json's
+`query.inputs` lists; "generated" and "photo" take one of them (D numbers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from index.artifacts import Artifacts, read_artifacts
+from index.configs import opt, to_json_dict
+from index.errors import ImageError, UserError
+from index.files import write_atomic
+from index.images import preprocess
+from index.onnx import CPU, make_session, sha256_file
+from models.head import HeadConfig, RetrievalHead
+from training.data import ProductRecord, load_split
+from training.metrics import recall_at_k, true_ranks
+
+FEATURES_FORMAT = 1
+HEAD_FORMAT = 1
+HEAD_JSON, QUERY_ONNX, CATALOG_ONNX = "head.json", "head_query.onnx", "head_catalog.onnx"
+OPSET = 18  # as the generator's and the embedder's graphs
+KS = (1, 5, 10)
+# onnxruntime vs PyTorch, per number of a unit vector: float32 reordering stays near 1e-7.
+MAX_PARITY_ABS_ERROR = 1e-4
+MIN_PARITY_COSINE = 0.9999  # per row, as training/export_embedder.py
+DECODE_THREADS = 4  # PIL decodes with the GIL released
+
+Mode = Literal["fused", "generated", "photo"]
+
+
+@dataclass(frozen=True)
+class FitHeadConfig:
+    """`rtd fit-head`: which artifacts and training data, which query, the validation grid."""
+
+    artifacts: Path = opt(help="artifacts folder from `rtd export`; head_query.onnx, head_catalog.onnx and "
+                          "head.json are written into it")
+    data: Path = opt(help="data folder the split was made from")
+    split: Path = opt(help="split file from `rtd data split`: the head trains on its train part only")
+    mode: Mode = opt("fused", "query side input: fused = [generated image | photo] features, or one of them")
+    seed: int = opt(0, "seed of the validation split, the initialisation and the batch order")
+    val_fraction: float = opt(0.15, "share of the training products held out to choose the settings")
+    temperatures: tuple[float, ...] = opt((0.05, 0.1), "InfoNCE temperatures to try")
+    widths: tuple[int, ...] = opt((256,), "shared-space dims E to try")
+    hidden: tuple[int, ...] = opt((0,), "hidden widths to try: 0 = one Linear per side, H > 0 = Linear-GELU-Linear")
+    epochs: tuple[int, ...] = opt((3, 6, 10), "epoch counts to score on validation (one run to the largest)")
+    lr: float = opt(1e-3, "AdamW learning rate")
+    weight_decay: float = opt(0.0, "AdamW (decoupled) weight decay")
+    dropout: float = opt(0.0, "dropout on the input features while training")
+    batch_size: int = opt(512, "query photos per step (negatives: the whole training catalog)")
+    refit: bool = opt(True, "after choosing, train the chosen setting again on all training products")
+    cache: Path | None = opt(None, "folder of the feature cache (default: head-cache/ beside the split file)")
+    embed_batch: int = opt(64, "images per onnxruntime call while extracting features")
+    threads: int | None = opt(None, "CPU threads for onnxruntime and torch (default: theirs)")
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("fused", "generated", "photo"):
+            raise UserError(f"--mode must be fused, generated or photo, got {self.mode!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise UserError(f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
+        for name, values, low in (("temperatures", self.temperatures, 0.0), ("widths", self.widths, 0),
+                                  ("epochs", self.epochs, 0)):
+            if not values or min(values) <= low:
+                raise UserError(f"--{name} needs positive values, got {','.join(map(str, values)) or 'none'}")
+        if not self.hidden or min(self.hidden) < 0:
+            raise UserError(f"--hidden needs values >= 0, got {','.join(map(str, self.hidden)) or 'none'}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.batch_size < 1 or self.embed_batch < 1:
+            raise UserError("--lr must be > 0, --weight-decay >= 0, --batch-size and --embed-batch >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {self.threads}")
+
+
+def say(text: str) -> None:
+    print(f"rtd fit-head: {text}", file=sys.stderr, flush=True)
+
+
+# ---- 1. features through the artifacts' own graphs, cached --------------------------------------------
+
+@dataclass(frozen=True)
+class Features:
+    """Embedder features of a set of products and their photos (rows are unit vectors, float32)."""
+
+    product_ids: np.ndarray  # (P,) str
+    products: np.ndarray  # (P, D): the product (catalog) images
+    owner: np.ndarray  # (Q,) int64: the row of `products` each photo belongs to
+    photos: np.ndarray  # (Q, D): the street photos
+    generated: np.ndarray  # (Q, D): the generator's images of those photos
+
+    @property
+    def dim(self) -> int:
+        return int(self.products.shape[1])
+
+    def query(self, inputs: Sequence[str]) -> np.ndarray:
+        """(Q, len(inputs) * D): the named query features side by side, in that order (head.json's)."""
+        return query_features(inputs, {"generated": self.generated, "photo": self.photos})
+
+    def subset(self, rows: np.ndarray) -> Features:
+        """The products at `rows` (indices into `products`) with their photos, renumbered."""
+        rows = np.asarray(rows, dtype=np.int64)
+        new = np.full(len(self.products), -1, np.int64)
+        new[rows] = np.arange(len(rows))
+        keep = new[self.owner] >= 0
+        return Features(self.product_ids[rows], self.products[rows], new[self.owner[keep]], self.photos[keep],
+                        self.generated[keep])
+
+
+def query_features(inputs: Sequence[str], features: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The query side's input: the features named by `inputs` (head.json's `query.inputs`), concatenated."""
+    try:
+        parts = [np.asarray(features[name], dtype=np.float32) for name in inputs]
+    except KeyError as e:
+        raise UserError(f"the head's query needs the {e.args[0]} image's features") from e
+    return np.ascontiguousarray(np.concatenate(parts, axis=1))
+
+
+def features_key(artifacts: Artifacts, records: Sequence[ProductRecord]) -> str:
+    """sha256 of what the features depend on: both graphs, the size, every image file (path, size, mtime)."""
+    digest = hashlib.sha256(json.dumps({
+        "format": FEATURES_FORMAT, "generator": artifacts.model["generator"]["onnx_sha256"],
+        "embedder": artifacts.embedder_sha256, "size": artifacts.size}, sort_keys=True).encode())
+    for r in records:
+        for path in (r.product_image, *r.photos):
+            try:
+                st = Path(path).stat()
+                stamp = f"{st.st_size}\t{st.st_mtime_ns}"
+            except OSError:
+                stamp = "missing"
+            digest.update(f"{r.product_id}\t{path}\t{stamp}\n".encode())
+    return digest.hexdigest()
+
+
+def _read(pool: ThreadPoolExecutor, paths: Sequence[Path], size: int) -> list[np.ndarray | str]:
+    """Preprocess in threads: each (3, S, S) in [-1, 1], or why it could not be read."""
+    def one(path: Path) -> np.ndarray | str:
+        try:
+            return preprocess(path, size)
+        except ImageError as e:
+            return f"{Path(path).name}: {e.reason}"
+    return list(pool.map(one, paths))
+
+
+def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch: int = 64,
+                     threads: int | None = None, desc: str = "features") -> tuple[Features, list[str]]:
+    """Product, photo and generated-image features of `records` through the artifacts' pipeline; the skips.
+
+    An unreadable product image drops its product; an unreadable photo is skipped; both are reported."""
+    from index.pipeline import Pipeline
+
+    pipeline = Pipeline.open(artifacts, threads=threads)
+    size = pipeline.size
+    ids, products, owner, photos, generated, skipped = [], [], [], [], [], []
+    total = sum(1 + len(r.photos) for r in records)
+    with ThreadPoolExecutor(DECODE_THREADS) as pool, \
+            tqdm(total=total, desc=desc, unit="image", dynamic_ncols=True, file=sys.stderr) as bar:
+        for first in range(0, len(records), batch):
+            chunk = records[first:first + batch]
+            arrays = _read(pool, [r.product_image for r in chunk], size)
+            good = [(r, a) for r, a in zip(chunk, arrays, strict=True) if isinstance(a, np.ndarray)]
+            skipped += [f"product {r.product_id}: {a}" for r, a in zip(chunk, arrays, strict=True) if isinstance(a, str)]
+            bar.update(len(chunk))
+            if not good:
+                continue
+            base = len(ids)
+            ids += [r.product_id for r, _ in good]
+            products.append(pipeline.embed(np.stack([a for _, a in good])))  # (b, D)
+            queue = [(base + i, p) for i, (r, _) in enumerate(good) for p in r.photos]
+            bar.update(sum(len(r.photos) for r, a in zip(chunk, arrays, strict=True) if isinstance(a, str)))
+            for start in range(0, len(queue), batch):
+                part = queue[start:start + batch]
+                pics = _read(pool, [p for _, p in part], size)
+                skipped += [p for p in pics if isinstance(p, str)]
+                kept = [(row, a) for (row, _), a in zip(part, pics, strict=True) if isinstance(a, np.ndarray)]
+                bar.update(len(part))
+                if not kept:
+                    continue
+                stack = np.stack([a for _, a in kept])  # (b, 3, S, S)
+                owner += [row for row, _ in kept]
+                photos.append(pipeline.embed(stack))
+                generated.append(pipeline.embed(pipeline.generate(stack)))
+    if not ids:
+        raise UserError(f"none of the {len(records)} product images could be read")
+    if not owner:
+        raise UserError(f"none of the photos of the {len(records)} products could be read")
+    feats = Features(np.array(ids, dtype=str), np.concatenate(products).astype(np.float32),
+                     np.array(owner, dtype=np.int64), np.concatenate(photos).astype(np.float32),
+                     np.concatenate(generated).astype(np.float32))
+    return feats, skipped
+
+
+def cached_features(artifacts: Path, records: Sequence[ProductRecord], cache: Path, *, batch: int = 64,
+                    threads: int | None = None, desc: str = "features") -> tuple[Features, Path, bool]:
+    """`extract_features` through the cache folder: (features, the cache file, whether it was reused)."""
+    info = read_artifacts(artifacts)
+    key = features_key(info, records)
+    path = Path(cache) / f"features-{key[:16]}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["key"]) == key:
+                    feats = Features(z["product_ids"], z["products"], z["owner"], z["photos"], z["generated"])
+                    return feats, path, True
+        except (OSError, ValueError, KeyError) as e:  # a damaged cache file: extract again
+            say(f"cache {path} unreadable ({type(e).__name__}): extracting again")
+    start = time.perf_counter()
+    feats, skipped = extract_features(artifacts, records, batch=batch, threads=threads, desc=desc)
+    for line in skipped[:10]:
+        say(f"skipped {line}")
+    if len(skipped) > 10:
+        say(f"... and {len(skipped) - 10} more skipped")
+    meta = {"format": FEATURES_FORMAT, "generator_sha256": info.model["generator"]["onnx_sha256"],
+            "embedder_sha256": info.embedder_sha256, "products": len(feats.products), "photos": len(feats.owner),
+            "skipped": skipped, "seconds": round(time.perf_counter() - start, 1)}
+    buffer = io.BytesIO()
+    np.savez(buffer, key=np.array(key), meta=np.array(json.dumps(meta)), product_ids=feats.product_ids,
+             products=feats.products, owner=feats.owner, photos=feats.photos, generated=feats.generated)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, buffer.getvalue())
+    say(f"features: {len(feats.products)} products, {len(feats.owner)} photos in {meta['seconds']} s -> {path}")
+    return feats, path, False
+
+
+# ---- 2. + 3. validation split, InfoNCE training, recall ----------------------------------------------
+
+def validation_split(feats: Features, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, validation rows) of `feats.products`: a seeded shuffle by product."""
+    n = len(feats.products)
+    n_val = min(max(2, round(n * fraction)), n - 2)
+    if n < 4:
+        raise UserError(f"need at least 4 training products to hold some out for validation, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def recall(queries: np.ndarray, owner: np.ndarray, catalog: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
+    """Recall@K of (Q, E) query vectors against a (P, E) gallery; owner (Q,) is each query's true row."""
+    ranks = true_ranks(np.asarray(queries, np.float32) @ np.asarray(catalog, np.float32).T, owner)
+    return {str(k): round(v, 4) for k, v in recall_at_k(ranks, ks).items()}
+
+
+def frozen_recall(feats: Features, inputs: Sequence[str]) -> dict[str, float]:
+    """The untrained baseline: cosine of the raw features (a fused query sums its parts' cosines)."""
+    catalog = np.concatenate([feats.products] * len(inputs), axis=1)
+    return recall(feats.query(inputs), feats.owner, catalog)
+
+
+def info_nce(queries: torch.Tensor, catalog: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE: (B, E) queries against the whole (P, E) catalog, and each of the batch's products
+    against the batch's queries (all of that product's queries together are its positive). target (B,) indexes
+    `catalog`."""
+    logits = queries @ catalog.T / temperature  # (B, P)
+    to_catalog = F.cross_entropy(logits, target)
+    products, inverse = torch.unique(target, return_inverse=True)  # (U,), (B,)
+    back = logits.T[products]  # (U, B): the same dot products, read the other way
+    positive = inverse[None, :] == torch.arange(len(products))[:, None]  # (U, B)
+    # -log of the probability mass on the product's own photos: 0 when they all outrank every other photo.
+    to_queries = -torch.logsumexp(F.log_softmax(back, dim=1).masked_fill(~positive, float("-inf")), dim=1)
+    return (to_catalog + to_queries.mean()) / 2
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of the grid."""
+
+    temperature: float
+    out_dim: int
+    hidden: int
+
+
+@torch.no_grad()
+def embed_sides(head: RetrievalHead, queries: np.ndarray, catalog: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides of a trained head over numpy features (eval mode)."""
+    head.eval()
+    q, c = head(torch.from_numpy(queries), torch.from_numpy(catalog))
+    return q.numpy(), c.numpy()
+
+
+def train_head(train: Features, head_cfg: HeadConfig, setting: Setting, epochs: Sequence[int], *, lr: float,
+               weight_decay: float, batch_size: int, seed: int, val: Features | None = None,
+               report: Callable[[int, float, dict | None], None] | None = None,
+               ) -> tuple[RetrievalHead, dict[int, tuple[dict | None, dict]]]:
+    """Train to max(epochs); at each epoch in `epochs` score `val` (if given) and keep a copy of the weights.
+
+    Returns the head (last epoch) and {epoch: (validation recall or None, state_dict)}."""
+    torch.manual_seed(seed)
+    head = RetrievalHead(head_cfg)
+    inputs = head_cfg.query_inputs
+    queries = torch.from_numpy(train.query(inputs))  # (Q, F)
+    catalog = torch.from_numpy(np.ascontiguousarray(train.products))  # (P, D)
+    owner = torch.from_numpy(train.owner)  # (Q,)
+    val_q = val.query(inputs) if val is not None else None
+    optimiser = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    order = torch.Generator().manual_seed(seed)
+    keep, wanted = {}, set(epochs)
+    for epoch in range(1, max(epochs) + 1):
+        head.train()
+        total, steps = 0.0, 0
+        for idx in torch.randperm(len(queries), generator=order).split(batch_size):
+            q, c = head(queries[idx], catalog)
+            loss = info_nce(q, c, owner[idx], setting.temperature)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total, steps = total + loss.item(), steps + 1
+        if epoch in wanted:
+            scores = None
+            if val is not None:
+                assert val_q is not None
+                scores = recall(*_val_vectors(head, val_q, val), ks=KS)
+            keep[epoch] = (scores, copy.deepcopy(head.state_dict()))
+            if report is not None:
+                report(epoch, total / max(steps, 1), scores)
+    return head, keep
+
+
+def _val_vectors(head: RetrievalHead, val_q: np.ndarray, val: Features) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    q, c = embed_sides(head, val_q, val.products)
+    return q, val.owner, c
+
+
+def _better(a: dict, b: dict | None) -> bool:
+    """Validation Recall@10, then Recall@1, strictly higher (the first setting wins ties)."""
+    return b is None or (a["10"], a["1"]) > (b["10"], b["1"])
+
+
+# ---- 4. export, checked -------------------------------------------------------------------------------
+
+class OnnxHead:
+    """head_query.onnx / head_catalog.onnx: `features` (B, F) float32 -> `embedding` (B, E) unit vectors."""
+
+    def __init__(self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+        self.path = Path(path)
+        self.session = make_session(self.path, providers, threads)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(f"{self.path}: expected one input and one output")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        width = inputs[0].shape[-1]
+        self.in_dim: int | None = width if isinstance(width, int) else None
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        if features.ndim != 2 or (self.in_dim is not None and features.shape[1] != self.in_dim):
+            raise ValueError(f"{self.path.name} takes (B, {self.in_dim}) features, got {features.shape}")
+        return self.session.run([self.output_name], {self.input_name: features})[0]
+
+
+def export_side(module: torch.nn.Module, sample: np.ndarray) -> tuple[bytes, dict[str, float]]:
+    """One side as ONNX bytes (`features` -> `embedding`, dynamic batch), checked with onnxruntime."""
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    if sample.ndim != 2 or len(sample) < 2:
+        raise ValueError(f"sample must be a (B >= 2, F) batch, got {sample.shape}")
+    module = copy.deepcopy(module).eval().cpu()
+    x = torch.from_numpy(sample)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "side.onnx"
+        # The exporter reports its progress on stdout, which stays for results: it goes to stderr instead.
+        with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
+            expected = module(x).numpy()  # (B, E)
+            torch.onnx.export(module, (x,), str(path), input_names=["features"], output_names=["embedding"],
+                              dynamic_shapes={"features": {0: torch.export.Dim("batch", min=1)}},
+                              opset_version=OPSET, dynamo=True, external_data=False, verbose=False, optimize=False)
+        session = OnnxHead(path, providers=[CPU])
+        got = session(sample)
+        alone = np.concatenate([session(sample[i:i + 1]) for i in range(min(len(sample), 8))])
+        data = path.read_bytes()
+    if got.shape != expected.shape:
+        raise UserError(f"head ONNX outputs {got.shape}, PyTorch {expected.shape}: export refused")
+    abs_error = float(np.abs(got - expected).max())
+    batch_error = float(np.abs(got[:len(alone)] - alone).max())
+    cosine = float(((got * expected).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))).min())
+    # `not x <= t` is also true for NaN: NaN weights are refused, not waved through.
+    if not (abs_error <= MAX_PARITY_ABS_ERROR and batch_error <= MAX_PARITY_ABS_ERROR and cosine > MIN_PARITY_COSINE):
+        raise UserError(f"head parity failed: max |onnx - torch| {abs_error:.3g}, batch vs alone {batch_error:.3g} "
+                        f"(limit {MAX_PARITY_ABS_ERROR}), min cosine {cosine:.6f} (limit {MIN_PARITY_COSINE}); "
+                        f"nothing written")
+    return data, {"max_abs_error": abs_error, "batch_max_abs_error": batch_error, "min_cosine": cosine,
+                  "rows": len(sample)}
+
+
+def export_head(head: RetrievalHead, folder: Path, query_sample: np.ndarray, catalog_sample: np.ndarray,
+                doc: dict) -> dict:
+    """Both sides checked, then head_query.onnx, head_catalog.onnx and (last) head.json, each atomically."""
+    query_bytes, query_parity = export_side(head.query, query_sample)
+    catalog_bytes, catalog_parity = export_side(head.catalog, catalog_sample)
+    folder = Path(folder)
+    write_atomic(folder / QUERY_ONNX, query_bytes)
+    write_atomic(folder / CATALOG_ONNX, catalog_bytes)
+    doc = copy.deepcopy(doc)
+    doc["query"] |= {"onnx": QUERY_ONNX, "onnx_sha256": sha256_file(folder / QUERY_ONNX)}
+    doc["catalog"] |= {"onnx": CATALOG_ONNX, "onnx_sha256": sha256_file(folder / CATALOG_ONNX)}
+    doc["parity"] = {"query": query_parity, "catalog": catalog_parity, "max_abs_error_allowed": MAX_PARITY_ABS_ERROR,
+                     "min_cosine_required": MIN_PARITY_COSINE}
+    write_atomic(folder / HEAD_JSON, (json.dumps(doc, indent=1) + "\n").encode("utf-8"))
+    return doc
+
+
+# ---- reading a head back (torch-free code: it belongs to index/ once the pipeline applies the head) ------
+
+@dataclass(frozen=True)
+class HeadInfo:
+    """An artifacts folder's head.json whose ONNX files, generator and embedder all match."""
+
+    folder: Path
+    doc: dict
+
+    @property
+    def mode(self) -> str:
+        return str(self.doc["mode"])
+
+    @property
+    def query_inputs(self) -> tuple[str, ...]:
+        return tuple(self.doc["query"]["inputs"])
+
+    def sessions(self, providers: Sequence[str] | None = None, threads: int | None = None) -> tuple[OnnxHead, OnnxHead]:
+        """(query side, catalog side) onnxruntime sessions."""
+        return (OnnxHead(self.folder / QUERY_ONNX, providers, threads),
+                OnnxHead(self.folder / CATALOG_ONNX, providers, threads))
+
+
+def read_head(folder: Path, artifacts: Artifacts | None = None) -> HeadInfo:
+    """ARTIFACTS/head.json checked against its ONNX files and against the artifacts' generator and embedder.
+
+    UserError (one line) when any of them differs: a head only means something on the features it was
+    trained on. The generator is checked when the query uses the generated image (modes fused, generated)."""
+    folder = Path(folder)
+    art = artifacts or read_artifacts(folder)
+    path = folder / HEAD_JSON
+    if not path.is_file():
+        raise UserError(f"{folder} has no {HEAD_JSON}: train a retrieval head with `rtd fit-head`")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        fmt, inputs = doc["format_version"], tuple(doc["query"]["inputs"])
+        trained_with = doc["trained_with"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a head.json written by `rtd fit-head` ({type(e).__name__}: {e})") from e
+    if fmt != HEAD_FORMAT:
+        raise UserError(f"{path}: format {fmt}, this code reads {HEAD_FORMAT}; re-run `rtd fit-head`")
+    for side, name in (("query", QUERY_ONNX), ("catalog", CATALOG_ONNX)):
+        onnx_path = folder / name
+        if not onnx_path.is_file():
+            raise UserError(f"{folder} has {HEAD_JSON} but no {name}")
+        if sha256_file(onnx_path) != doc[side].get("onnx_sha256"):
+            raise UserError(f"{onnx_path} does not match {HEAD_JSON} (sha256): a partial copy or another fit")
+    generator = art.model["generator"]["onnx_sha256"]
+    if "generated" in inputs and trained_with.get("generator_sha256") != generator:
+        raise UserError(f"{path}: the head was trained on another generator's images (sha256 "
+                        f"{str(trained_with.get('generator_sha256'))[:12]}, artifacts {generator[:12]}); "
+                        f"re-run `rtd fit-head`")
+    if trained_with.get("embedder_sha256") != art.embedder_sha256:
+        raise UserError(f"{path}: the head was trained on another embedder's features (sha256 "
+                        f"{str(trained_with.get('embedder_sha256'))[:12]}, artifacts {art.embedder_sha256[:12]}); "
+                        f"re-run `rtd fit-head`")
+    return HeadInfo(folder, doc)
+
+
+# ---- the job -----------------------------------------------------------------------------------------
+
+def training_records(cfg: FitHeadConfig) -> list[ProductRecord]:
+    """The split's train part (UserError when the split is of another data folder or empty)."""
+    split = load_split(cfg.split)
+    if split.data.resolve() != Path(cfg.data).resolve():
+        raise UserError(f"{cfg.split} was made from {split.data}, not from --data {cfg.data}")
+    if len(split.train) < 4:
+        raise UserError(f"{cfg.split}: the train split has {len(split.train)} products; the head needs at least 4")
+    return split.train
+
+
+def fit_head(cfg: FitHeadConfig) -> dict:
+    """Features (cached) -> grid on validation -> refit -> export into cfg.artifacts; returns head.json."""
+    start = time.perf_counter()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    art = read_artifacts(cfg.artifacts)  # before the long steps: a bad folder fails at once
+    records = training_records(cfg)
+    cache = Path(cfg.cache) if cfg.cache is not None else Path(cfg.split).resolve().parent / "head-cache"
+    feats, cache_file, reused = cached_features(cfg.artifacts, records, cache, batch=cfg.embed_batch,
+                                                threads=cfg.threads, desc="fit-head features")
+    t_features = time.perf_counter() - start
+    say(f"features {'reused from' if reused else 'cached in'} {cache_file} ({len(feats.products)} products, "
+        f"{len(feats.owner)} photos, D={feats.dim}; {t_features:.1f} s)")
+
+    train_rows, val_rows = validation_split(feats, cfg.val_fraction, cfg.seed)
+    train, val = feats.subset(train_rows), feats.subset(val_rows)
+    if len(val.owner) == 0:
+        raise UserError("the validation products have no readable photo; use a larger --val-fraction")
+    inputs = HeadConfig(mode=cfg.mode, dim=feats.dim).query_inputs
+    frozen = {name: frozen_recall(val, (name,)) for name in ("generated", "photo")}
+    say(f"validation: {len(val.products)} products, {len(val.owner)} photos (training on {len(train.products)}); "
+        f"frozen features: generated R@1 {frozen['generated']['1']:.3f} R@10 {frozen['generated']['10']:.3f}, "
+        f"photo R@1 {frozen['photo']['1']:.3f} R@10 {frozen['photo']['10']:.3f}")
+
+    grid = [Setting(t, w, h) for h in cfg.hidden for w in cfg.widths for t in cfg.temperatures]
+    epochs = tuple(sorted(set(cfg.epochs)))
+    results: list[dict] = []
+    best: dict | None = None
+    t_grid = time.perf_counter()
+    for i, setting in enumerate(grid, 1):
+        t0 = time.perf_counter()
+        head_cfg = HeadConfig(mode=cfg.mode, dim=feats.dim, out_dim=setting.out_dim, hidden=setting.hidden,
+                              dropout=cfg.dropout)
+
+        def report(epoch: int, loss: float, scores: dict | None, setting: Setting = setting, t0: float = t0,
+                   i: int = i) -> None:
+            assert scores is not None
+            say(f"[{i}/{len(grid)}] temperature {setting.temperature:g}, width {setting.out_dim}, hidden "
+                f"{setting.hidden}, epoch {epoch}: loss {loss:.3f}, validation R@1 {scores['1']:.3f} "
+                f"R@10 {scores['10']:.3f} ({time.perf_counter() - t0:.0f} s)")
+
+        _, kept = train_head(train, head_cfg, setting, epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             batch_size=cfg.batch_size, seed=cfg.seed, val=val, report=report)
+        for epoch, (scores, _) in kept.items():
+            assert scores is not None
+            row = asdict(setting) | {"epochs": epoch, "recall": scores}
+            results.append(row)
+            if _better(scores, best["recall"] if best else None):
+                best = row
+    assert best is not None
+    chosen = Setting(best["temperature"], best["out_dim"], best["hidden"])
+    say(f"chosen: temperature {chosen.temperature:g}, width {chosen.out_dim}, hidden {chosen.hidden}, "
+        f"{best['epochs']} epochs (validation R@1 {best['recall']['1']:.3f} R@10 {best['recall']['10']:.3f}; "
+        f"grid {time.perf_counter() - t_grid:.0f} s)")
+
+    head_cfg = HeadConfig(mode=cfg.mode, dim=feats.dim, out_dim=chosen.out_dim, hidden=chosen.hidden,
+                          dropout=cfg.dropout)
+    final_data = feats if cfg.refit else train
+    t_fit = time.perf_counter()
+    head, kept = train_head(final_data, head_cfg, chosen, (best["epochs"],), lr=cfg.lr,
+                            weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, seed=cfg.seed)
+    say(f"{'refit on all' if cfg.refit else 'final fit on the'} {len(final_data.products)} training products: "
+        f"{time.perf_counter() - t_fit:.0f} s")
+
+    sample_rows = np.arange(min(64, len(val.owner)))
+    doc = {
+        "format_version": HEAD_FORMAT,
+        "mode": cfg.mode,
+        "query": {"input": "features", "output": "embedding", "inputs": list(inputs), "dim": head_cfg.query_dim},
+        "catalog": {"input": "features", "output": "embedding", "inputs": ["product"], "dim": head_cfg.dim},
+        "embedding_dim": head_cfg.out_dim,
+        "hidden": head_cfg.hidden,
+        "temperature": chosen.temperature,
+        "trained_with": {
+            "generator_sha256": art.model["generator"]["onnx_sha256"],
+            "embedder_sha256": art.embedder_sha256,
+            "embedder": art.embedder_name,
+            "embed_level": art.model["embedder"].get("level", 0),
+            "size": art.size,
+        },
+        "training": {
+            "data": str(Path(cfg.data).resolve()), "split": str(Path(cfg.split).resolve()),
+            "products": len(final_data.products), "photos": len(final_data.owner),
+            "split_train_products": len(records), "features_cache": str(cache_file),
+            "refit": cfg.refit, "seed": cfg.seed,
+        },
+        "chosen": asdict(chosen) | {"epochs": best["epochs"], "lr": cfg.lr, "weight_decay": cfg.weight_decay,
+                                    "dropout": cfg.dropout, "batch_size": cfg.batch_size},
+        "validation": {
+            "fraction": cfg.val_fraction, "products": len(val.products), "queries": len(val.owner),
+            "recall": best["recall"], "frozen_recall": frozen, "grid": results,
+            "note": "gallery: the validation products; recall of the head trained without them",
+        },
+        "config": to_json_dict(cfg),
+        "fitted": {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "seconds": round(time.perf_counter() - start, 1)},
+    }
+    doc = export_head(head, cfg.artifacts, val.query(inputs)[sample_rows], val.products[:64], doc)
+    read_head(cfg.artifacts)  # what was written reads back
+    say(f"wrote {QUERY_ONNX}, {CATALOG_ONNX}, {HEAD_JSON} to {cfg.artifacts} in {time.perf_counter() - start:.0f} s "
+        f"(parity: max |onnx - torch| {max(doc['parity']['query']['max_abs_error'], doc['parity']['catalog']['max_abs_error']):.1e})")
+    return doc
+
