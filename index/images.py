@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +185,17 @@ def preprocess(source: Source, size: int, *, max_pixels: int = DEFAULT_MAX_PIXEL
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
     return to_array(letterbox(decode_image(source, max_pixels=max_pixels, reduce_to=REDUCE_GAP * size), size))
+
+
+def preprocess_many(pool: Executor, paths: Sequence[Path], size: int) -> list[np.ndarray | str]:
+    """Preprocess files in the pool's threads (PIL releases the GIL): each (3, S, S), or why it could not be
+    read ("name: reason"), so a batch job skips a bad file instead of stopping."""
+    def one(path: Path) -> np.ndarray | str:
+        try:
+            return preprocess(path, size)
+        except ImageError as e:
+            return f"{Path(path).name}: {e.reason}"
+    return list(pool.map(one, paths))
 
 
 def to_image(array: np.ndarray) -> Image.Image:

@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from index.catalog import Catalog, ProductMeta
 from index.configs import opt
-from index.errors import ImageError, UserError
-from index.images import preprocess, to_image
+from index.errors import UserError
+from index.images import preprocess_many, to_image
 from index.pipeline import QUERY_KINDS, Pipeline
 from training import registry
 from training.data import ProductRecord, load_split
@@ -87,16 +87,6 @@ def query_list(products: list[ProductRecord], limit: int | None) -> list[tuple[P
     return queries[:limit] if limit else queries
 
 
-def _read(pool: ThreadPoolExecutor, paths: list[Path], size: int) -> list[np.ndarray | str]:
-    """Preprocess in threads: each (3, S, S) in [-1, 1], or the reason it could not be read."""
-    def one(path: Path) -> np.ndarray | str:
-        try:
-            return preprocess(path, size)
-        except ImageError as e:
-            return f"{path.name}: {e.reason}"
-    return list(pool.map(one, paths))
-
-
 def _u8(batch: np.ndarray) -> np.ndarray:
     """[-1, 1] -> uint8; lossless for preprocess() output, which comes from 8-bit pixels."""
     return np.clip(np.rint((batch + 1.0) * 127.5), 0, 255).astype(np.uint8)
@@ -144,7 +134,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         products, gallery, vectors = [], [], []
         for first in range(0, len(split.test), cfg.batch_size):
             chunk = split.test[first:first + cfg.batch_size]
-            arrays = _read(pool, [r.product_image for r in chunk], S)
+            arrays = preprocess_many(pool, [r.product_image for r in chunk], S)
             good = [(r, a) for r, a in zip(chunk, arrays, strict=True) if isinstance(a, np.ndarray)]
             skipped += [f"product {r.product_id}: {a}" for r, a in zip(chunk, arrays, strict=True) if isinstance(a, str)]
             if good:
@@ -167,7 +157,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         with tqdm(total=len(queries), desc="eval", unit="query", dynamic_ncols=True) as bar:
             for first in range(0, len(queries), cfg.batch_size):
                 chunk = queries[first:first + cfg.batch_size]
-                arrays = _read(pool, [p for p, _ in chunk], S)
+                arrays = preprocess_many(pool, [p for p, _ in chunk], S)
                 skipped += [a for a in arrays if isinstance(a, str)]
                 good = [(q, a) for q, a in zip(chunk, arrays, strict=True) if isinstance(a, np.ndarray)]
                 bar.update(len(chunk))

@@ -50,9 +50,9 @@ from tqdm import tqdm
 
 from index.artifacts import Artifacts, read_artifacts
 from index.configs import opt, to_json_dict
-from index.errors import ImageError, UserError
+from index.errors import UserError
 from index.files import write_atomic
-from index.images import preprocess
+from index.images import preprocess_many
 from index.onnx import CPU, make_session, sha256_file
 from models.head import HeadConfig, RetrievalHead
 from training.data import ProductRecord, load_split
@@ -173,16 +173,6 @@ def features_key(artifacts: Artifacts, records: Sequence[ProductRecord]) -> str:
     return digest.hexdigest()
 
 
-def _read(pool: ThreadPoolExecutor, paths: Sequence[Path], size: int) -> list[np.ndarray | str]:
-    """Preprocess in threads: each (3, S, S) in [-1, 1], or why it could not be read."""
-    def one(path: Path) -> np.ndarray | str:
-        try:
-            return preprocess(path, size)
-        except ImageError as e:
-            return f"{Path(path).name}: {e.reason}"
-    return list(pool.map(one, paths))
-
-
 def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch: int = 64,
                      threads: int | None = None, desc: str = "features") -> tuple[Features, list[str]]:
     """Product, photo and generated-image features of `records` through the artifacts' pipeline; the skips.
@@ -198,7 +188,7 @@ def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch
             tqdm(total=total, desc=desc, unit="image", dynamic_ncols=True, file=sys.stderr) as bar:
         for first in range(0, len(records), batch):
             chunk = records[first:first + batch]
-            arrays = _read(pool, [r.product_image for r in chunk], size)
+            arrays = preprocess_many(pool, [r.product_image for r in chunk], size)
             good = [(r, a) for r, a in zip(chunk, arrays, strict=True) if isinstance(a, np.ndarray)]
             skipped += [f"product {r.product_id}: {a}" for r, a in zip(chunk, arrays, strict=True) if isinstance(a, str)]
             bar.update(len(chunk))
@@ -211,7 +201,7 @@ def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch
             bar.update(sum(len(r.photos) for r, a in zip(chunk, arrays, strict=True) if isinstance(a, str)))
             for start in range(0, len(queue), batch):
                 part = queue[start:start + batch]
-                pics = _read(pool, [p for _, p in part], size)
+                pics = preprocess_many(pool, [p for _, p in part], size)
                 skipped += [p for p in pics if isinstance(p, str)]
                 kept = [(row, a) for (row, _), a in zip(part, pics, strict=True) if isinstance(a, np.ndarray)]
                 bar.update(len(part))

@@ -15,6 +15,7 @@ import io
 import json
 import shutil
 import socket
+import subprocess
 import threading
 import time
 import warnings
@@ -156,6 +157,22 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
 def index_copy(tiny: Tiny, tmp_path: Path) -> Path:
     """A private, writable copy of the index folder (for admin writes)."""
     return Path(shutil.copytree(tiny.index, tmp_path / "index"))
+
+
+def wait_http_ready(base: str, server: subprocess.Popen, log: Path, timeout_s: float = 60.0) -> None:
+    """Poll BASE/health/ready until 200 while the server process lives; fail with its log otherwise."""
+    import httpx
+
+    deadline, ready = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            ready = httpx.get(f"{base}/health/ready", timeout=2)
+            if ready.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"server at {base} not ready: {log.read_text()}")
 
 
 def settings_for(tiny: Tiny, **overrides: object) -> Settings:

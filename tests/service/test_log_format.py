@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from index.errors import UserError
 from service import serve_cli
 from service.middleware import request_id_var
-from tests.service.conftest import Tiny, free_port
+from tests.service.conftest import Tiny, free_port, wait_http_ready
 
 
 @pytest.fixture
@@ -79,16 +78,7 @@ def test_a_real_server_logs_json_lines(tiny: Tiny, tmp_path: Path) -> None:
          "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline, ready = time.monotonic() + 60, None
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                ready = httpx.get(f"{base}/health/ready", timeout=2)
-                if ready.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        assert ready is not None and ready.status_code == 200, log.read_text()
+        wait_http_ready(base, server, log)
         response = httpx.post(f"{base}/search", files={"image": ("q.png", tiny.query_for("P004"))},
                               headers={"X-Request-ID": "json-trace-1"}, timeout=30)
         assert response.status_code == 200

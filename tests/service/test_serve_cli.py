@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 
 from index.errors import UserError
 from service import serve_cli
-from tests.service.conftest import Tiny, free_port
+from tests.service.conftest import Tiny, free_port, wait_http_ready
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -65,17 +64,7 @@ def test_serve_runs_a_real_server_with_request_ids_in_the_log(tiny: Tiny, tmp_pa
         stderr=log.open("w"))
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        ready = None
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                ready = httpx.get(f"{base}/health/ready", timeout=2)
-                if ready.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        assert ready is not None and ready.status_code == 200, log.read_text()
+        wait_http_ready(base, server, log)
         response = httpx.post(f"{base}/search", files={"image": ("q.png", tiny.query_for("P005"))},
                               headers={"X-Request-ID": "trace-me-42"}, timeout=30)
         assert response.json()["results"][0]["product_id"] == "P005"
