@@ -76,13 +76,17 @@ class OnnxModel:
         self.size: int | None = shape[-1] if len(shape) == 4 and isinstance(shape[-1], int) else None
         self.providers = self.session.get_providers()
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """(B, 3, S, S) float32 in [-1, 1] -> the graph's output for the batch."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+    def check(self, batch: np.ndarray) -> None:
+        """ValueError unless `batch` is what this graph takes: (B, 3, S, S) images."""
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ValueError(f"expected a (B, 3, S, S) batch, got shape {batch.shape}")
         if self.size is not None and batch.shape[-2:] != (self.size, self.size):
             raise ValueError(f"{self.path.name} takes {self.size}x{self.size} images, got {batch.shape[-2:]}")
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(B, 3, S, S) float32 in [-1, 1] -> the graph's output for the batch."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        self.check(batch)
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
 
@@ -97,3 +101,17 @@ class OnnxEmbedder(OnnxModel):
 
 class OnnxGenerator(OnnxModel):
     """generator.onnx: `photo` (B, 3, S, S) in [-1, 1] -> `product` (B, 3, S, S) in [-1, 1]."""
+
+
+class OnnxHead(OnnxModel):
+    """head_query.onnx / head_catalog.onnx (issue #13): `features` (B, F) float32 -> `embedding` (B, E) unit vectors."""
+
+    def __init__(self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+        super().__init__(path, providers, threads)
+        width = self.session.get_inputs()[0].shape[-1]
+        self.in_dim: int | None = width if isinstance(width, int) else None
+
+    def check(self, batch: np.ndarray) -> None:
+        """ValueError unless `batch` is (B, F) features of this head's width."""
+        if batch.ndim != 2 or (self.in_dim is not None and batch.shape[1] != self.in_dim):
+            raise ValueError(f"{self.path.name} takes (B, {self.in_dim}) features, got {batch.shape}")

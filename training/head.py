@@ -53,7 +53,7 @@ from index.configs import opt, to_json_dict
 from index.errors import UserError
 from index.files import write_atomic
 from index.images import preprocess_many
-from index.onnx import CPU, make_session, sha256_file
+from index.onnx import CPU, OnnxHead, sha256_file
 from models.head import HeadConfig, RetrievalHead
 from training.data import ProductRecord, load_split
 from training.metrics import recall_at_k, true_ranks
@@ -357,26 +357,6 @@ def _better(a: dict, b: dict | None) -> bool:
 
 
 # ---- 4. export, checked -------------------------------------------------------------------------------
-
-class OnnxHead:
-    """head_query.onnx / head_catalog.onnx: `features` (B, F) float32 -> `embedding` (B, E) unit vectors."""
-
-    def __init__(self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
-        self.path = Path(path)
-        self.session = make_session(self.path, providers, threads)
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise UserError(f"{self.path}: expected one input and one output")
-        self.input_name, self.output_name = inputs[0].name, outputs[0].name
-        width = inputs[0].shape[-1]
-        self.in_dim: int | None = width if isinstance(width, int) else None
-
-    def __call__(self, features: np.ndarray) -> np.ndarray:
-        features = np.ascontiguousarray(features, dtype=np.float32)
-        if features.ndim != 2 or (self.in_dim is not None and features.shape[1] != self.in_dim):
-            raise ValueError(f"{self.path.name} takes (B, {self.in_dim}) features, got {features.shape}")
-        return self.session.run([self.output_name], {self.input_name: features})[0]
-
 
 def export_side(module: torch.nn.Module, sample: np.ndarray) -> tuple[bytes, dict[str, float]]:
     """One side as ONNX bytes (`features` -> `embedding`, dynamic batch), checked with onnxruntime."""
