@@ -30,11 +30,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from index.artifacts import read_artifacts  # noqa: E402
+from index.head import read_head  # noqa: E402
 from index.onnx import sha256_file  # noqa: E402
 from training.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from training.data import load_records  # noqa: E402
 from training.export import ExportConfig, export_run  # noqa: E402
-from training.head import FitHeadConfig, cached_features, fit_head, read_head, recall  # noqa: E402
+from training.head import FitHeadConfig, cached_features, fit_head, recall  # noqa: E402
 from training.split import SplitConfig, make_split  # noqa: E402
 from training.synth import SynthConfig, synthesize  # noqa: E402
 
@@ -131,7 +133,7 @@ def main() -> int:
                                            desc="shop features")
         if not reused:
             step(times, "shop features", t)
-        info = read_head(artifacts)
+        info = read_head(read_artifacts(artifacts))
         query, catalog = info.sessions()
         rows[f"head {mode}"] = recall(query(feats.query(info.query_inputs)), feats.owner, catalog(feats.products))
     rows["frozen generated"] = recall(feats.generated, feats.owner, feats.products)

@@ -7,6 +7,8 @@ A catalog is one of
     `category`, `colour`, `pattern`; image paths are relative to the CSV's folder;
   - a plain folder of images: the product id is the file name without its extension.
 Images are preprocessed with the one shared `index.images.preprocess` at the artifacts' resolution S.
+When the artifacts have a retrieval head (head.json, index/head.py), every image's features go through its
+catalog side, and index.json records the head (`head`: mode, sha256): searching it needs the same head.
 
 The index stores each image's path relative to the catalog root (the `--catalog` folder, or the CSV's
 folder) and records that root in index.json (`catalog_root`), so an index built on one machine serves on
@@ -25,11 +27,12 @@ from typing import Literal, get_args
 import numpy as np
 from tqdm import tqdm
 
-from index.artifacts import current_artifacts
+from index.artifacts import current_artifacts, read_artifacts
 from index.catalog import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, KINDS, Catalog, ProductMeta
 from index.configs import opt
 from index.errors import ImageError, UserError
 from index.files import PRODUCTS_CSV, is_image_file, read_csv_rows, read_products_csv
+from index.head import HEAD_JSON, read_head
 from index.images import preprocess
 from index.lookbook import lookbook_product_id
 from index.onnx import OnnxEmbedder, sha256_file
@@ -159,7 +162,8 @@ def _try_preprocess(path: str, size: int) -> np.ndarray | str:
 
 def build_index(artifacts: Path, catalog: Path, out: Path, kind: str = "flat", batch_size: int = 32,
                 size: int | None = None, *, nprobe: int = DEFAULT_NPROBE, ef_search: int = DEFAULT_EF_SEARCH) -> dict:
-    """Embed every catalog image with ARTIFACTS/embedder.onnx and write the index folder OUT; a summary."""
+    """Embed every catalog image with ARTIFACTS/embedder.onnx (then the head's catalog side, when the artifacts
+    have a head) and write the index folder OUT; a summary."""
     start = time.perf_counter()
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
@@ -183,6 +187,12 @@ def build_index(artifacts: Path, catalog: Path, out: Path, kind: str = "flat", b
         raise UserError("cannot tell the image size: no model.json in the artifacts and no --size")
     if embedder.size is not None and embedder.size != size:
         raise UserError(f"{onnx_path} takes {embedder.size} px images but the preprocessing size is {size}")
+    head = read_head(read_artifacts(artifacts)) if (folder / HEAD_JSON).is_file() else None
+    head_catalog = head.sessions()[1] if head is not None else None
+
+    def embed(batch: np.ndarray) -> np.ndarray:
+        features = embedder(batch)
+        return head_catalog(features) if head_catalog is not None else features
 
     products, skipped = scan_catalog(catalog)
     kept: list[ProductMeta] = []
@@ -195,17 +205,18 @@ def build_index(artifacts: Path, catalog: Path, out: Path, kind: str = "flat", b
             skipped += [f"{p.product_id}: {a}" for p, a in zip(chunk, arrays, strict=True) if isinstance(a, str)]
             if good:
                 kept += [p for p, _ in good]
-                vectors.append(embedder(np.stack([a for _, a in good])))  # (b, D)
+                vectors.append(embed(np.stack([a for _, a in good])))  # (b, D), or (b, E) through the head
             bar.update(len(chunk))
     if not kept:
         raise UserError(f"{catalog}: none of the {len(products)} catalog images could be read ({skipped[0]})")
     matrix = np.concatenate(vectors)  # (N, D)
     norms = np.linalg.norm(matrix, axis=1)
     if not np.allclose(norms, 1.0, atol=1e-3):
-        raise UserError(f"{onnx_path} does not output unit vectors (norms {norms.min():.3f}..{norms.max():.3f})")
+        raise UserError(f"{head.folder / 'head_catalog.onnx' if head else onnx_path} does not output unit vectors (norms {norms.min():.3f}..{norms.max():.3f})")
 
     name = spec.get("backbone") or "unknown"
-    index = Catalog.create(matrix.shape[1], name, sha256, kind, nprobe=nprobe, ef_search=ef_search)
+    index = Catalog.create(matrix.shape[1], name, sha256, kind, nprobe=nprobe, ef_search=ef_search,
+                           head=head.describe() if head is not None else None)
     root = catalog_root(catalog)
     index.catalog_root = str(root)
     index.add([replace(p, image_path=relative_image_path(p.image_path, root)) if p.image_path else p for p in kept],
@@ -213,5 +224,5 @@ def build_index(artifacts: Path, catalog: Path, out: Path, kind: str = "flat", b
     recall = index.check_recall(k=RECALL_K) if kind != "flat" else None
     index.save(out)
     return {"out": str(out), "count": len(index), "kind": kind, "dim": index.dim, "size": size,
-            "embedder": {"name": name, "sha256": sha256}, "params": index.manifest()["params"],
+            "embedder": {"name": name, "sha256": sha256}, "head": index.head, "params": index.manifest()["params"],
             "catalog_root": str(root), "recall": recall, "skipped": skipped, "seconds": round(time.perf_counter() - start, 2)}

@@ -129,6 +129,25 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
+def check_space(manifest: dict, folder: Path, embedder_sha256: str, head_sha256: str | None) -> None:
+    """UserError unless the index's vectors are in the artifacts' space: the same embedder, and the same
+    retrieval head's catalog side (or no head on both sides)."""
+    emb = manifest["embedder"]
+    if emb["sha256"] != embedder_sha256:
+        raise UserError(f"index {folder} was built with another embedder ({emb['name']}, sha256 {emb['sha256'][:12]}) "
+                        f"than the artifacts' (sha256 {embedder_sha256[:12]}); rebuild it with `rtd index build`")
+    built = (manifest.get("head") or {}).get("sha256")
+    if built == head_sha256:
+        return
+    if built is None:
+        why = f"without a retrieval head, but the artifacts have one (head.json sha256 {str(head_sha256)[:12]})"
+    elif head_sha256 is None:
+        why = f"through a retrieval head (head.json sha256 {built[:12]}) that the artifacts do not have"
+    else:
+        why = f"through another retrieval head (head.json sha256 {built[:12]}, artifacts {head_sha256[:12]})"
+    raise UserError(f"index {folder} was built {why}; rebuild it with `rtd index build`")
+
+
 def _unit_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
     """(Q, D) float32 C-contiguous unit vectors, or ValueError."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -172,6 +191,9 @@ class Catalog:
         self.kind: str = manifest["kind"]
         self.embedder_name: str = manifest["embedder"]["name"]
         self.embedder_sha256: str = manifest["embedder"]["sha256"]
+        # The learned retrieval head whose catalog side embedded the products ({mode, sha256, ...}), or None:
+        # the embedder's own space (index/head.py).
+        self.head: dict | None = manifest.get("head")
         params = manifest.get("params", {})
         self.nprobe: int = params.get("nprobe", DEFAULT_NPROBE)
         self.ef_search: int = params.get("ef_search", DEFAULT_EF_SEARCH)
@@ -188,8 +210,8 @@ class Catalog:
 
     @classmethod
     def create(cls, dim: int, embedder_name: str, embedder_sha256: str, kind: str = "flat", *,
-               nprobe: int = DEFAULT_NPROBE, ef_search: int = DEFAULT_EF_SEARCH) -> Catalog:
-        """An empty in-memory catalog for embeddings of size dim."""
+               nprobe: int = DEFAULT_NPROBE, ef_search: int = DEFAULT_EF_SEARCH, head: dict | None = None) -> Catalog:
+        """An empty in-memory catalog for embeddings of size dim (in the space of `head`, when given)."""
         if dim < 1:
             raise ValueError(f"dim must be positive, got {dim}")
         if nprobe < 1 or ef_search < 1:
@@ -197,21 +219,18 @@ class Catalog:
         db = sqlite3.connect(":memory:", check_same_thread=False)
         db.executescript(SCHEMA)
         manifest = {"dim": dim, "kind": kind, "embedder": {"name": embedder_name, "sha256": embedder_sha256},
-                    "params": {"nprobe": nprobe, "ef_search": ef_search}}
+                    "params": {"nprobe": nprobe, "ef_search": ef_search}, "head": head}
         return cls(_new_index(kind, dim), db, manifest)
 
     @classmethod
-    def open(cls, path: Path, expect_embedder_sha256: str | None = None) -> Catalog:
-        """Load an index folder; refuse one built with another embedder than `expect_embedder_sha256`."""
+    def open(cls, path: Path, expect_embedder_sha256: str | None = None, expect_head_sha256: str | None = None) -> Catalog:
+        """Load an index folder. With `expect_embedder_sha256`, refuse one built with another embedder, or
+        through another retrieval head than `expect_head_sha256` (None: built without a head)."""
         folder = Path(path)
         for _ in range(3):  # a concurrent save may delete the generation we just read about
             manifest = read_manifest(folder)
-            if expect_embedder_sha256 is not None and manifest["embedder"]["sha256"] != expect_embedder_sha256:
-                emb = manifest["embedder"]
-                raise UserError(
-                    f"index {folder} was built with embedder {emb['name']} (sha256 {emb['sha256'][:12]}), "
-                    f"not the artifacts' embedder (sha256 {expect_embedder_sha256[:12]}); "
-                    f"rebuild it with `rtd index build`")
+            if expect_embedder_sha256 is not None:
+                check_space(manifest, folder, expect_embedder_sha256, expect_head_sha256)
             faiss_path, sqlite_path = folder / manifest["files"]["faiss"], folder / manifest["files"]["sqlite"]
             try:
                 db = sqlite3.connect(":memory:", check_same_thread=False)
@@ -461,7 +480,7 @@ class Catalog:
         if self.kind == "ivf":
             params["nlist"] = self.nlist
         return {"format_version": FORMAT_VERSION, "embedder": {"name": self.embedder_name, "sha256": self.embedder_sha256},
-                "count": self._count, "dim": self.dim, "kind": self.kind, "params": params, "recall": self.recall,
+                "head": self.head, "count": self._count, "dim": self.dim, "kind": self.kind, "params": params, "recall": self.recall,
                 "catalog_root": self.catalog_root}
 
     def save(self, path: Path) -> Path:

@@ -9,8 +9,14 @@ time and receives each stage's output. Two drivers run it: `query` calls the sta
 callers: CLI, eval, demo check) and `query_async` awaits stage callables given by the caller (the service,
 whose generator and embedder sit behind micro-batchers). Both time each stage the same way.
 
-The query is the generated product image (Sec. 5, "Recall@K": it lives in the catalog's domain), or the
-photo itself (`query="photo"`, the no-generation baseline).
+Without a retrieval head (the paper's protocol) the query is the generated product image (Sec. 5,
+"Recall@K": it lives in the catalog's domain) or the photo itself (`query="photo"`, the no-generation
+baseline), compared with the catalog by the cosine of the frozen embedder's features. With a head
+(index/head.py, issue #13: `rtd fit-head` wrote head.json into the artifacts) the query is the head's mode
+("fused": the generated image and the photo, embedded in one embedder call, concatenated; or either alone),
+mapped by the head's query side; the catalog was embedded through its catalog side (`embed_catalog`), and
+an index built without this head is refused. `Pipeline.open(..., head=False)` ignores a head: the paper's
+protocol on the same artifacts (`rtd eval` reports both).
 """
 
 from __future__ import annotations
@@ -24,13 +30,15 @@ from typing import Any, Literal
 import numpy as np
 
 from index.artifacts import Artifacts, read_artifacts
-from index.catalog import Catalog, Hit, read_manifest
+from index.catalog import Catalog, Hit, check_space, read_manifest
 from index.errors import UserError
+from index.head import QUERY_INPUTS, HeadInfo, has_head, query_features, read_head
 from index.images import DEFAULT_MAX_PIXELS, Source, preprocess
-from index.onnx import OnnxEmbedder, OnnxGenerator
+from index.onnx import OnnxEmbedder, OnnxGenerator, OnnxHead
 
-QueryKind = Literal["generated", "photo"]
-QUERY_KINDS: tuple[QueryKind, ...] = ("generated", "photo")
+QueryKind = Literal["generated", "photo", "fused"]
+QUERY_KINDS: tuple[QueryKind, ...] = ("generated", "photo", "fused")
+FROZEN_KINDS: tuple[QueryKind, ...] = ("generated", "photo")  # without a head: the embedder's own space
 Step = tuple[str, tuple[Any, ...]]  # (stage name, its arguments)
 
 
@@ -43,13 +51,11 @@ class QueryResult:
     timings_ms: dict[str, float]
 
 
-def check_index(artifacts: Artifacts, index: Path) -> dict:
-    """The index folder's manifest, or UserError when it was built with another embedder than the artifacts'."""
+def check_index(artifacts: Artifacts, index: Path, head: HeadInfo | None = None) -> dict:
+    """The index folder's manifest, or UserError when its vectors are not in the space of the artifacts'
+    embedder and `head` (built with another embedder, through another head, with a head and now without)."""
     manifest = read_manifest(index)
-    if manifest["embedder"]["sha256"] != artifacts.embedder_sha256:
-        raise UserError(f"index {index} was built with another embedder (sha256 "
-                        f"{manifest['embedder']['sha256'][:12]}) than {artifacts.folder} (sha256 "
-                        f"{artifacts.embedder_sha256[:12]}); rebuild it with `rtd index build`")
+    check_space(manifest, Path(index), artifacts.embedder_sha256, head.sha256 if head is not None else None)
     return manifest
 
 
@@ -58,30 +64,62 @@ def _ms(start: float) -> float:
 
 
 class Pipeline:
-    """The loaded artifacts (generator, embedder) and, when searching, the catalog."""
+    """The loaded artifacts (generator, embedder, and the retrieval head if any) and, when searching, the catalog."""
 
     def __init__(self, artifacts: Artifacts, generator: OnnxGenerator | None, embedder: OnnxEmbedder,
-                 catalog: Catalog | None = None) -> None:
+                 catalog: Catalog | None = None, head: HeadInfo | None = None,
+                 head_sessions: tuple[OnnxHead, OnnxHead] | None = None) -> None:
         self.artifacts = artifacts
         self.generator = generator
         self.embedder = embedder
+        self.head = head
+        self.head_query, self.head_catalog = head_sessions if head_sessions is not None else (None, None)
+        if (head is None) != (head_sessions is None):
+            raise ValueError("a head needs both its sessions, and sessions their head.json")
         self.catalog = catalog
-        if catalog is not None and embedder.dim is not None and catalog.dim != embedder.dim:
-            raise UserError(f"index dim {catalog.dim} != embedder output dim {embedder.dim}")
+        if catalog is not None and self.dim is not None and catalog.dim != self.dim:
+            raise UserError(f"index dim {catalog.dim} != the {'head' if head else 'embedder'}'s output dim {self.dim}")
 
     @classmethod
     def open(cls, artifacts: Path, index: Path | None = None, *, providers: Sequence[str] | None = None,
-             threads: int | None = None, generator: bool = True) -> Pipeline:
-        """Open the artifacts (sha256-checked) and the index (embedder-checked); UserError naming what is wrong.
+             threads: int | None = None, generator: bool = True, head: bool = True) -> Pipeline:
+        """Open the artifacts (sha256-checked), their head (unless `head=False`) and the index (checked to be in
+        their space); UserError naming what is wrong.
 
         `generator=False` skips loading generator.onnx (photo queries and catalog embedding only)."""
         info = read_artifacts(artifacts)
+        head_info = read_head(info) if head and has_head(info) else None
         if index is not None:
-            check_index(info, Path(index))
+            check_index(info, Path(index), head_info)
         gen = OnnxGenerator(info.folder / "generator.onnx", providers, threads) if generator else None
         emb = OnnxEmbedder(info.folder / "embedder.onnx", providers, threads)
-        catalog = Catalog.open(index, expect_embedder_sha256=info.embedder_sha256) if index is not None else None
-        return cls(info, gen, emb, catalog)
+        sessions = head_info.sessions(providers, threads) if head_info is not None else None
+        catalog = (Catalog.open(index, expect_embedder_sha256=info.embedder_sha256,
+                                expect_head_sha256=head_info.sha256 if head_info else None)
+                   if index is not None else None)
+        return cls(info, gen, emb, catalog, head_info, sessions)
+
+    @property
+    def dim(self) -> int | None:
+        """The dim of the vectors the catalog holds: the head's shared space, else the embedder's output."""
+        if self.head is not None:
+            return int(self.head.doc["embedding_dim"])
+        return self.embedder.dim
+
+    @property
+    def query_kinds(self) -> tuple[QueryKind, ...]:
+        """The queries this pipeline answers: the head's mode with a head, else generated and photo."""
+        return (self.head.mode,) if self.head is not None else FROZEN_KINDS  # type: ignore[return-value]
+
+    @property
+    def default_query(self) -> QueryKind:
+        """The head's query with a head; else the generated image (the paper's protocol)."""
+        return self.query_kinds[0]
+
+    def space(self) -> dict:
+        """What the catalog's vectors must have been made with (recorded by `rtd index build`)."""
+        return {"embedder_sha256": self.artifacts.embedder_sha256,
+                "head": self.head.describe() if self.head is not None else None}
 
     @property
     def size(self) -> int:
@@ -109,31 +147,56 @@ class Pipeline:
         """(B, 3, S, S) images in [-1, 1] -> (B, D) unit embeddings."""
         return self.embedder(images)
 
+    def apply_head(self, features: np.ndarray, inputs: Sequence[str]) -> np.ndarray:
+        """(len(inputs) * B, D) embedder features, one block of B per input in that order (as `plan` embeds
+        them: one embedder call) -> (B, E) query vectors through the head's query side."""
+        if self.head_query is None:
+            raise UserError("this pipeline has no retrieval head")
+        blocks = np.split(np.asarray(features, dtype=np.float32), len(inputs))
+        return self.head_query(query_features(inputs, dict(zip(inputs, blocks, strict=True))))
+
+    def embed_catalog(self, images: np.ndarray) -> np.ndarray:
+        """(B, 3, S, S) catalog product images -> (B, dim) catalog vectors: the embedder, then the head's catalog
+        side when there is a head (what `rtd index build` and the admin API store)."""
+        features = self.embed(images)
+        return self.head_catalog(features) if self.head_catalog is not None else features
+
     def search(self, vectors: np.ndarray, k: int, category: str | None = None) -> list[list[Hit]]:
         """Top-k catalog products per (Q, D) query, only `category` when given."""
         if self.catalog is None:
             raise UserError("this pipeline was opened without an index")
         return self.catalog.search(np.asarray(vectors, dtype=np.float32), k, category)
 
+    def stages(self) -> Mapping[str, Callable[..., Any]]:
+        """Each stage of `plan` by name, called directly."""
+        return {"generate": self.generate, "embed": self.embed, "head": self.apply_head, "search": self.search}
+
     # ---- the order, written once -------------------------------------------------------------------
 
     def plan(self, photos: np.ndarray, k: int, category: str | None = None,
-             query: QueryKind = "generated") -> Generator[Step, Any, tuple[list[list[Hit]], np.ndarray | None]]:
-        """generate (unless the photo is the query) -> embed -> search; yields each step, returns the result."""
+             query: QueryKind | None = None) -> Generator[Step, Any, tuple[list[list[Hit]], np.ndarray | None]]:
+        """generate (unless only the photo is the query) -> embed (every query image of the batch in one call)
+        -> head (with a head) -> search; yields each step, returns the result. `query` None: the default."""
         if k < 1:
             raise UserError(f"-k must be >= 1, got {k}")
-        if query not in QUERY_KINDS:
-            raise UserError(f"query must be one of {', '.join(QUERY_KINDS)}, got {query!r}")
-        generated = (yield "generate", (photos,)) if query == "generated" else None
-        vectors = yield "embed", (photos if generated is None else generated,)
+        query = query or self.default_query
+        if query not in self.query_kinds:
+            raise UserError(f"query must be one of {', '.join(self.query_kinds)} with "
+                            f"{'this head' if self.head else 'no retrieval head'}, got {query!r}")
+        inputs = QUERY_INPUTS[query]
+        generated = (yield "generate", (photos,)) if "generated" in inputs else None
+        images = {"generated": generated, "photo": photos}
+        batch = images[inputs[0]] if len(inputs) == 1 else np.concatenate([images[name] for name in inputs])
+        vectors = yield "embed", (batch,)
+        if self.head is not None:
+            vectors = yield "head", (vectors, inputs)
         hits = yield "search", (vectors, k, category)
         return hits, generated
 
     def query(self, photos: np.ndarray, k: int = 10, category: str | None = None,
-              query: QueryKind = "generated") -> QueryResult:
+              query: QueryKind | None = None) -> QueryResult:
         """Run the plan on a (B, 3, S, S) batch, calling the stages directly."""
-        stages: Mapping[str, Callable[..., Any]] = {"generate": self.generate, "embed": self.embed,
-                                                    "search": self.search}
+        stages = self.stages()
         plan, timings = self.plan(photos, k, category, query), {}
         try:
             name, args = next(plan)
@@ -146,15 +209,16 @@ class Pipeline:
             hits, generated = done.value
         return QueryResult(hits, generated, timings)
 
-    async def query_async(self, photos: np.ndarray, k: int, category: str | None, query: QueryKind,
+    async def query_async(self, photos: np.ndarray, k: int, category: str | None, query: QueryKind | None,
                           stages: Mapping[str, Callable[..., Awaitable[Any]]]) -> QueryResult:
-        """Run the plan with awaitable stages (the service's micro-batched generator and embedder)."""
+        """Run the plan with awaitable stages (the service's micro-batched generator and embedder); a stage the
+        caller does not give (the head: a small matrix product) is called directly."""
         plan, timings = self.plan(photos, k, category, query), {}
         try:
             name, args = next(plan)
             while True:
                 start = time.perf_counter()
-                out = await stages[name](*args)
+                out = await stages[name](*args) if name in stages else self.stages()[name](*args)
                 timings[name] = _ms(start)
                 name, args = plan.send(out)
         except StopIteration as done:
@@ -162,7 +226,7 @@ class Pipeline:
         return QueryResult(hits, generated, timings)
 
     def search_image(self, source: Source, k: int = 10, category: str | None = None,
-                     query: QueryKind = "generated") -> list[Hit]:
+                     query: QueryKind | None = None) -> list[Hit]:
         """Top-k products for one image (a path, bytes or PIL image): preprocess, then the plan."""
         if k < 1:  # before the image is decoded
             raise UserError(f"-k must be >= 1, got {k}")

@@ -16,11 +16,10 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from index.head import QUERY_INPUTS
+
 HeadMode = Literal["fused", "generated", "photo"]
 MODES: tuple[HeadMode, ...] = ("fused", "generated", "photo")
-# The query side's input, in this order: embedder features of these images, each (B, D), concatenated.
-QUERY_INPUTS: dict[str, tuple[str, ...]] = {"fused": ("generated", "photo"), "generated": ("generated",),
-                                            "photo": ("photo",)}
 
 
 @dataclass(frozen=True)

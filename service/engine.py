@@ -28,6 +28,7 @@ from index.artifacts import Artifacts, read_artifacts
 from index.catalog import Catalog, ProductMeta, StaleCatalog, compact
 from index.errors import UserError
 from index.files import write_atomic
+from index.head import has_head, read_head
 from index.pipeline import Pipeline, QueryKind, QueryResult, check_index
 from service.batching import MicroBatcher, stage_deadline
 from service.metrics import Metrics
@@ -49,7 +50,7 @@ def valid_product_id(product_id: str) -> bool:
 def check_folders(artifacts: Path, index: Path) -> Artifacts:
     """Fail fast (UserError) when the artifact or index folder is unusable, or they do not belong together."""
     info = read_artifacts(artifacts)
-    check_index(info, Path(index))
+    check_index(info, Path(index), read_head(info) if has_head(info) else None)
     return info
 
 
@@ -105,6 +106,12 @@ class Engine:
         return self.pipeline.artifacts if self.pipeline is not None else None
 
     @property
+    def head_sha256(self) -> str | None:
+        """head.json's sha256 of the retrieval head the catalog is embedded with, or None (no head)."""
+        head = self.pipeline.head if self.pipeline is not None else None
+        return head.sha256 if head is not None else None
+
+    @property
     def catalog(self) -> Catalog | None:
         """The catalog being served (None until loaded); admin writes and reloads replace it."""
         return self.pipeline.catalog if self.pipeline is not None else None
@@ -135,8 +142,8 @@ class Engine:
         self.reason = ""
         if self.settings.follow_interval_s > 0:
             self._follower = asyncio.get_running_loop().create_task(self._follow_forever(), name="catalog-follower")
-        log.info("ready: %d products, image size %d, onnxruntime providers %s", len(pipeline.catalog or ()),
-                 self.size, self.providers)
+        log.info("ready: %d products, image size %d, query %s, onnxruntime providers %s", len(pipeline.catalog or ()),
+                 self.size, pipeline.default_query + (" (retrieval head)" if pipeline.head else ""), self.providers)
 
     def _load(self) -> Pipeline:
         s = self.settings
@@ -185,15 +192,25 @@ class Engine:
         return await self.generator.submit(photo)
 
     async def embed(self, image: np.ndarray) -> np.ndarray:
-        """(3, S, S) product image in [-1, 1] -> (D,) unit embedding."""
+        """(3, S, S) image in [-1, 1] -> (D,) unit embedding (the embedder's features)."""
         assert self.embedder is not None
         return await self.embedder.submit(image)
+
+    async def embed_catalog(self, image: np.ndarray) -> np.ndarray:
+        """(3, S, S) catalog product image -> its catalog vector: the embedder's features, through the head's
+        catalog side when there is a head (index/pipeline.py `embed_catalog`)."""
+        assert self.pipeline is not None
+        features = await self.embed(image)
+        head = self.pipeline.head_catalog
+        return head(features[None])[0] if head is not None else features
 
     async def _generate_batch(self, photos: np.ndarray) -> np.ndarray:
         return (await self.generate(photos[0]))[None]
 
     async def _embed_batch(self, images: np.ndarray) -> np.ndarray:
-        return (await self.embed(images[0]))[None]
+        # The query's images (the generated image and the photo, for a fused head) are submitted together, so
+        # they land in one micro-batch: one embedder call.
+        return np.stack(await asyncio.gather(*(self.embed(image) for image in images)))
 
     async def _search(self, vectors: np.ndarray, k: int, category: str | None) -> list:
         assert self.pipeline is not None
@@ -201,7 +218,7 @@ class Engine:
             return await anyio.to_thread.run_sync(functools.partial(self.pipeline.search, vectors, k, category))
 
     async def query(self, photo: np.ndarray, k: int, category: str | None,
-                    query: QueryKind = "generated") -> QueryResult:
+                    query: QueryKind | None = None) -> QueryResult:
         """One (3, S, S) photo through the pipeline's plan: micro-batched models, catalog off the event loop."""
         assert self.pipeline is not None
         stages = {"generate": self._generate_batch, "embed": self._embed_batch, "search": self._search}
@@ -327,6 +344,7 @@ class Engine:
     async def _reload_locked(self) -> int:
         assert self.info is not None
         catalog = await anyio.to_thread.run_sync(
-            functools.partial(Catalog.open, self.settings.index, expect_embedder_sha256=self.info.embedder_sha256))
+            functools.partial(Catalog.open, self.settings.index, expect_embedder_sha256=self.info.embedder_sha256,
+                              expect_head_sha256=self.head_sha256))
         self._set_catalog(catalog)
         return len(catalog)

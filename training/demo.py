@@ -228,16 +228,16 @@ def build_index(cfg: DemoConfig, artifacts: Path, data: Path) -> Path:
 def hit_rate(artifacts: Path, index: Path, data: Path, k: int = CHECK_K, batch: int = 32) -> dict:
     """Share of the shop's street photos whose product /search ranks in the top k, through the service's own
     pipeline (index/pipeline.py: ONNX generator -> ONNX embedder -> FAISS); also with the photo as the query."""
-    from index.pipeline import QUERY_KINDS, Pipeline
+    from index.pipeline import FROZEN_KINDS, Pipeline
     from training.data import load_records
 
     pipeline = Pipeline.open(artifacts, index)
     queries = [(photo, r.product_id) for r in load_records(data).records for photo in r.photos]
-    hits = dict.fromkeys(QUERY_KINDS, 0)
+    hits = dict.fromkeys(FROZEN_KINDS, 0)
     for start in range(0, len(queries), batch):
         chunk = queries[start:start + batch]
         photos = np.stack([pipeline.preprocess(path) for path, _ in chunk])  # (B, 3, S, S)
-        for kind in QUERY_KINDS:
+        for kind in FROZEN_KINDS:
             for (_, truth), found in zip(chunk, pipeline.query(photos, k, query=kind).hits, strict=True):
                 hits[kind] += truth in {hit.product_id for hit in found}
     n, catalog = len(queries), len(pipeline.catalog)

@@ -33,7 +33,8 @@ from index.catalog import Catalog, ProductMeta
 from index.configs import opt
 from index.errors import UserError
 from index.images import preprocess_many, to_image
-from index.pipeline import QUERY_KINDS, Pipeline
+from index.pipeline import FROZEN_KINDS as QUERY_KINDS
+from index.pipeline import Pipeline
 from training import registry
 from training.data import ProductRecord, load_split
 from training.metrics import recall_at_k, rmse, ssim, true_ranks

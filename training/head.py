@@ -36,7 +36,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -52,6 +52,7 @@ from index.artifacts import Artifacts, read_artifacts
 from index.configs import opt, to_json_dict
 from index.errors import UserError
 from index.files import write_atomic
+from index.head import CATALOG_ONNX, HEAD_FORMAT, HEAD_JSON, QUERY_ONNX, query_features, read_head
 from index.images import preprocess_many
 from index.onnx import CPU, OnnxHead, sha256_file
 from models.head import HeadConfig, RetrievalHead
@@ -59,8 +60,6 @@ from training.data import ProductRecord, load_split
 from training.metrics import recall_at_k, true_ranks
 
 FEATURES_FORMAT = 1
-HEAD_FORMAT = 1
-HEAD_JSON, QUERY_ONNX, CATALOG_ONNX = "head.json", "head_query.onnx", "head_catalog.onnx"
 OPSET = 18  # as the generator's and the embedder's graphs
 KS = (1, 5, 10)
 # onnxruntime vs PyTorch, per number of a unit vector: float32 reordering stays near 1e-7.
@@ -146,15 +145,6 @@ class Features:
         keep = new[self.owner] >= 0
         return Features(self.product_ids[rows], self.products[rows], new[self.owner[keep]], self.photos[keep],
                         self.generated[keep])
-
-
-def query_features(inputs: Sequence[str], features: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The query side's input: the features named by `inputs` (head.json's `query.inputs`), concatenated."""
-    try:
-        parts = [np.asarray(features[name], dtype=np.float32) for name in inputs]
-    except KeyError as e:
-        raise UserError(f"the head's query needs the {e.args[0]} image's features") from e
-    return np.ascontiguousarray(np.concatenate(parts, axis=1))
 
 
 def features_key(artifacts: Artifacts, records: Sequence[ProductRecord]) -> str:
@@ -408,65 +398,6 @@ def export_head(head: RetrievalHead, folder: Path, query_sample: np.ndarray, cat
     return doc
 
 
-# ---- reading a head back (torch-free code: it belongs to index/ once the pipeline applies the head) ------
-
-@dataclass(frozen=True)
-class HeadInfo:
-    """An artifacts folder's head.json whose ONNX files, generator and embedder all match."""
-
-    folder: Path
-    doc: dict
-
-    @property
-    def mode(self) -> str:
-        return str(self.doc["mode"])
-
-    @property
-    def query_inputs(self) -> tuple[str, ...]:
-        return tuple(self.doc["query"]["inputs"])
-
-    def sessions(self, providers: Sequence[str] | None = None, threads: int | None = None) -> tuple[OnnxHead, OnnxHead]:
-        """(query side, catalog side) onnxruntime sessions."""
-        return (OnnxHead(self.folder / QUERY_ONNX, providers, threads),
-                OnnxHead(self.folder / CATALOG_ONNX, providers, threads))
-
-
-def read_head(folder: Path, artifacts: Artifacts | None = None) -> HeadInfo:
-    """ARTIFACTS/head.json checked against its ONNX files and against the artifacts' generator and embedder.
-
-    UserError (one line) when any of them differs: a head only means something on the features it was
-    trained on. The generator is checked when the query uses the generated image (modes fused, generated)."""
-    folder = Path(folder)
-    art = artifacts or read_artifacts(folder)
-    path = folder / HEAD_JSON
-    if not path.is_file():
-        raise UserError(f"{folder} has no {HEAD_JSON}: train a retrieval head with `rtd fit-head`")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        fmt, inputs = doc["format_version"], tuple(doc["query"]["inputs"])
-        trained_with = doc["trained_with"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: not a head.json written by `rtd fit-head` ({type(e).__name__}: {e})") from e
-    if fmt != HEAD_FORMAT:
-        raise UserError(f"{path}: format {fmt}, this code reads {HEAD_FORMAT}; re-run `rtd fit-head`")
-    for side, name in (("query", QUERY_ONNX), ("catalog", CATALOG_ONNX)):
-        onnx_path = folder / name
-        if not onnx_path.is_file():
-            raise UserError(f"{folder} has {HEAD_JSON} but no {name}")
-        if sha256_file(onnx_path) != doc[side].get("onnx_sha256"):
-            raise UserError(f"{onnx_path} does not match {HEAD_JSON} (sha256): a partial copy or another fit")
-    generator = art.model["generator"]["onnx_sha256"]
-    if "generated" in inputs and trained_with.get("generator_sha256") != generator:
-        raise UserError(f"{path}: the head was trained on another generator's images (sha256 "
-                        f"{str(trained_with.get('generator_sha256'))[:12]}, artifacts {generator[:12]}); "
-                        f"re-run `rtd fit-head`")
-    if trained_with.get("embedder_sha256") != art.embedder_sha256:
-        raise UserError(f"{path}: the head was trained on another embedder's features (sha256 "
-                        f"{str(trained_with.get('embedder_sha256'))[:12]}, artifacts {art.embedder_sha256[:12]}); "
-                        f"re-run `rtd fit-head`")
-    return HeadInfo(folder, doc)
-
-
 # ---- the job -----------------------------------------------------------------------------------------
 
 def training_records(cfg: FitHeadConfig) -> list[ProductRecord]:
@@ -576,9 +507,10 @@ def fit_head(cfg: FitHeadConfig) -> dict:
         "fitted": {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "seconds": round(time.perf_counter() - start, 1)},
     }
-    doc = export_head(head, cfg.artifacts, val.query(inputs)[sample_rows], val.products[:64], doc)
-    read_head(cfg.artifacts)  # what was written reads back
-    say(f"wrote {QUERY_ONNX}, {CATALOG_ONNX}, {HEAD_JSON} to {cfg.artifacts} in {time.perf_counter() - start:.0f} s "
+    # Into the current version folder: a later `rtd export` starts without a head trained for this one.
+    doc = export_head(head, art.folder, val.query(inputs)[sample_rows], val.products[:64], doc)
+    read_head(art)  # what was written reads back
+    say(f"wrote {QUERY_ONNX}, {CATALOG_ONNX}, {HEAD_JSON} to {art.folder} in {time.perf_counter() - start:.0f} s "
         f"(parity: max |onnx - torch| {max(doc['parity']['query']['max_abs_error'], doc['parity']['catalog']['max_abs_error']):.1e})")
     return doc
 

@@ -89,7 +89,7 @@ async def add_product(
     check_product_id(product_id)
     data = await read_upload(image, settings)
     array = await preprocess_upload(data, engine.size, settings, decodes)  # (3, S, S)
-    vector = await engine.embed(array)  # (D,)
+    vector = await engine.embed_catalog(array)  # (D,), or (E,) through the retrieval head's catalog side
     stored, suffix = await anyio.to_thread.run_sync(_stored_image, data, settings.max_pixels, limiter=decodes)
     try:
         count = await engine.add_product(ProductMeta(product_id, title or None, category or None), stored, suffix,

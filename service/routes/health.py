@@ -31,4 +31,5 @@ def ready(request: Request, settings: SettingsDep) -> JSONResponse:
         return error_response(503, "not_ready", engine.reason or "not ready",
                               {"Retry-After": str(settings.retry_after_s)})
     return JSONResponse({"status": "ready", "products": len(engine.catalog), "image_size": engine.size,
-                         "providers": engine.providers})
+                         "providers": engine.providers, "query": engine.pipeline.default_query,
+                         "head": engine.pipeline.head.describe() if engine.pipeline.head else None})

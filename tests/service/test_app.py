@@ -143,7 +143,7 @@ def test_health_live_and_ready(client: TestClient) -> None:
     ready = client.get("/health/ready")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "products": 10, "image_size": SIZE,
-                            "providers": ["CPUExecutionProvider"]}
+                            "providers": ["CPUExecutionProvider"], "query": "generated", "head": None}
 
 
 def test_metrics_counts_requests_and_batches(client: TestClient, tiny: Tiny) -> None:

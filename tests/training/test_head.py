@@ -15,7 +15,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from index.artifacts import read_artifacts
 from index.errors import UserError
+from index.head import read_head
 from models.head import HeadConfig, RetrievalHead
 from tests.helpers import make_lookbook
 from training import head as H
@@ -182,7 +184,7 @@ def test_fit_head_writes_a_checked_head_and_reuses_the_feature_cache(world: tupl
     assert json.loads((artifacts / "head.json").read_text()) == doc
 
     # The head read back through onnxruntime gives the same vectors as the features through PyTorch would.
-    info = H.read_head(artifacts)
+    info = read_head(read_artifacts(artifacts))
     query, catalog = info.sessions(providers=["CPUExecutionProvider"])
     feats, cache_file, reused = H.cached_features(artifacts, load_records(data).records, split.parent / "head-cache")
     assert reused and cache_file.is_file()
@@ -201,13 +203,13 @@ def test_fit_head_writes_a_checked_head_and_reuses_the_feature_cache(world: tupl
 def test_cache_key_follows_the_generator_and_the_images(world: tuple[Path, Path, Path], tmp_path: Path) -> None:
     artifacts, data, _ = world
     records = load_records(data).records
-    key = H.features_key(H.read_artifacts(artifacts), records)
-    assert H.features_key(H.read_artifacts(artifacts), records[:-1]) != key
+    key = H.features_key(read_artifacts(artifacts), records)
+    assert H.features_key(read_artifacts(artifacts), records[:-1]) != key
     other = make_artifacts(tmp_path / "other", swap=False)
-    assert H.features_key(H.read_artifacts(other), records) != key
+    assert H.features_key(read_artifacts(other), records) != key
     photo = records[0].photos[0]
     os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
-    assert H.features_key(H.read_artifacts(artifacts), records) != key
+    assert H.features_key(read_artifacts(artifacts), records) != key
 
 
 def _replace_generator(artifacts: Path, swap: bool) -> None:
@@ -219,34 +221,34 @@ def _replace_generator(artifacts: Path, swap: bool) -> None:
 def test_a_head_for_another_generator_or_embedder_is_refused(world: tuple[Path, Path, Path]) -> None:
     artifacts, data, split = world
     H.fit_head(tiny_config(artifacts, data, split, epochs=(1,)))
-    H.read_head(artifacts)
+    read_head(read_artifacts(artifacts))
     _replace_generator(artifacts, swap=False)  # re-exported with another generator: same embedder
     with pytest.raises(UserError, match="another generator"):
-        H.read_head(artifacts)
+        read_head(read_artifacts(artifacts))
     _replace_generator(artifacts, swap=True)  # the original generator again (same bytes, same sha256)
-    H.read_head(artifacts)
+    read_head(read_artifacts(artifacts))
     model = json.loads((artifacts / "model.json").read_text())
     model["embedder"]["onnx_sha256"] = _embedder(artifacts / "embedder.onnx", seed=5)
     (artifacts / "model.json").write_text(json.dumps(model))
     with pytest.raises(UserError, match="another embedder"):
-        H.read_head(artifacts)
+        read_head(read_artifacts(artifacts))
 
 
 def test_a_photo_head_does_not_depend_on_the_generator(world: tuple[Path, Path, Path]) -> None:
     artifacts, data, split = world
     H.fit_head(tiny_config(artifacts, data, split, mode="photo", epochs=(1,)))
     _replace_generator(artifacts, swap=False)
-    assert H.read_head(artifacts).query_inputs == ("photo",)
+    assert read_head(read_artifacts(artifacts)).query_inputs == ("photo",)
 
 
 def test_a_damaged_head_is_refused(world: tuple[Path, Path, Path]) -> None:
     artifacts, data, split = world
     with pytest.raises(UserError, match="no head.json.*rtd fit-head"):
-        H.read_head(artifacts)
+        read_head(read_artifacts(artifacts))
     H.fit_head(tiny_config(artifacts, data, split, epochs=(1,)))
     (artifacts / "head_catalog.onnx").write_bytes((artifacts / "head_catalog.onnx").read_bytes()[:-5])
     with pytest.raises(UserError, match="does not match head.json"):
-        H.read_head(artifacts)
+        read_head(read_artifacts(artifacts))
 
 
 # ---- the command line --------------------------------------------------------------------------------
