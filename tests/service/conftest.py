@@ -98,6 +98,42 @@ def make_artifacts(folder: Path, size: int = SIZE, dim: int = DIM, seed: int = 0
     return folder
 
 
+def _projection(path: Path, weight: np.ndarray) -> str:
+    """A head side: `features` (B, F) @ W (F, E) -> L2 norm -> `embedding`; its sha256."""
+    nodes = [helper.make_node("MatMul", ["features", "w"], ["projected"]),
+             helper.make_node("LpNormalization", ["projected"], ["embedding"], axis=1, p=2)]
+    graph = helper.make_graph(
+        nodes, "tiny_head",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", weight.shape[0]])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", weight.shape[1]])],
+        [numpy_helper.from_array(weight.astype(np.float32), "w")])
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+
+def make_head(artifacts: Path, mode: str = "fused", dim: int = DIM, out_dim: int = 6, seed: int = 0) -> Path:
+    """A retrieval head in an artifact folder, as `rtd fit-head` writes it (index/head.py), without torch.
+
+    The catalog side is a random D x E projection C. The query side reads the generated image's features through
+    the same C and ignores the photo's ([C; 0] for "fused"), so a street photo whose generated image is exactly a
+    catalog image (tiny world: the channel swap) still finds that product first with score 1 -- in E != D
+    dimensions, so a vector that skipped the head cannot be stored or searched by mistake."""
+    catalog = np.random.default_rng(seed).standard_normal((dim, out_dim)).astype(np.float32)
+    inputs = {"fused": ["generated", "photo"], "generated": ["generated"], "photo": ["photo"]}[mode]
+    query = np.concatenate([catalog if name == "generated" or mode == "photo" else np.zeros_like(catalog)
+                            for name in inputs])
+    model = json.loads((artifacts / "model.json").read_text())
+    doc = {"format_version": 1, "mode": mode, "embedding_dim": out_dim,
+           "query": {"input": "features", "output": "embedding", "inputs": inputs, "dim": len(inputs) * dim,
+                     "onnx": "head_query.onnx", "onnx_sha256": _projection(artifacts / "head_query.onnx", query)},
+           "catalog": {"input": "features", "output": "embedding", "inputs": ["product"], "dim": dim,
+                       "onnx": "head_catalog.onnx",
+                       "onnx_sha256": _projection(artifacts / "head_catalog.onnx", catalog)},
+           "trained_with": {"generator_sha256": model["generator"]["onnx_sha256"],
+                            "embedder_sha256": model["embedder"]["onnx_sha256"], "seed": seed}}
+    (artifacts / "head.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    return artifacts
+
+
 def swap_red_blue(img: Image.Image) -> Image.Image:
     r, g, b = img.convert("RGB").split()
     return Image.merge("RGB", (b, g, r))
