@@ -2,8 +2,9 @@
 
 The path is the service's /search: the one pipeline (index/pipeline.py) — the shared preprocessing at the
 artifacts' size S, generator.onnx (street photo -> product image, Sec. 5 "Recall@K"), embedder.onnx, then
-cosine top-K in the catalog. `--no-generate` embeds the image as it is: the no-generation baseline for a street
-photo, or a catalog image looking for itself.
+cosine top-K in the catalog; with a retrieval head in the artifacts (index/head.py) its query (fused: the
+generated image and the photo) through the head. `--no-generate` embeds the image as it is: the no-generation
+baseline for a street photo, or a catalog image looking for itself (without a head, or with a photo head).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise UserError(f"-k must be >= 1, got {args.k}")
     pipeline = Pipeline.open(args.artifacts, args.index, generator=not args.no_generate)
-    hits = pipeline.search_image(args.image, args.k, args.category, "photo" if args.no_generate else "generated")
+    hits = pipeline.search_image(args.image, args.k, args.category, "photo" if args.no_generate else None)
     results = [{"rank": rank, **asdict(hit)} for rank, hit in enumerate(hits, start=1)]
     print(json.dumps({"image": str(args.image), "generated": not args.no_generate, "results": results}, indent=1))
     return 0
