@@ -1,0 +1,98 @@
+"""What the retrieval head costs /search (issue #13 target: at most +15 % at concurrency 1, demo size).
+
+    python bench/bench_head_latency.py --artifacts demo/artifacts --catalog demo/data --photos demo/samples
+
+Two `rtd serve` processes on the same machine, side by side in one run: one on the artifacts with their head
+(index built through the head's catalog side; the query is fused: the generated image and the photo in one
+embedder call, then the head), one on a copy of the artifacts without the head files (the frozen protocol:
+the generated image alone). Requests alternate between them one at a time (concurrency 1), so both see the
+same machine load; the p50 ratio is the head's cost. Indexes are built into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import httpx  # noqa: E402
+
+from bench.bench_service import free_port, load_photos, one_request, percentile, start_server  # noqa: E402
+from index.artifacts import read_artifacts  # noqa: E402
+from index.build import build_index  # noqa: E402
+from index.head import CATALOG_ONNX, HEAD_JSON, QUERY_ONNX, has_head  # noqa: E402
+
+
+async def alternate(bases: dict[str, str], photos: list[bytes], repeats: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in bases}
+    clients = {name: httpx.AsyncClient(base_url=base, timeout=30) for name, base in bases.items()}
+    try:
+        for i in range(repeats + 5):  # the first 5 of each warm the connections, not counted
+            order = list(bases) if i % 2 == 0 else list(reversed(bases))
+            for name in order:
+                status, code, ms = await one_request(clients[name], "/search", photos[i % len(photos)])
+                if status != 200:
+                    raise SystemExit(f"{name}: /search answered {status} {code}")
+                if i >= 5:
+                    times[name].append(ms)
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--artifacts", type=Path, required=True, help="artifacts with a head (rtd fit-head)")
+    p.add_argument("--catalog", type=Path, required=True, help="the catalog to index (e.g. demo/data)")
+    p.add_argument("--photos", type=Path, required=True, help="street photos to send")
+    p.add_argument("--repeats", type=int, default=200, help="requests per server")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads per session")
+    p.add_argument("--out", type=Path, help="also write the results as JSON here")
+    args = p.parse_args(argv)
+    art = read_artifacts(args.artifacts)
+    if not has_head(art):
+        raise SystemExit(f"{args.artifacts} has no {HEAD_JSON}: nothing to compare")
+    photos = load_photos(args.photos)
+    servers, bases = [], {}
+    with tempfile.TemporaryDirectory(prefix="rtd-head-bench-") as tmp:
+        frozen = Path(tmp) / "artifacts-frozen"
+        shutil.copytree(art.folder, frozen)
+        for name in (HEAD_JSON, QUERY_ONNX, CATALOG_ONNX):
+            (frozen / name).unlink()
+        variants = {"frozen (generated)": (frozen, Path(tmp) / "index-frozen"),
+                    f"head ({json.loads((art.folder / HEAD_JSON).read_text())['mode']})": (art.folder, Path(tmp) / "index-head")}
+        try:
+            for name, (artifacts, index) in variants.items():
+                build_index(artifacts, args.catalog, index)
+                ns = argparse.Namespace(artifacts=artifacts, index=index, max_batch=16, max_wait_ms=0.0, queue_size=64,
+                                        request_timeout_ms=None, providers="", threads=args.threads)
+                port = free_port()
+                servers.append(start_server(ns, port, Path(tmp) / f"server-{len(servers)}.log"))
+                bases[name] = f"http://127.0.0.1:{port}"
+            times = asyncio.run(alternate(bases, photos, args.repeats))
+        finally:
+            for server in servers:
+                server.terminate()
+                server.wait(timeout=30)
+    result = {name: {"p50_ms": round(percentile(t, 50), 2), "p90_ms": round(percentile(t, 90), 2), "requests": len(t)}
+              for name, t in times.items()}
+    names = list(result)
+    ratio = result[names[1]]["p50_ms"] / result[names[0]]["p50_ms"]
+    result["p50_ratio_head_over_frozen"] = round(ratio, 3)
+    for name in names:
+        print(f"{name:24s} /search p50 {result[name]['p50_ms']:7.2f} ms  p90 {result[name]['p90_ms']:7.2f} ms")
+    print(f"head / frozen p50: {ratio:.3f} (issue #13 target: <= 1.15)")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
