@@ -37,8 +37,8 @@ UPLOADS = r"^/(search|generate|admin/products)$"
 def st_run(base: str, *options: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.service.schemathesis_hooks", "PYTHONPATH": str(ROOT)}
     st = Path(sys.executable).with_name("st")
-    return subprocess.run([str(st), "run", f"{base}/openapi.json", "--checks", "all", "--max-examples", "10",
-                           "--seed", "1", "--workers", "1", "--max-time", "120", "--request-timeout", "30",
+    return subprocess.run([str(st), "run", f"{base}/openapi.json", "--checks", "all", "--max-examples", "5",
+                           "--seed", "1", "--workers", "1", "--max-time", "40", "--request-timeout", "30",
                            "--no-color", "-H", f"X-API-Key: {KEY}", *options],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
 
