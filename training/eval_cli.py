@@ -34,6 +34,8 @@ def _default(name: str) -> object:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `rtd eval` flags (EvalConfig's fields and defaults), and the `compare` subcommand, to `parser`."""
+    from training.evaluate import QUERY_CHOICES
+
     p = parser
     p.add_argument("--artifacts", type=Path, help="folder from `rtd export` (generator.onnx, embedder.onnx, model.json)")
     p.add_argument("--data", type=Path, help="data folder the split was made from")
@@ -41,13 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="report folder (report.json, report.md, recall.png, samples.png, queries.csv)")
     ks = _default("ks")
     p.add_argument("--k", type=_ks, default=ks, help=f"Recall@K cut-offs (default: {','.join(map(str, ks))})")
-    p.add_argument("--query", choices=("generated", "photo", "both"), default=_default("query"),
-                   help="generated: the paper's method; photo: the no-generation baseline (default: %(default)s)")
+    p.add_argument("--query", choices=QUERY_CHOICES, default=_default("query"),
+                   help="all: every kind side by side (generated and photo with the frozen embedder, the paper's "
+                        "protocol, and the retrieval head's query when the artifacts have one); generated: the "
+                        "paper's method; photo: the no-generation baseline; head: the head's query; both: generated "
+                        "and photo (default: %(default)s)")
     p.add_argument("--limit", type=int, default=_default("limit"), help="evaluate the first N query photos only")
     p.add_argument("--batch-size", type=int, default=_default("batch_size"),
                    help="images per onnxruntime call (default: %(default)s)")
     p.add_argument("--samples", type=int, default=_default("samples"),
                    help="rows of the sample grid, samples.png (default: %(default)s)")
+    p.add_argument("--bootstrap", type=int, default=_default("bootstrap"),
+                   help="product resamples for the 95 %% intervals of Recall@K (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=_default("seed"), help="seed of the bootstrap (default: %(default)s)")
     sub = p.add_subparsers(dest="eval_command", parser_class=type(p))
     c = sub.add_parser("compare", help="merge several report.json files into one table and one plot")
     c.add_argument("reports", type=Path, nargs="+", help="report.json files (or their folders)")
@@ -56,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`rtd eval` (or `rtd eval compare`): print the config, run, print a summary; returns the exit code."""
-    from training.evaluate import EvalConfig, compare_reports, evaluate
+    from training.evaluate import EvalConfig, compare_reports, evaluate, summary_text
 
     if getattr(args, "eval_command", None) == "compare":
         print(f"rtd eval compare: config {json.dumps({'reports': [str(r) for r in args.reports], 'out': str(args.out)})}",
@@ -69,10 +77,12 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise UserError(f"missing {', '.join(missing)} (or use `rtd eval compare REPORT... --out DIR`)")
     cfg = EvalConfig(artifacts=args.artifacts, data=args.data, split=args.split, out=args.out, ks=tuple(args.k),
-                     query=args.query, limit=args.limit, batch_size=args.batch_size, samples=args.samples)
+                     query=args.query, limit=args.limit, batch_size=args.batch_size, samples=args.samples,
+                     bootstrap=args.bootstrap, seed=args.seed)
     print_config("eval", cfg)
     report = evaluate(cfg)
-    print((Path(cfg.out) / "report.md").read_text(encoding="utf-8"))
+    print(summary_text(report))  # report.md in --out has the same with the setup and the method notes
     print(json.dumps({"out": str(cfg.out), "queries": report["test_set"]["queries"],
+                      "kinds": [r["method"] for r in report["results"]],
                       "queries_per_s": report["throughput"]["queries_per_s"]}))
     return 0

@@ -4,14 +4,24 @@ Runs exactly what the service runs: the one search pipeline (index/pipeline.py) 
 at the artifacts' size S, generator.onnx and embedder.onnx (CUDA when onnxruntime has it), and a real
 `Catalog` (exact FAISS + SQLite, in memory) as the gallery. No torch.
 
-Protocol (Sec. 5): the gallery is the test split's product images, embedded with the artifacts' embedder;
-every test photo is a query, in two kinds: the generated product image (the paper's method) and the photo
-itself (the no-generation baseline). A query is a hit at K when its true product is in the top K by
-cosine; the catalog ranks the whole gallery, so every rank (and its ties) is known. RMSE and SSIM compare a query image with the true product image at S (training/metrics.py).
+Protocol (Sec. 5): the gallery is the test split's product images; every test photo is a query, in every
+kind the artifacts answer, side by side in one run (`--query all`):
+  generated  the generated product image (the paper's method), frozen embedder features;
+  photo      the photo itself (the no-generation baseline), frozen embedder features;
+  head       with a retrieval head (issue #13, `rtd fit-head`), the head's query (fused, generated or photo).
+The frozen kinds are the paper's Table 1 protocol: a pipeline opened without the head, its gallery the
+embedder's features. The head's kind has its own pipeline and its own gallery, embedded through the head's
+catalog side (`Pipeline.embed_catalog`), as `rtd index build` does. A query is a hit at K when its true
+product is in the top K by cosine; the catalog ranks the whole gallery, so every rank (and its ties) is
+known. Recall@K comes with a 95 % bootstrap interval over products (training/metrics.py
+`bootstrap_recall`: a product's photos are not independent queries) and per product category (R@1, R@10).
+RMSE and SSIM compare a query image with the true product image at S (the generated image for the kinds
+that use it, else the photo).
 
-Writes into OUT: report.json, report.md (Table 1's form), recall.png (Recall@K curves), samples.png
-(photo | generated | ground truth | top-5, the true product framed in green) and queries.csv.
-`compare_reports` merges several report.json files into one table and one plot.
+Writes into OUT: report.json, report.md (Table 1's form, intervals, categories), recall.png (Recall@K
+curves), samples.png (photo | generated | ground truth | top-5 of the default kind, the true product framed
+in green, its rank and score written under the row) and queries.csv. `compare_reports` merges several
+report.json files into one table and one plot.
 """
 
 from __future__ import annotations
@@ -32,12 +42,13 @@ from tqdm import tqdm
 from index.catalog import Catalog, ProductMeta
 from index.configs import opt
 from index.errors import UserError
+from index.head import HeadInfo
 from index.images import preprocess_many, to_image
-from index.pipeline import FROZEN_KINDS as QUERY_KINDS
-from index.pipeline import Pipeline
+from index.onnx import OnnxGenerator
+from index.pipeline import FROZEN_KINDS, Pipeline
 from training import registry
 from training.data import ProductRecord, load_split
-from training.metrics import recall_at_k, rmse, ssim, true_ranks
+from training.metrics import bootstrap_recall, recall_at_k, rmse, ssim, true_ranks
 
 REPORT_FORMAT = 1
 TOP_SHOWN = 5  # retrieved products per row of the sample grid
@@ -46,6 +57,11 @@ HIT, MISS = (0, 160, 60), (200, 200, 200)
 PALETTE = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (23, 190, 207)]
 PHOTO_COLOUR, CHANCE_COLOUR = (127, 127, 127), (200, 200, 200)
+EVAL_KINDS = ("generated", "photo", "head")  # a report's row order; "head" is the retrieval head's query
+QUERY_CHOICES = ("all", *EVAL_KINDS, "both")  # both: generated and photo (the frozen pair, the former default)
+CATEGORY_KS = (1, 10)  # the per-category table's cut-offs
+NO_CATEGORY = "(none)"  # a product without a category (no products.csv / manifest column)
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -57,28 +73,88 @@ class EvalConfig:
     split: Path = opt(help="split file from `rtd data split`; its test part is evaluated")
     out: Path = opt(help="report folder (report.json, report.md, recall.png, samples.png, queries.csv)")
     ks: tuple[int, ...] = opt((1, 5, 10, 20, 60, 100), "Recall@K cut-offs, e.g. 1,5,10,20,60,100", flag="--k")
-    query: Literal["generated", "photo", "both"] = opt(
-        "both", "generated: the paper's method; photo: the no-generation baseline; both")
+    query: Literal["all", "generated", "photo", "head", "both"] = opt(
+        "all", "all: every kind the artifacts answer, side by side (generated and photo with the frozen embedder, "
+        "and the retrieval head's query when there is one); generated: the paper's method; photo: the "
+        "no-generation baseline; head: the head's query only; both: generated and photo")
     limit: int | None = opt(None, "evaluate the first N query photos only (spread over products)")
     batch_size: int = opt(32, "images per onnxruntime call")
     samples: int = opt(8, "rows of the sample grid (samples.png)")
+    bootstrap: int = opt(1000, "product resamples for the 95 % intervals of Recall@K")
+    seed: int = opt(0, "seed of the bootstrap resampling")
 
 
 def validate(cfg: EvalConfig) -> None:
     """UserError (one line) for options that cannot run."""
-    if cfg.query not in (*QUERY_KINDS, "both"):
-        raise UserError(f"--query must be generated, photo or both, got {cfg.query!r}")
+    if cfg.query not in QUERY_CHOICES:
+        raise UserError(f"--query must be one of {', '.join(QUERY_CHOICES)}, got {cfg.query!r}")
     if not cfg.ks or min(cfg.ks) < 1:
         raise UserError(f"--k needs positive integers, got {cfg.ks}")
-    if cfg.batch_size < 1 or cfg.samples < 0 or (cfg.limit is not None and cfg.limit < 1):
-        raise UserError("--batch-size and --limit must be >= 1, --samples >= 0")
+    if cfg.batch_size < 1 or cfg.samples < 0 or cfg.bootstrap < 1 or (cfg.limit is not None and cfg.limit < 1):
+        raise UserError("--batch-size, --bootstrap and --limit must be >= 1, --samples >= 0")
 
 
-def method_label(model: dict, kind: str) -> str:
-    """Table row name: 'rtdGAN (N=3)', 'pix2pix', 'PLDT', or the photo baseline (training/registry.py)."""
+def method_label(model: dict, kind: str, head: HeadInfo | None = None) -> str:
+    """Table row name: 'rtdGAN (N=3)', 'pix2pix', 'PLDT' (training/registry.py), the photo baseline, or the
+    head's query: 'head fused, rtdGAN (N=3)' (the generator named when the query uses its image), 'head photo'."""
+    generator = registry.report_label(model.get("generator", {}))
     if kind == "photo":
         return "photo (no generation)"
-    return registry.report_label(model.get("generator", {}))
+    if kind == "head":
+        assert head is not None
+        return f"head {head.mode}, {generator}" if "generated" in head.query_inputs else f"head {head.mode}"
+    return generator
+
+
+class GenerateOnce:
+    """The generator session, remembering its last batch: each photo batch is generated once, however many
+    kinds' pipelines (the frozen generated query, a fused or generated head) query with it."""
+
+    def __init__(self, session: OnnxGenerator) -> None:
+        self.session = session
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __call__(self, photos: np.ndarray) -> np.ndarray:
+        if self._last is None or self._last[0] is not photos:
+            self._last = (photos, self.session(photos))
+        return self._last[1]
+
+
+@dataclass(frozen=True)
+class EvalKind:
+    """One row of the report: the pipeline that answers it and how it is asked."""
+
+    method: str  # "generated", "photo" or "head" (report.json's "method")
+    pipeline: Pipeline
+    query: str  # the pipeline's query kind (index/pipeline.py QUERY_KINDS)
+    image: str  # the query image RMSE and SSIM compare with the true product: "generated" or "photo"
+    label: str
+
+
+def open_kinds(cfg: EvalConfig) -> list[EvalKind]:
+    """The kinds `cfg.query` asks for, each with its pipeline; UserError (one line) for a head that is not there.
+
+    generated and photo share a pipeline without the head (the paper's protocol, even when the artifacts have
+    one); the head's kind has its own. Both use the same embedder and generator sessions, and the generator
+    remembers its last batch (`GenerateOnce`), so a photo batch is generated once for all kinds."""
+    base = Pipeline.open(cfg.artifacts, generator=cfg.query != "photo", head=cfg.query in ("all", "head"))
+    art, head = base.artifacts, base.head
+    if cfg.query == "head" and head is None:
+        raise UserError(f"--query head: {cfg.artifacts} has no retrieval head (head.json); train one with "
+                        "`rtd fit-head`, or evaluate generated or photo")
+    names = {"all": (*FROZEN_KINDS, "head") if head else FROZEN_KINDS, "both": FROZEN_KINDS}.get(cfg.query, (cfg.query,))
+    generates = "generated" in names or ("head" in names and head is not None and "generated" in head.query_inputs)
+    generator = GenerateOnce(base.generator) if generates and base.generator is not None else None
+    kinds: list[EvalKind] = []
+    if set(names) & set(FROZEN_KINDS):
+        frozen = Pipeline(art, generator, base.embedder)  # type: ignore[arg-type]  # GenerateOnce: a generator session
+        kinds += [EvalKind(n, frozen, n, n, method_label(art.model, n)) for n in FROZEN_KINDS if n in names]
+    if "head" in names and head is not None:
+        headed = Pipeline(art, generator, base.embedder, None, head,  # type: ignore[arg-type]
+                          (base.head_query, base.head_catalog))  # type: ignore[arg-type]
+        image = "generated" if "generated" in head.query_inputs else "photo"
+        kinds.append(EvalKind("head", headed, head.mode, image, method_label(art.model, "head", head)))
+    return kinds
 
 
 def query_list(products: list[ProductRecord], limit: int | None) -> list[tuple[Path, int]]:
@@ -98,10 +174,13 @@ def _f32(batch: np.ndarray) -> np.ndarray:
 
 
 def gallery_catalog(pipeline: Pipeline, products: list[ProductRecord], vectors: np.ndarray) -> Catalog:
-    """The test products as a real, exact, in-memory catalog: the service's search path over the gallery."""
+    """The test products as a real, exact, in-memory catalog: the service's search path over the gallery.
+
+    `vectors` come from this pipeline's `embed_catalog` (through its head's catalog side when it has one)."""
     art = pipeline.artifacts
-    catalog = Catalog.create(vectors.shape[1], art.embedder_name, art.embedder_sha256, "flat")
-    catalog.add([ProductMeta(r.product_id) for r in products], vectors)
+    head = pipeline.head.describe() if pipeline.head is not None else None
+    catalog = Catalog.create(vectors.shape[1], art.embedder_name, art.embedder_sha256, "flat", head=head)
+    catalog.add([ProductMeta(r.product_id, category=r.category) for r in products], vectors)
     return catalog
 
 
@@ -114,25 +193,32 @@ def score_matrix(hits: list[list], column: dict[str, int]) -> np.ndarray:
     return scores
 
 
+def category_of(record: ProductRecord) -> str:
+    return record.category or NO_CATEGORY
+
+
 def evaluate(cfg: EvalConfig) -> dict:
     """Evaluate the artifacts on the split's test photos; writes the report files and returns report.json."""
     validate(cfg)
-    kinds = QUERY_KINDS if cfg.query == "both" else (cfg.query,)
-    pipeline = Pipeline.open(cfg.artifacts, generator="generated" in kinds)
-    art = pipeline.artifacts
-    S, model = art.size, art.model
     split = load_split(cfg.split)
     if split.data.resolve() != Path(cfg.data).resolve():
         raise UserError(f"{cfg.split} was made from {split.data}, not from --data {cfg.data}")
     if not split.test:
         raise UserError(f"{cfg.split}: the test split is empty")
+    kinds = open_kinds(cfg)
+    pipelines = list({id(k.pipeline): k.pipeline for k in kinds}.values())  # one gallery per vector space
+    art = pipelines[0].artifacts
+    S, model = art.size, art.model
+    head = next((k.pipeline.head for k in kinds if k.method == "head"), None)
+    shown_kind = kinds[-1] if head is not None else kinds[0]  # the default query: the head's, else generated
     backbone = model["embedder"].get("backbone", "unknown")
     skipped: list[str] = []
     start = time.perf_counter()
 
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
-        # ---- gallery: the test products, embedded once; kept as uint8 (lossless) for RMSE/SSIM and the grid
-        products, gallery, vectors = [], [], []
+        # ---- gallery: the test products, embedded once per pipeline; kept as uint8 (lossless) for RMSE/SSIM and the grid
+        products, gallery = [], []
+        vectors: list[list[np.ndarray]] = [[] for _ in pipelines]
         for first in range(0, len(split.test), cfg.batch_size):
             chunk = split.test[first:first + cfg.batch_size]
             arrays = preprocess_many(pool, [r.product_image for r in chunk], S)
@@ -142,17 +228,19 @@ def evaluate(cfg: EvalConfig) -> dict:
                 batch = np.stack([a for _, a in good])  # (b, 3, S, S)
                 products += [r for r, _ in good]
                 gallery.append(_u8(batch))
-                vectors.append(pipeline.embed(batch))  # (b, D)
+                for p, pipeline in enumerate(pipelines):
+                    vectors[p].append(pipeline.embed_catalog(batch))  # (b, D), or (b, E) through a head
         if not products:
             raise UserError(f"none of the {len(split.test)} test product images could be read")
-        gallery_u8, gallery_vecs = np.concatenate(gallery), np.concatenate(vectors)  # (P, 3, S, S), (P, D)
-        pipeline.catalog = gallery_catalog(pipeline, products, gallery_vecs)
+        gallery_u8 = np.concatenate(gallery)  # (P, 3, S, S)
+        for pipeline, vecs in zip(pipelines, vectors, strict=True):
+            pipeline.catalog = gallery_catalog(pipeline, products, np.concatenate(vecs))
         column = {r.product_id: i for i, r in enumerate(products)}
 
-        # ---- queries: every test photo, through the generator and/or as itself
+        # ---- queries: every test photo, in every kind (the generator runs once per batch for all of them)
         queries = query_list(products, cfg.limit)
         kept: list[tuple[Path, int]] = []
-        per = {k: {"rank": [], "rmse": [], "ssim": []} for k in kinds}
+        per = {k.method: {"rank": [], "rmse": [], "ssim": []} for k in kinds}
         shown: list[dict] = []  # the first cfg.samples queries, for the grid
         t_queries = time.perf_counter()
         with tqdm(total=len(queries), desc="eval", unit="query", dynamic_ncols=True) as bar:
@@ -169,45 +257,75 @@ def evaluate(cfg: EvalConfig) -> dict:
                 truth = np.array([i for (_, i), _ in good])  # (b,)
                 target = _f32(gallery_u8[truth])  # (b, 3, S, S) ground-truth product images
                 images = {"photo": photos}
+                quality: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # image name -> (RMSE, SSIM), (b,) each
                 for kind in kinds:
-                    found = pipeline.query(photos, len(products), query=kind)  # every product ranked
+                    found = kind.pipeline.query(photos, len(products), query=kind.query)  # every product ranked
                     if found.generated is not None:
                         images["generated"] = found.generated  # (b, 3, S, S)
+                    if kind.image not in quality:
+                        quality[kind.image] = rmse(images[kind.image], target), ssim(images[kind.image], target)
                     scores = score_matrix(found.hits, column)  # (b, P) cosine
-                    per[kind]["rank"].append(true_ranks(scores, truth))
-                    per[kind]["rmse"].append(rmse(images[kind], target))
-                    per[kind]["ssim"].append(ssim(images[kind], target))
-                    if kind == kinds[0]:
+                    ranks = true_ranks(scores, truth)
+                    per[kind.method]["rank"].append(ranks)
+                    per[kind.method]["rmse"].append(quality[kind.image][0])
+                    per[kind.method]["ssim"].append(quality[kind.image][1])
+                    if kind is shown_kind:
                         for j in range(min(len(good), cfg.samples - len(shown))):
                             top = np.argsort(-scores[j], kind="stable")[:TOP_SHOWN]
-                            shown.append({"photo": photos[j], "generated": images.get("generated", photos)[j],
-                                          "truth": int(truth[j]), "top": top.tolist()})
+                            shown.append({"path": str(good[j][0][0]), "photo": photos[j],
+                                          "generated": images.get("generated", photos)[j],
+                                          "truth": int(truth[j]), "top": top.tolist(),
+                                          "top_scores": scores[j, top].tolist(), "rank": int(ranks[j]),
+                                          "score": float(scores[j, truth[j]])})
         seconds = time.perf_counter() - t_queries
     if not kept:
         raise UserError(f"none of the {len(queries)} test photos could be read")
     qps = len(kept) / max(seconds, 1e-9)
-    providers = pipeline.providers
-    print(f"rtd eval: {len(kept)} queries in {seconds:.1f} s = {qps:.1f} queries/s "
-          f"({'generator + ' if 'generated' in kinds else ''}embedder on {providers[0]})", file=sys.stderr)
+    providers = pipelines[0].providers
+    generates = any(p.generator is not None for p in pipelines)
+    print(f"rtd eval: {len(kept)} queries x {len(kinds)} kind(s) in {seconds:.1f} s = {qps:.1f} queries/s "
+          f"({'generator + ' if generates else ''}embedder on {providers[0]})", file=sys.stderr)
 
-    columns = {k: {m: np.concatenate(v) for m, v in per[k].items()} for k in kinds}
-    results = [{
-        "method": kind, "label": method_label(model, kind), "embedder": backbone,
-        "rmse": float(c["rmse"].mean()), "ssim": float(c["ssim"].mean()),
-        "recall": {str(k): v for k, v in recall_at_k(c["rank"], cfg.ks).items()},
-        "median_rank": float(np.median(c["rank"])), "mean_rank": float(c["rank"].mean()),
-    } for kind, c in columns.items()]
+    owners = np.array([i for _, i in kept])  # (Q,) each query's true product
+    category = np.array([category_of(products[i]) for i in owners])  # (Q,)
+    names = sorted({str(c) for c in category})
+    columns = {k: {m: np.concatenate(v) for m, v in per[k].items()} for k in per}
+    results = []
+    for kind in kinds:
+        c = columns[kind.method]
+        ci = bootstrap_recall(c["rank"], owners, cfg.ks, cfg.bootstrap, cfg.seed, CONFIDENCE)
+        results.append({
+            "method": kind.method, "query": kind.query, "label": kind.label, "embedder": backbone,
+            "head": kind.pipeline.head.describe() if kind.pipeline.head is not None else None,
+            "rmse": float(c["rmse"].mean()), "ssim": float(c["ssim"].mean()),
+            "recall": {str(k): v for k, (v, _, _) in ci.items()},
+            "recall_ci": {str(k): [lo, hi] for k, (_, lo, hi) in ci.items()},
+            "median_rank": float(np.median(c["rank"])), "mean_rank": float(c["rank"].mean()),
+            "by_category": {name: {str(k): v for k, v in recall_at_k(c["rank"][category == name], CATEGORY_KS).items()}
+                            for name in names},
+        })
     report = {
         "format_version": REPORT_FORMAT,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "model": model,
-        "embedder": {"backbone": backbone, "onnx_sha256": art.embedder_sha256, "dim": int(gallery_vecs.shape[1])},
+        "embedder": {"backbone": backbone, "onnx_sha256": art.embedder_sha256,
+                     "dim": pipelines[0].embedder.dim or model["embedder"].get("dim")},  # the frozen features' D
+        "head": head.describe() if head is not None else None,
         "test_set": {"split": str(cfg.split), "products": len(products), "queries": len(kept),
-                     "skipped": skipped, "chance_recall": chance_recall(len(products), cfg.ks)},
+                     "skipped": skipped, "chance_recall": chance_recall(len(products), cfg.ks),
+                     "categories": {name: {"products": sum(category_of(r) == name for r in products),
+                                           "queries": int((category == name).sum())} for name in names}},
         "ks": list(cfg.ks),
+        "bootstrap": {"unit": "product", "resamples": cfg.bootstrap, "seed": cfg.seed, "confidence": CONFIDENCE,
+                      "interval": "percentile"},
+        "samples": {"method": shown_kind.method, "label": shown_kind.label,  # samples.png's rows, as drawn
+                    "rows": [{"photo": s["path"], "product": products[s["truth"]].product_id, "rank": s["rank"],
+                              "score": round(s["score"], 6), "top": [products[i].product_id for i in s["top"]]}
+                             for s in shown]},
         "results": results,
         "throughput": {"queries": len(kept), "seconds": round(seconds, 3), "queries_per_s": round(qps, 2),
-                       "providers": providers, "total_seconds": round(time.perf_counter() - start, 3)},
+                       "kinds": len(kinds), "providers": providers,
+                       "total_seconds": round(time.perf_counter() - start, 3)},
     }
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -217,7 +335,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     curves = [(r["label"], cfg.ks, [r["recall"][str(k)] for k in cfg.ks]) for r in results]
     draw_curves(curves + [chance_curve(report)], out / "recall.png", f"Recall@K ({backbone} embeddings, {len(kept)} queries, {len(products)} products)")
     if shown:
-        draw_samples(shown, gallery_u8, out / "samples.png")
+        draw_samples(shown, gallery_u8, out / "samples.png",
+                     f"ranked by: {shown_kind.label}; under the ground truth its rank, under each tile its cosine")
     return report
 
 
@@ -234,12 +353,12 @@ def chance_curve(report: dict) -> tuple[str, list[int], list[float]]:
 
 def write_queries_csv(path: Path, queries: list[tuple[Path, int]], products: list[ProductRecord],
                       columns: dict[str, dict[str, np.ndarray]]) -> None:
-    """One row per query: photo, product id, and per kind the true product's rank, RMSE and SSIM."""
+    """One row per query: photo, product id, category, and per kind the true product's rank, RMSE and SSIM."""
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["photo", "product"] + [f"{m}_{k}" for k in columns for m in ("rank", "rmse", "ssim")])
+        w.writerow(["photo", "product", "category"] + [f"{m}_{k}" for k in columns for m in ("rank", "rmse", "ssim")])
         for q, (photo, i) in enumerate(queries):
-            row = [str(photo), products[i].product_id]
+            row = [str(photo), products[i].product_id, products[i].category or ""]
             for c in columns.values():
                 row += [int(c["rank"][q]), f"{c['rmse'][q]:.6f}", f"{c['ssim'][q]:.6f}"]
             w.writerow(row)
@@ -256,9 +375,62 @@ def _table(rows: list[dict], ks: list[int], embedder_column: bool) -> list[str]:
     return lines
 
 
+def _interval(r: dict, k: int, digits: int = 3) -> str:
+    """'0.412 [0.371, 0.455]': Recall@K with its bootstrap interval (a report without intervals: the value)."""
+    value, ci = r["recall"][str(k)], r.get("recall_ci", {}).get(str(k))
+    return f"{value:.3f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else f"{value:.3f}"
+
+
+def category_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    """The per-category table: header and rows (category, products, queries, then R@1 / R@10 per kind)."""
+    results, cats = report["results"], report["test_set"].get("categories", {})
+    head = ["Category", "Products", "Queries"] + [f"{r['label']} R@{'/'.join(map(str, CATEGORY_KS))}" for r in results]
+    rows = [[name, str(c["products"]), str(c["queries"])]
+            + [" / ".join(f"{r['by_category'][name][str(k)]:.2f}" for k in CATEGORY_KS) for r in results]
+            for name, c in cats.items()]
+    return head, rows
+
+
+def has_categories(report: dict) -> bool:
+    """Whether the test products carry categories (products.csv or the manifest's column) worth a table."""
+    return any(name != NO_CATEGORY for name in report["test_set"].get("categories", {}))
+
+
+def summary_text(report: dict) -> str:
+    """The compact table `rtd eval` prints: Recall@K with 95 % intervals per kind, then per category."""
+    t, b, ks = report["test_set"], report["bootstrap"], report["ks"]
+    width = max(len(r["label"]) for r in report["results"]) + 2
+    lines = [f"Recall@K [95 % interval, {b['resamples']} bootstrap resamples of the products]: {t['queries']} "
+             f"queries, {t['products']} products",
+             "".ljust(width) + "".join(f"R@{k}".ljust(20) for k in ks)]
+    lines += [r["label"].ljust(width) + "".join(_interval(r, k, 2).ljust(20) for k in ks) for r in report["results"]]
+    if has_categories(report):
+        head, rows = category_rows(report)
+        widths = [max(len(x) for x in column) + 2 for column in zip(head, *rows, strict=True)]
+        lines += ["", "R@1 / R@10 by category"]
+        lines += ["".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [head, *rows]]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
 def report_markdown(report: dict) -> str:
-    """report.md: the results in the form of the paper's Table 1, with what produced them."""
+    """report.md: the results in the form of the paper's Table 1, with intervals, per category, and what produced them."""
     t, g = report["test_set"], report["model"].get("generator", {})
+    b, ks = report["bootstrap"], report["ks"]
+    intervals = ["| Method | " + " | ".join(f"Recall@{k}" for k in ks) + " | Median rank |", "|" + "---|" * (len(ks) + 2)]
+    intervals += ["| " + " | ".join([r["label"], *(_interval(r, k) for k in ks), f"{r['median_rank']:g}"]) + " |"
+                  for r in report["results"]]
+    categories: list[str] = []
+    if has_categories(report):
+        head, rows = category_rows(report)
+        categories = ["", f"Recall@{' / Recall@'.join(map(str, CATEGORY_KS))} by the true product's category:", "",
+                      "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+    head_note = ""
+    if report.get("head"):
+        h = report["head"]
+        head_note = (f" The head rows query through the retrieval head (`rtd fit-head`, mode {h['mode']}, head.json "
+                     f"sha256 {h['sha256'][:12]}) against a gallery embedded through its catalog side; the other rows "
+                     "use the frozen embedder's features (the paper's protocol). A head row's RMSE and SSIM are those of the "
+                     "image its query uses (the generated one when it uses it).")
     lines = [f"# Evaluation of {report['config']['artifacts']}", "",
              f"Test split `{t['split']}`: {t['products']} products (the gallery), {t['queries']} query photos, "
              f"{len(t['skipped'])} unreadable files skipped. Images at S = {report['model']['preprocessing']['size']} px.",
@@ -268,7 +440,9 @@ def report_markdown(report: dict) -> str:
              f"Recall@K: retrieval features from **{report['embedder']['backbone']}** (the paper used DenseNet-121); "
              f"ties count against the query; a random ranking would score K / {t['products']}. RMSE: per image on a [0, 1] scale, averaged. SSIM: grayscale "
              "(ITU-R BT.601 luma), Wang et al. 2004 via scikit-image, 11x11 Gaussian window, sigma 1.5. The photo "
-             "row compares the street photo itself with the product image.",
+             "row compares the street photo itself with the product image." + head_note, "",
+             f"Recall@K with 95 % intervals ({b['resamples']} bootstrap resamples of the test products, seed "
+             f"{b['seed']}, percentile; a product's photos are resampled together):", "", *intervals, *categories, "",
              f"Throughput: {report['throughput']['queries_per_s']} queries/s on {report['throughput']['providers'][0]}.", ""]
     return "\n".join(lines)
 
@@ -319,18 +493,22 @@ def draw_curves(curves: list[tuple[str, list[int] | tuple[int, ...], list[float]
     img.save(path)
 
 
-def draw_samples(shown: list[dict], gallery_u8: np.ndarray, path: Path) -> None:
-    """Rows: photo | generated | ground truth | top-5 retrieved; the true product framed in green."""
+def draw_samples(shown: list[dict], gallery_u8: np.ndarray, path: Path, title: str = "") -> None:
+    """Rows: photo | generated | ground truth | top-5 retrieved; the true product framed in green. Under the
+    ground truth its rank and cosine score, under each retrieved product its score (the kind named in `title`)."""
     S = gallery_u8.shape[-1]
-    cell, pad, border = max(S, 96), 6, 4
+    cell, pad, border, caption = max(S, 96), 6, 4, 16
     cols = 3 + TOP_SHOWN
-    header = 22
-    img = Image.new("RGB", (cols * (cell + pad) + pad, header + len(shown) * (cell + pad) + pad), "white")
+    header = 38 if title else 22
+    img = Image.new("RGB", (cols * (cell + pad) + pad, header + len(shown) * (cell + caption + pad) + pad), "white")
     d = ImageDraw.Draw(img)
+    font = _font(12)
+    if title:
+        d.text((pad, 10), title, fill="black", font=_font(13), anchor="lm")
     for c, name in enumerate(["photo", "generated", "ground truth"] + [f"top {i + 1}" for i in range(TOP_SHOWN)]):
-        d.text((pad + c * (cell + pad) + cell / 2, header / 2), name, fill="black", font=_font(13), anchor="mm")
+        d.text((pad + c * (cell + pad) + cell / 2, header - 11), name, fill="black", font=_font(13), anchor="mm")
     for r, row in enumerate(shown):
-        y = header + pad + r * (cell + pad)
+        y = header + pad + r * (cell + caption + pad)
         tiles = [row["photo"], row["generated"], _f32(gallery_u8[row["truth"]])] + [_f32(gallery_u8[i]) for i in row["top"]]
         for c, tile in enumerate(tiles):
             x = pad + c * (cell + pad)
@@ -338,6 +516,12 @@ def draw_samples(shown: list[dict], gallery_u8: np.ndarray, path: Path) -> None:
             if c >= 3:
                 hit = row["top"][c - 3] == row["truth"]
                 d.rectangle([x, y, x + cell - 1, y + cell - 1], outline=HIT if hit else MISS, width=border if hit else 1)
+                text, colour = f"{row['top_scores'][c - 3]:.3f}", HIT if hit else "black"
+            elif c == 2:
+                text, colour = f"rank {row['rank']}, {row['score']:.3f}", HIT if row["rank"] == 1 else "black"
+            else:
+                continue
+            d.text((x + cell / 2, y + cell + caption / 2), text, fill=colour, font=font, anchor="mm")
     img.save(path)
 
 
@@ -371,10 +555,15 @@ def compare_reports(paths: list[Path], out: Path) -> dict:
                              "architecture": "photo" if r["method"] == "photo" else g.get("architecture"),
                              "stages": g.get("stages"), "stage": g.get("stage")})
     ks_sorted = sorted(ks)
-    table1 = [r for r in rows if not registry.is_staged(r["architecture"])]
-    rtd = sorted((r for r in rows if registry.is_staged(r["architecture"])), key=lambda r: (r["stages"], r["stage"]))
+
+    def staged(r: dict) -> bool:  # an rtdGAN row of the paper's protocol (a head's row is not one of Table 2's)
+        return registry.is_staged(r["architecture"]) and r["method"] != "head"
+
+    rtd = sorted(filter(staged, rows), key=lambda r: (r["stages"], r["stage"]))
     best = rtd[-1] if rtd else None  # the deepest N, final stage: the paper's "Ours (3 stages)"
-    table1 = sorted(table1, key=lambda r: r["architecture"] != "photo") + ([best] if best else [])
+    others = [r for r in rows if not staged(r)]
+    table1 = (sorted((r for r in others if r["method"] != "head"), key=lambda r: r["architecture"] != "photo")
+              + ([best] if best else []) + [r for r in others if r["method"] == "head"])
     lines = ["# rtd eval compare", "", "## Methods (the paper's Table 1)", "", *_table(table1, ks_sorted, True), ""]
     if rtd:
         lines += ["## rtdGAN with N stages (the paper's Table 2)", "", *_table(rtd, ks_sorted, True), ""]

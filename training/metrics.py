@@ -6,7 +6,8 @@ RMSE lies in [0, 1] as the paper states ("from 0 (the same) to 1").
   SSIM    Wang et al. 2004 on grayscale ("we convert RGB images to grayscale", Sec. 5): ITU-R BT.601 luma
           Y = 0.299 R + 0.587 G + 0.114 B, then scikit-image's structural_similarity with the paper's
           constants: 11x11 Gaussian window, sigma 1.5, population covariance, data range 1.
-  Recall@K the fraction of queries whose true product is among the top K of the gallery by cosine.
+  Recall@K the fraction of queries whose true product is among the top K of the gallery by cosine, with a
+          percentile bootstrap interval that resamples products (`bootstrap_recall`).
 """
 
 from __future__ import annotations
@@ -69,3 +70,36 @@ def recall_at_k(ranks: np.ndarray, ks: Sequence[int]) -> dict[int, float]:
     if len(ranks) == 0:
         raise ValueError("no queries")
     return {int(k): float((ranks <= k).mean()) for k in ks}
+
+
+def bootstrap_recall(ranks: np.ndarray, owners: np.ndarray, ks: Sequence[int], n: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> dict[int, tuple[float, float, float]]:
+    """Recall@K for each K with a percentile bootstrap interval: {K: (recall, low, high)}.
+
+    The unit resampled is the product (`owners` (Q,): each query's true product), not the query: a product's
+    photos share its image and look alike, so they are not independent, and resampling them one by one would
+    give intervals too narrow. Each of the `n` resamples draws as many products as there are, with replacement,
+    and takes all their queries; the interval is the central `level` of the resampled recalls. `recall` is the
+    recall over all queries (as `recall_at_k`), not the resamples' mean. Seeded: the same inputs and seed give
+    the same interval.
+    """
+    ranks, owners = np.asarray(ranks), np.asarray(owners)
+    if ranks.ndim != 1 or owners.shape != ranks.shape:
+        raise ValueError(f"need ranks (Q,) and owners (Q,), got {ranks.shape} and {owners.shape}")
+    if n < 1 or not 0 < level < 1:
+        raise ValueError(f"need n >= 1 and 0 < level < 1, got {n} and {level}")
+    point = recall_at_k(ranks, ks)  # raises on no queries
+    ks = [int(k) for k in ks]
+    _, group = np.unique(owners, return_inverse=True)  # (Q,) product number 0..G-1
+    G = int(group.max()) + 1
+    queries = np.bincount(group, minlength=G).astype(np.float64)  # (G,) queries per product
+    hits = np.stack([np.bincount(group, weights=ranks <= k, minlength=G) for k in ks], axis=1)  # (G, K)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for first in range(0, n, 100):  # (chunk, G) counts at a time: bounded memory for large galleries
+        counts = rng.multinomial(G, np.full(G, 1.0 / G), size=min(100, n - first)).astype(np.float64)
+        samples.append((counts @ hits) / (counts @ queries)[:, None])  # (chunk, K)
+    resampled = np.concatenate(samples)  # (n, K)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(resampled, [tail, 100.0 - tail], axis=0)  # (K,) each
+    return {k: (point[k], float(low[i]), float(high[i])) for i, k in enumerate(ks)}

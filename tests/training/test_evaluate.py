@@ -83,11 +83,15 @@ def test_identity_generator_gives_perfect_scores_and_every_file(testset: tuple[P
     art = write_graph_artifacts(tmp_path / "art", "Identity")
     report = evaluate(config(testset, art, tmp_path / "rep", batch_size=4))
     assert report["test_set"] == {"split": str(testset[1]), "products": 6, "queries": 18, "skipped": [],
-                                  "chance_recall": pytest.approx({"1": 1 / 6, "5": 5 / 6, "6": 1.0})}
+                                  "chance_recall": pytest.approx({"1": 1 / 6, "5": 5 / 6, "6": 1.0}),
+                                  "categories": {"(none)": {"products": 6, "queries": 18}}}
+    assert report["head"] is None and report["bootstrap"]["resamples"] == 1000
     for row in report["results"]:
         assert row["rmse"] == pytest.approx(0.0, abs=1e-9)
         assert row["ssim"] == pytest.approx(1.0)
         assert row["recall"] == {"1": 1.0, "5": 1.0, "6": 1.0}
+        assert row["recall_ci"] == {"1": [1.0, 1.0], "5": [1.0, 1.0], "6": [1.0, 1.0]}  # every product always hits
+        assert row["by_category"] == {"(none)": {"1": 1.0, "10": 1.0}}
         assert row["embedder"] == "avgpool4x4"
     assert [r["label"] for r in report["results"]] == ["rtdGAN (N=2)", "photo (no generation)"]
     out = tmp_path / "rep"

@@ -1,4 +1,4 @@
-"""RMSE, SSIM and Recall@K (training/metrics.py) against hand-computed cases."""
+"""RMSE, SSIM, Recall@K and its bootstrap interval (training/metrics.py) against hand-computed cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from training.metrics import grayscale, recall_at_k, rmse, ssim, true_ranks
+from training.metrics import bootstrap_recall, grayscale, recall_at_k, rmse, ssim, true_ranks
 
 
 def images(rng: np.random.Generator, n: int = 3, size: int = 16) -> np.ndarray:
@@ -78,3 +78,44 @@ def test_true_ranks_and_recall_against_a_hand_built_ranking() -> None:
 def test_recall_needs_queries() -> None:
     with pytest.raises(ValueError):
         recall_at_k(np.array([]), (1,))
+
+
+def half_hit(products: int, photos: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ranks, owners): the first half of the products are found first by every photo, the rest never (rank 50)."""
+    owners = np.repeat(np.arange(products), photos)
+    return np.where(owners < products // 2, 1, 50), owners
+
+
+def test_bootstrap_interval_on_hand_built_cases() -> None:
+    # Every query a hit: every resample scores 1.
+    assert bootstrap_recall(np.ones(6), np.array([0, 0, 1, 1, 2, 2]), (1, 5)) == {1: (1.0, 1.0, 1.0), 5: (1.0, 1.0, 1.0)}
+    # Two products, one always hit, one never: a resample holds both (1/2), or twice the one (1/4 each):
+    # the central 95 % spans [0, 1].
+    assert bootstrap_recall(np.array([1, 9]), np.array([7, 3]), (1,)) == {1: (0.5, 0.0, 1.0)}
+    # Half the products always hit: the interval holds 0.5 and narrows with more products, about as a
+    # binomial proportion over products would (1.96 * sqrt(0.25 / G) each side).
+    widths = []
+    for products in (10, 40, 160):
+        (value, lo, hi), = bootstrap_recall(*half_hit(products, 3), (1,)).values()
+        assert value == 0.5 and lo < 0.5 < hi
+        assert hi - lo == pytest.approx(2 * 1.96 * math.sqrt(0.25 / products), rel=0.3)
+        widths.append(hi - lo)
+    assert widths[0] > widths[1] > widths[2]
+    # The unit is the product: three look-alike photos per product are not three times the evidence (the same
+    # seed draws the same products, so the interval is the same as with one photo each).
+    assert bootstrap_recall(*half_hit(10, 3), (1,)) == bootstrap_recall(*half_hit(10, 1), (1,))
+
+
+def test_bootstrap_is_seeded_and_its_value_is_the_plain_recall() -> None:
+    rng = np.random.default_rng(3)
+    owners = np.repeat(np.arange(30), 4)
+    ranks = rng.integers(1, 40, len(owners))
+    a = bootstrap_recall(ranks, owners, (1, 5, 10, 20, 60), n=300, seed=7)
+    assert a == bootstrap_recall(ranks, owners, (1, 5, 10, 20, 60), n=300, seed=7)
+    assert {k: v for k, (v, _, _) in a.items()} == recall_at_k(ranks, (1, 5, 10, 20, 60))
+    assert all(lo <= v <= hi for v, lo, hi in a.values())
+    assert a[60] == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError):
+        bootstrap_recall(ranks, owners[:-1], (1,))
+    with pytest.raises(ValueError):
+        bootstrap_recall(np.array([]), np.array([]), (1,))
