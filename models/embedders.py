@@ -29,6 +29,7 @@ import torchvision
 from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
 
+from index.errors import UserError
 from index.images import check_embed_level
 from models.pyramid import pyramid_down
 
@@ -136,6 +137,22 @@ def embedder_from_efficientnet_lite0(net: EfficientNet) -> Embedder:
     scale = LITE_STD_255 / 127.5
     embedder = Embedder(LiteFeatures(net), dim=LITE0_DIM, input_size=INPUT_SIZE, mean=(shift,) * 3, std=(scale,) * 3)
     return embedder.eval()
+
+
+MIN_INPUT_SIZE = 32  # five stride-2 stages in both backbones: 32 px leaves a 1x1 feature map
+
+
+def at_input_size(embedder: Embedder, info: EmbedderInfo, input_size: int) -> tuple[Embedder, EmbedderInfo]:
+    """A copy of `embedder` that resizes its input to `input_size` px (ImageNet's 224 by default) before the backbone.
+
+    The source images are S px (64 in the demo), so resizing them to 224 adds pixels, not detail, and costs
+    the CPU time of a 224 px forward pass; a smaller side is proportionally cheaper. A multiple of 32 keeps every
+    stride-2 stage's map even, so EfficientNet-Lite0's static 'same' padding (computed for 224) stays exact."""
+    if input_size < MIN_INPUT_SIZE or input_size % 32:
+        raise UserError(f"--embed-input-size must be a multiple of 32 and >= {MIN_INPUT_SIZE}, got {input_size}")
+    scaled = copy.copy(embedder)  # shares the weights; only `input_size` differs
+    scaled.input_size = input_size
+    return scaled, replace(info, input_size=input_size)
 
 
 def at_level(embedder: Embedder, info: EmbedderInfo, level: int, size: int) -> tuple[Embedder, EmbedderInfo]:

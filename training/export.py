@@ -43,7 +43,7 @@ from index.errors import ImageError, UserError
 from index.files import fsync_path, write_atomic
 from index.images import preprocess
 from index.onnx import CPU, OnnxGenerator, sha256_file
-from models.embedders import Embedder, EmbedderInfo, at_level
+from models.embedders import Embedder, EmbedderInfo, at_input_size, at_level
 from training import registry
 from training.checkpoint import code_version, load_checkpoint
 from training.config import ExportConfig as ExportConfig  # defined there (torch-free, for the CLI's flags)
@@ -322,6 +322,8 @@ def export_run(cfg: ExportConfig, embedder: tuple[Embedder, EmbedderInfo] | None
     gen = load_generator(Path(cfg.run), cfg.stage)
     size = gen.config.resolution
     net, info = at_level(net, info, cfg.embed_level, size)  # UserError when too coarse for S
+    if cfg.embed_input_size is not None:
+        net, info = at_input_size(net, info, cfg.embed_input_size)  # UserError for a size the backbones cannot take
     photos = gen.config if cfg.parity_data is None else replace(gen.config, data=str(cfg.parity_data), split=None)
     sample = parity_sample(photos)  # (4, 3, S, S) real test photos
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from index.artifacts import read_artifacts, read_model_json
 from index.errors import UserError
 from index.onnx import CPU, OnnxEmbedder, OnnxGenerator, sha256_file
-from models.embedders import Embedder, EmbedderInfo
+from models.embedders import Embedder, EmbedderInfo, at_input_size
 from models.pyramid import pyramid_down
 from service import cli
 from tests.helpers import make_lookbook
@@ -147,6 +147,21 @@ def test_embed_level_goes_into_the_onnx_graph_and_model_json(runs: dict[str, Pat
     assert np.abs(got - expected).max() < 1e-4
     plain = export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "b"), embedder=(net, info))
     assert plain["embedder"]["level"] == 0 and plain["embedder"]["onnx_sha256"] != doc["embedder"]["onnx_sha256"]
+
+
+def test_embed_input_size_goes_into_the_onnx_graph_and_model_json(runs: dict[str, Path], tmp_path: Path) -> None:
+    net, info = tiny_embedder(32)
+    doc = export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "a", embed_input_size=64), embedder=(net, info))
+    assert doc["embedder"]["input_size"] == 64 and net.input_size == 32  # the caller's embedder is not changed
+    images = np.random.default_rng(3).uniform(-1, 1, (3, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        wide, _ = at_input_size(net, info, 64)  # the same weights, resizing the 32 px inputs to 64 px
+        expected = wide(torch.from_numpy(images))
+    got = OnnxEmbedder(read_artifacts(tmp_path / "a").folder / "embedder.onnx", providers=[CPU])(images)
+    assert np.abs(got - expected.numpy()).max() < 1e-4
+    with pytest.raises(UserError, match="multiple of 32"):
+        export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "b", embed_input_size=48), embedder=(net, info))
+    assert not (tmp_path / "b").exists()
 
 
 def test_embed_level_too_coarse_is_one_line_and_writes_nothing(runs: dict[str, Path], tmp_path: Path,
