@@ -59,9 +59,11 @@ def synth(out: Path, products: int, photos: int, seed: int, workers: int) -> boo
     return True
 
 
-def export_demo_generator(root: Path, parity_data: Path) -> Path:
-    """The committed demo generator as a run folder (as training/demo.py does), exported at embed level 0."""
-    artifacts = root / "artifacts"
+def export_demo_generator(root: Path, parity_data: Path, input_size: int | None = None,
+                          name: str = "artifacts") -> Path:
+    """The committed demo generator as a run folder (as training/demo.py does), exported at embed level 0 (the
+    embedder resizing to `input_size`, None: its 224)."""
+    artifacts = root / name
     if (artifacts / "model.json").is_file():
         return artifacts
     card = json.loads(PRETRAINED.with_suffix(".json").read_text())
@@ -73,7 +75,7 @@ def export_demo_generator(root: Path, parity_data: Path) -> Path:
     for name in ("last.pt", f"stage_{stages}.pt"):
         save_checkpoint(run / "checkpoints" / name, {k: v for k, v in state.items() if k != "format"})
     export_run(ExportConfig(run=run, out=artifacts, embedder="efficientnet_lite0", embed_level=0,
-                            parity_data=parity_data))
+                            embed_input_size=input_size, parity_data=parity_data))
     return artifacts
 
 
