@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,11 +44,13 @@ Step = tuple[str, tuple[Any, ...]]  # (stage name, its arguments)
 
 @dataclass
 class QueryResult:
-    """Per photo its top-k hits; the generated images when the generator ran; milliseconds per stage."""
+    """Per photo its top-k hits; the generated images when the generator ran; milliseconds per stage; the
+    embedder's features of the query images, by input name (before the head)."""
 
     hits: list[list[Hit]]
     generated: np.ndarray | None  # (B, 3, S, S) in [-1, 1]
     timings_ms: dict[str, float]
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # "generated" / "photo" -> (B, D)
 
 
 def check_index(artifacts: Artifacts, index: Path, head: HeadInfo | None = None) -> dict:
@@ -174,7 +176,8 @@ class Pipeline:
     # ---- the order, written once -------------------------------------------------------------------
 
     def plan(self, photos: np.ndarray, k: int, category: str | None = None,
-             query: QueryKind | None = None) -> Generator[Step, Any, tuple[list[list[Hit]], np.ndarray | None]]:
+             query: QueryKind | None = None) -> Generator[Step, Any, tuple[list[list[Hit]], np.ndarray | None,
+                                                                            dict[str, np.ndarray]]]:
         """generate (unless only the photo is the query) -> embed (every query image of the batch in one call)
         -> head (with a head) -> search; yields each step, returns the result. `query` None: the default."""
         if k < 1:
@@ -188,10 +191,11 @@ class Pipeline:
         images = {"generated": generated, "photo": photos}
         batch = images[inputs[0]] if len(inputs) == 1 else np.concatenate([images[name] for name in inputs])
         vectors = yield "embed", (batch,)
+        features = dict(zip(inputs, np.split(np.asarray(vectors), len(inputs)), strict=True))
         if self.head is not None:
             vectors = yield "head", (vectors, inputs)
         hits = yield "search", (vectors, k, category)
-        return hits, generated
+        return hits, generated, features
 
     def query(self, photos: np.ndarray, k: int = 10, category: str | None = None,
               query: QueryKind | None = None) -> QueryResult:
@@ -206,8 +210,8 @@ class Pipeline:
                 timings[name] = _ms(start)
                 name, args = plan.send(out)
         except StopIteration as done:
-            hits, generated = done.value
-        return QueryResult(hits, generated, timings)
+            hits, generated, features = done.value
+        return QueryResult(hits, generated, timings, features)
 
     async def query_async(self, photos: np.ndarray, k: int, category: str | None, query: QueryKind | None,
                           stages: Mapping[str, Callable[..., Awaitable[Any]]]) -> QueryResult:
@@ -222,8 +226,8 @@ class Pipeline:
                 timings[name] = _ms(start)
                 name, args = plan.send(out)
         except StopIteration as done:
-            hits, generated = done.value
-        return QueryResult(hits, generated, timings)
+            hits, generated, features = done.value
+        return QueryResult(hits, generated, timings, features)
 
     def search_image(self, source: Source, k: int = 10, category: str | None = None,
                      query: QueryKind | None = None) -> list[Hit]:

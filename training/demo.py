@@ -6,12 +6,27 @@ seed, so every street photo in it is held out. The generator comes from committe
 a separate synthetic training world of thousands of products, about 1.5 CPU hours of rough-to-detail
 training. Without the weights file the demo trains that recipe itself.
 
+The query (issue #13): the demo compares at full resolution (embed level 0, the paper's protocol) through a
+learned retrieval head, fused: the embedder features of the generated image and of the photo, mapped by the
+head's query side, against the catalog mapped by its catalog side (models/head.py, training/head.py). The
+head is committed too (models/pretrained/head-demo-64.pt: a RetrievalHead state dict and its config, 4 MB;
+its card head-demo-64.json: sha256, the recipe, the validation recall, the sha256 of the generator weights
+file and the embedder and level it was fitted for). The build exports it to ONNX into the artifacts
+(`training.head.export_head`, parity-checked) only when its card matches the generator weights file in use
+and the embedder and level; otherwise it fits the head itself from the recipe (`head_*` fields of
+`DemoConfig`, `HEAD_RECIPE`: its own training world of 5,000 products x 4 LookBook-framed photos, seed
+3100, then `rtd fit-head`'s defaults; about 25 minutes on 2 CPU cores). `rtd demo --retrain-head`
+reproduces the committed head and rewrites its card (`--retrain` does too: a new generator needs a new head).
+The head is used only at the embed level it was fitted at (`head_embed_level`, 0): at another
+`--embed-level`, or with `--no-head`, the demo serves the frozen embedder (the paper's protocol) and says so.
+
 Stages, each skipped when its output is already there (so a later run is ready in seconds):
   data      the shop: synthetic catalog + street photos + contact sheet    demo/data, demo/sheet.png
   model     committed weights, or train the recipe        demo/pretrained-run, or demo/run + demo/train-data
-  export    generator.onnx + embedder.onnx (EfficientNet-Lite0, offline, embed level 2) + model.json   demo/artifacts
-  index     every catalog product, exact FAISS                             demo/index
-  check     held-out top-10 hit rate of /search's path, printed            demo/check.json
+  export    generator.onnx + embedder.onnx (EfficientNet-Lite0, offline, embed level 0) + model.json   demo/artifacts
+  head      the committed head, or fit the recipe, exported into the artifacts   (demo/head-world when fitted)
+  index     every catalog product (through the head's catalog side), exact FAISS   demo/index
+  check     held-out R@1 and R@10 of /search's path, with the head and without, printed   demo/check.json
   samples   one street photo per product, for the page                     demo/samples
 The build stages need the training extras (torch). Serving them (http://127.0.0.1:8000) is `rtd demo`'s
 last step, in training/demo_cli.py: the one module of training/ that calls into service/ (the CLI is the
@@ -27,6 +42,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,13 +50,21 @@ from index.configs import opt
 from index.errors import UserError
 from index.onnx import sha256_file
 
+if TYPE_CHECKING:  # torch is imported only by the stages that need it
+    from models.head import RetrievalHead
+    from training.head import FittedHead
+
 PRETRAINED = Path(__file__).resolve().parent.parent / "models" / "pretrained" / "rtdgan-demo-64.pt"
+PRETRAINED_HEAD = PRETRAINED.with_name("head-demo-64.pt")
+HEAD_WEIGHTS_FORMAT = 1
 CHECK_K = 10
+CHECK_KS = (1, 5, 10)
+CHECK_FORMAT = 2  # check.json: recall rows with and without the head (format 1: hit rates only)
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """`rtd demo`: the fields with cli=True are its flags (index/configs.py derives them); the recipe is not."""
+    """`rtd demo`: the fields with cli=True are its flags (index/configs.py derives them); the recipes are not."""
 
     root: Path = opt(Path("demo"), "folder for everything the demo builds")
     # The shop: a synthetic catalog with its own seed, so none of its products was trained on.
@@ -52,7 +76,7 @@ class DemoConfig:
     # The generator: committed weights, or (missing, or --retrain) trained from the recipe below.
     weights: Path | None = opt(PRETRAINED, cli=False)  # None: always train (the tests' tiny demos)
     retrain: bool = opt(False, "reproduce the committed demo generator: train its recipe (about 1.5 CPU hours) "
-                        "and rewrite models/pretrained/rtdgan-demo-64.pt")
+                        "and rewrite models/pretrained/rtdgan-demo-64.pt (and refit the head for it)")
     train_products: int = opt(8000, cli=False)  # the training world: many products, so the generator generalises
     train_photos_per_product: int = opt(2, cli=False)
     train_seed: int = opt(0, cli=False)
@@ -64,29 +88,54 @@ class DemoConfig:
     batch_sizes: tuple[int, ...] = opt((32, 32, 16), cli=False)
     lambda_con: float = opt(10.0, cli=False)  # Eq. 4; the paper uses 1 (README "Choices": content first on CPUs)
     lambda_lap: float = opt(10.0, cli=False)
-    # The comparison scale (README "Choices"): queries and catalog are compared 2 Gaussian pyramid levels down
-    # (16 px), the scale of the generator's first stage; chosen on a validation shop (seed 2000), not on this one.
-    embed_level: int = opt(2, "compare images L Gaussian pyramid levels down (2: 16 px at 64 px; 0: full "
-                           "resolution, the paper's protocol); a change re-exports the artifacts and rebuilds "
-                           "the index", metavar="L")
+    # The comparison scale (README "Choices"): full resolution with the learned head (issue #13). Without a head
+    # the frozen features do best 2 levels down (16 px; chosen on a validation shop, seed 2000).
+    embed_level: int = opt(0, "compare images L Gaussian pyramid levels down (0: full resolution, the paper's "
+                           "protocol, where the retrieval head is fitted; 2: 16 px, where the frozen embedder does "
+                           "best); another level than the head's serves without the head; a change re-exports the "
+                           "artifacts and rebuilds the index", metavar="L")
+    # The retrieval head: committed weights when their card matches, else fitted from the recipe below.
+    head: bool = opt(True, "serve with the fused retrieval head (generated image + photo; at its embed level "
+                     "only); --no-head: the frozen embedder, the paper's protocol")
+    head_weights: Path | None = opt(PRETRAINED_HEAD, cli=False)  # None: always fit (the tests' tiny demos)
+    retrain_head: bool = opt(False, "reproduce the committed retrieval head: fit its recipe (its own training "
+                             "world, cached features, `rtd fit-head`; about 25 CPU minutes) and rewrite "
+                             "models/pretrained/head-demo-64.pt and its card")
+    # The head's recipe, in one place (HEAD_RECIPE): its own training world (no product of the shop or of the
+    # generator's world), split as `rtd data split` does (the test part is not used), then `rtd fit-head`'s
+    # defaults (settings chosen on a validation part of the training products).
+    head_products: int = opt(5000, cli=False)
+    head_photos_per_product: int = opt(4, cli=False)
+    head_seed: int = opt(3100, cli=False)
+    head_framing: str = opt("lookbook", cli=False)
+    head_test_fraction: float = opt(0.1, cli=False)
+    head_split_seed: int = opt(0, cli=False)
+    head_mode: str = opt("fused", cli=False)
+    head_fit_seed: int = opt(0, cli=False)
+    head_embed_level: int = opt(0, cli=False)  # the level the head is fitted at, and the only one it serves at
+    head_world: Path | None = opt(None, cli=False)  # train-data/, split.json, head-cache/; None: ROOT/head-world
     workers: int = opt(2, cli=False)
     host: str = opt("127.0.0.1", "address to serve on")
     port: int = opt(8000, "port to serve on")
     build_only: bool = opt(False, "build what is missing, then exit without serving")
 
     def __post_init__(self) -> None:
-        for name in ("products", "photos_per_product", "train_products", "train_photos_per_product", "workers"):
+        for name in ("products", "photos_per_product", "train_products", "train_photos_per_product", "workers",
+                     "head_products", "head_photos_per_product"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
 
 
 RECIPE = ("size", "framing", "train_products", "train_photos_per_product", "train_seed", "stages", "width",
           "epochs_fade", "epochs_stab", "epochs_extra", "batch_sizes", "lambda_con", "lambda_lap")
+HEAD_RECIPE = ("size", "head_products", "head_photos_per_product", "head_seed", "head_framing", "head_test_fraction",
+               "head_split_seed", "head_mode", "head_fit_seed", "head_embed_level")
 
 
-def recipe(cfg: DemoConfig) -> dict:
-    """What decides the generator's weights: the weights file is only used for this exact recipe."""
-    return {name: list(v) if isinstance(v, tuple) else v for name, v in asdict(cfg).items() if name in RECIPE}
+def recipe(cfg: DemoConfig, names: tuple[str, ...] = RECIPE) -> dict:
+    """What decides the generator's weights (or, with HEAD_RECIPE, the head's): a weights file is only used for
+    this exact recipe."""
+    return {name: list(v) if isinstance(v, tuple) else v for name, v in asdict(cfg).items() if name in names}
 
 
 def say(text: str) -> None:
@@ -100,14 +149,14 @@ def remove(root: Path, *names: str) -> None:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def _synth(out: Path, products: int, photos: int, cfg: DemoConfig, seed: int) -> Path:
+def _synth(out: Path, products: int, photos: int, cfg: DemoConfig, seed: int, framing: str | None = None) -> Path:
     from training.synth import SynthConfig, synthesize
 
     marker = out / "synth.json"
     if not (marker.is_file() and json.loads(marker.read_text()).get("complete")):
         say(f"data: writing {products} products x {photos} photos at {cfg.size} px to {out}")
         synthesize(SynthConfig(out=out, products=products, photos_per_product=photos, size=cfg.size, seed=seed,
-                               workers=cfg.workers, framing=cfg.framing))
+                               workers=cfg.workers, framing=framing or cfg.framing))
     return out
 
 
@@ -125,18 +174,32 @@ def card_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
-def usable_weights(cfg: DemoConfig) -> bool:
-    """The weights file exists, its card matches the file and was made by this config's recipe."""
+def _weights_problem(cfg: DemoConfig) -> str | None:
+    """Why the committed generator weights are not used (None: they are)."""
     if cfg.weights is None or cfg.retrain or not cfg.weights.is_file() or not card_path(cfg.weights).is_file():
-        return False
+        return "absent"
     card = json.loads(card_path(cfg.weights).read_text())
     if card.get("sha256") != sha256_file(cfg.weights):
-        say(f"{cfg.weights} does not match its card (sha256): training instead")
-        return False
+        return f"{cfg.weights} does not match its card (sha256)"
     if card.get("recipe") != recipe(cfg):
-        say(f"{cfg.weights} was trained with another recipe: training instead")
-        return False
-    return True
+        return f"{cfg.weights} was trained with another recipe"
+    return None
+
+
+def usable_weights(cfg: DemoConfig) -> bool:
+    """The weights file exists, its card matches the file and was made by this config's recipe."""
+    problem = _weights_problem(cfg)
+    if problem not in (None, "absent"):
+        say(f"{problem}: training instead")
+    return problem is None
+
+
+def generator_weights_sha256(cfg: DemoConfig) -> str | None:
+    """sha256 of the generator weights file the demo's generator is (the committed one, or the one `--retrain`
+    just wrote); None when the demo trained a generator of its own."""
+    if cfg.weights is not None and cfg.weights.is_file() and (cfg.retrain or _weights_problem(cfg) is None):
+        return sha256_file(cfg.weights)
+    return None
 
 
 def train_recipe(cfg: DemoConfig, run: Path) -> None:
@@ -214,8 +277,246 @@ def build_model(cfg: DemoConfig, data: Path) -> Path:
     return artifacts
 
 
+# ---- the retrieval head ------------------------------------------------------------------------------
+
+def head_wanted(cfg: DemoConfig) -> bool:
+    """The demo serves a head: asked for (`--head`, the default) and at the level the head is fitted at."""
+    return cfg.head and cfg.embed_level == cfg.head_embed_level
+
+
+def _head_card_problem(cfg: DemoConfig, generator_sha: str | None, model: dict) -> str | None:
+    """Why the committed head cannot serve these artifacts (None: it can)."""
+    weights = cfg.head_weights
+    if weights is None or not weights.is_file() or not card_path(weights).is_file():
+        return "absent"
+    card = json.loads(card_path(weights).read_text())
+    embedder = card.get("embedder", {})
+    if card.get("sha256") != sha256_file(weights):
+        return f"{weights} does not match its card (sha256)"
+    if card.get("recipe") != recipe(cfg, HEAD_RECIPE):
+        return f"{weights} was fitted with another recipe"
+    if generator_sha is None or card.get("generator_weights_sha256") != generator_sha:
+        return f"{weights} was fitted for another generator (weights sha256 " \
+               f"{str(card.get('generator_weights_sha256'))[:12]}, this demo's {str(generator_sha)[:12]})"
+    ours = model["embedder"]
+    if (embedder.get("backbone"), embedder.get("level")) != (ours["backbone"], ours.get("level", 0)) or \
+            embedder.get("weights_sha256") not in (None, ours.get("weights_sha256")):
+        return f"{weights} was fitted for another embedder ({embedder.get('backbone')} at level {embedder.get('level')})"
+    return None
+
+
+def head_training_set(cfg: DemoConfig) -> tuple[Path, Path]:
+    """The head's training world (synthesized by the recipe unless there) and its split file: (data, split)."""
+    from training.split import SplitConfig, make_split
+    from training.synth import SynthConfig, synthesize
+
+    world = cfg.head_world if cfg.head_world is not None else cfg.root / "head-world"
+    data, split = world / "train-data", world / "split.json"
+    want = {"products": cfg.head_products, "photos_per_product": cfg.head_photos_per_product, "size": cfg.size,
+            "seed": cfg.head_seed, "framing": cfg.head_framing}
+    marker = data / "synth.json"
+    have = json.loads(marker.read_text()) if marker.is_file() else {}
+    if have.get("complete") and any(have.get(k) != v for k, v in want.items()):
+        say(f"head: {data} is not the recipe's world ({ {k: have.get(k) for k in want} }): writing it again")
+        remove(world, "train-data", "split.json")
+        have = {}
+    if not have.get("complete"):
+        say(f"head: writing its training world, {cfg.head_products} products x {cfg.head_photos_per_product} "
+            f"photos ({cfg.head_framing} framing, seed {cfg.head_seed}) to {data}")
+        split.unlink(missing_ok=True)
+        synthesize(SynthConfig(out=data, products=cfg.head_products, photos_per_product=cfg.head_photos_per_product,
+                               size=cfg.size, seed=cfg.head_seed, workers=cfg.workers, framing=cfg.head_framing))
+    doc = json.loads(split.read_text()) if split.is_file() else {}
+    if (Path(doc.get("data", "")).resolve() != data.resolve() or doc.get("test_fraction") != cfg.head_test_fraction
+            or doc.get("seed") != cfg.head_split_seed):
+        make_split(SplitConfig(data=data, out=split, test_fraction=cfg.head_test_fraction, seed=cfg.head_split_seed,
+                               workers=cfg.workers))
+    return data, split
+
+
+def fit_recipe_head(cfg: DemoConfig, artifacts: Path) -> FittedHead:
+    """The recipe's head, fitted on features from `artifacts`' graphs (cached in the world's head-cache/)."""
+    from training.head import FitHeadConfig, train_fitted_head
+
+    data, split = head_training_set(cfg)
+    say(f"head: fitting a {cfg.head_mode} retrieval head on {data} (features through {artifacts}, cached; on 2 "
+        f"CPU cores about 15 minutes for the features of 5,000 products, then 7 for the fit)")
+    return train_fitted_head(FitHeadConfig(artifacts=artifacts, data=data, split=split, mode=cfg.head_mode,  # type: ignore[arg-type]
+                                           seed=cfg.head_fit_seed, cache=split.parent / "head-cache"))
+
+
+_FIT_CONFIG_LOCAL = ("artifacts", "data", "split", "cache", "threads", "embed_batch")  # paths and speed, not the fit
+
+
+def head_card(cfg: DemoConfig, fitted: FittedHead, generator_sha: str | None, model: dict) -> dict:
+    """What describes a fitted head beyond its weights: the card written beside a saved head, and what
+    head.json is rebuilt from."""
+    doc = fitted.doc
+    return {
+        "recipe": recipe(cfg, HEAD_RECIPE),
+        "generator_weights_sha256": generator_sha,
+        "embedder": {"backbone": model["embedder"]["backbone"], "level": model["embedder"].get("level", 0),
+                     "weights_sha256": model["embedder"].get("weights_sha256")},
+        "size": doc["trained_with"]["size"],
+        "head": asdict(fitted.head.cfg),
+        "parameters": sum(p.numel() for p in fitted.head.parameters()),
+        "temperature": doc["temperature"],
+        "chosen": doc["chosen"],
+        "validation": doc["validation"],
+        "training": {k: v for k, v in doc["training"].items() if k not in ("data", "split", "features_cache")},
+        "fit": {k: v for k, v in doc["config"].items() if k not in _FIT_CONFIG_LOCAL},
+        "fitted_on": {"generator_onnx_sha256": doc["trained_with"]["generator_sha256"],
+                      "embedder_onnx_sha256": doc["trained_with"]["embedder_sha256"]},
+        "fitted": doc["fitted"],
+    }
+
+
+def save_head(cfg: DemoConfig, head: RetrievalHead, card: dict) -> dict:
+    """The head's state dict and config to cfg.head_weights, its card (with the file's sha256) beside it."""
+    import torch
+
+    from index.files import write_atomic
+    from training.checkpoint import code_version
+
+    assert cfg.head_weights is not None
+    cfg.head_weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format": HEAD_WEIGHTS_FORMAT, "config": asdict(head.cfg),
+             "state_dict": {k: v.detach().clone().contiguous() for k, v in head.state_dict().items()}}
+    write_atomic(cfg.head_weights, lambda f: torch.save(state, f))
+    card = {"sha256": sha256_file(cfg.head_weights)} | card | {
+        "code_version": code_version(), "reproduce": "rtd demo --build-only --retrain-head"}
+    write_atomic(card_path(cfg.head_weights), (json.dumps(card, indent=1) + "\n").encode())
+    say(f"head: {cfg.head_weights} ({cfg.head_weights.stat().st_size / 1e6:.1f} MB, {card['parameters']} parameters; "
+        f"validation R@1 {card['validation']['recall']['1']:.3f} R@10 {card['validation']['recall']['10']:.3f})")
+    return card
+
+
+def load_head(path: Path) -> RetrievalHead:
+    """A head saved by `save_head`, in eval mode."""
+    import torch
+
+    from models.head import HeadConfig, RetrievalHead
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        head = RetrievalHead(HeadConfig(**state["config"]))
+        head.load_state_dict(state["state_dict"])
+    except Exception as e:  # noqa: BLE001 - any failure means "not a usable head file"
+        raise UserError(f"{path}: not a head saved by `rtd demo` ({type(e).__name__}: {e})") from e
+    return head.eval()
+
+
+def parity_samples(artifacts: Path, data: Path, inputs: tuple[str, ...], n: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Query and catalog features of a few shop products through the artifacts' graphs, for the export's parity
+    check: ((n, F), (n, D))."""
+    from index.head import query_features
+    from index.pipeline import Pipeline
+    from training.data import load_records
+
+    pipeline = Pipeline.open(artifacts, head=False)
+    records = [r for r in load_records(data).records if r.photos][:n]
+    photos = np.stack([pipeline.preprocess(r.photos[0]) for r in records])
+    products = np.stack([pipeline.preprocess(r.product_image) for r in records])
+    features = {"photo": pipeline.embed(photos), "generated": pipeline.embed(pipeline.generate(photos))}
+    return query_features(inputs, features), pipeline.embed(products)
+
+
+def export_demo_head(artifacts: Path, data: Path, head: RetrievalHead, card: dict, generator_sha: str | None,
+                     source: dict) -> dict:
+    """head_query.onnx, head_catalog.onnx and head.json into the artifacts' current version folder
+    (`training.head.export_head`: both sides parity-checked), trained_with = these artifacts."""
+    from index.artifacts import read_artifacts
+    from index.head import HEAD_FORMAT, read_head
+    from training.head import export_head
+
+    art = read_artifacts(artifacts)
+    cfg = head.cfg
+    doc = {
+        "format_version": HEAD_FORMAT,
+        "mode": cfg.mode,
+        "query": {"input": "features", "output": "embedding", "inputs": list(cfg.query_inputs), "dim": cfg.query_dim},
+        "catalog": {"input": "features", "output": "embedding", "inputs": ["product"], "dim": cfg.dim},
+        "embedding_dim": cfg.out_dim,
+        "hidden": cfg.hidden,
+        "temperature": card["temperature"],
+        # The features it was fitted on are these artifacts' (the same generator weights, embedder and level).
+        "trained_with": {"generator_sha256": art.model["generator"]["onnx_sha256"],
+                         "embedder_sha256": art.embedder_sha256, "embedder": art.embedder_name,
+                         "embed_level": art.model["embedder"].get("level", 0), "size": art.size,
+                         "generator_weights_sha256": generator_sha},
+        "training": card["training"] | {"recipe": card["recipe"], "fitted_on": card["fitted_on"]},
+        "chosen": card["chosen"],
+        "validation": card["validation"],
+        "config": card["fit"],
+        "fitted": card["fitted"],
+        "demo": source,
+    }
+    query_sample, catalog_sample = parity_samples(artifacts, data, cfg.query_inputs)
+    doc = export_head(head, art.folder, query_sample, catalog_sample, doc)
+    read_head(art)  # what was written reads back, for these artifacts
+    return doc
+
+
+def _strip_head(artifacts: Path) -> bool:
+    """Remove a head from the artifacts' current version folder (head.json first); whether there was one."""
+    from index.artifacts import read_artifacts
+    from index.head import CATALOG_ONNX, HEAD_JSON, QUERY_ONNX
+
+    folder = read_artifacts(artifacts).folder
+    had = (folder / HEAD_JSON).is_file()
+    for name in (HEAD_JSON, QUERY_ONNX, CATALOG_ONNX):
+        (folder / name).unlink(missing_ok=True)
+    return had
+
+
+def build_head(cfg: DemoConfig, artifacts: Path, data: Path) -> None:
+    """The retrieval head in the artifacts: the committed one when its card matches, else fitted from the recipe;
+    none at another embed level or with --no-head. A change of head rebuilds the index and the check."""
+    from index.artifacts import read_artifacts
+    from index.head import HEAD_JSON
+
+    if not head_wanted(cfg):
+        why = "--no-head" if not cfg.head else (f"the head is fitted at embed level {cfg.head_embed_level}, this demo "
+                                                f"compares at {cfg.embed_level}")
+        if _strip_head(artifacts):
+            remove(cfg.root, "index", "check.json")
+        say(f"head: none ({why}): the frozen embedder's features, the paper's protocol")
+        return
+    art = read_artifacts(artifacts)
+    generator_sha = generator_weights_sha256(cfg)
+    retrain = cfg.retrain_head or cfg.retrain
+    problem = "--retrain-head" if retrain else _head_card_problem(cfg, generator_sha, art.model)
+    assert cfg.head_weights is not None or problem is not None
+    # What head.json's "demo" records of where the head came from: a later run keeps a head of the same source.
+    source = ({"committed_sha256": json.loads(card_path(cfg.head_weights).read_text())["sha256"]}
+              if problem is None and cfg.head_weights is not None else
+              {"fitted": recipe(cfg, HEAD_RECIPE), "generator_weights_sha256": generator_sha})
+    head_json = art.folder / HEAD_JSON
+    if not retrain and head_json.is_file() and json.loads(head_json.read_text()).get("demo") == source:
+        return  # this head is there already
+    remove(cfg.root, "index", "check.json")  # made without this head
+    if problem is None:
+        assert cfg.head_weights is not None
+        say(f"head: the committed fused head {cfg.head_weights} (`rtd demo --retrain-head` reproduces it), "
+            f"exported to ONNX")
+        card = json.loads(card_path(cfg.head_weights).read_text())
+        head = load_head(cfg.head_weights)
+    else:
+        if problem != "absent":
+            say(f"head: {problem}: fitting the recipe's head instead")
+        fitted = fit_recipe_head(cfg, artifacts)
+        head, card = fitted.head, head_card(cfg, fitted, generator_sha, art.model)
+        if retrain and cfg.head_weights is not None:
+            card = save_head(cfg, head, card)
+            source = {"committed_sha256": card["sha256"]}
+    export_demo_head(artifacts, data, head, card, generator_sha, source)
+
+
+# ---- the index and the check -------------------------------------------------------------------------
+
 def build_index(cfg: DemoConfig, artifacts: Path, data: Path) -> Path:
-    """Every catalog product in an exact FAISS index: the shop's whole catalog."""
+    """Every catalog product in an exact FAISS index: the shop's whole catalog (through the head's catalog side
+    when the artifacts have a head)."""
     from index.build import build_index as build
 
     index = cfg.root / "index"
@@ -225,40 +526,88 @@ def build_index(cfg: DemoConfig, artifacts: Path, data: Path) -> Path:
     return index
 
 
-def hit_rate(artifacts: Path, index: Path, data: Path, k: int = CHECK_K, batch: int = 32) -> dict:
-    """Share of the shop's street photos whose product /search ranks in the top k, through the service's own
-    pipeline (index/pipeline.py: ONNX generator -> ONNX embedder -> FAISS); also with the photo as the query."""
+def _recall(ranks: list[int], queries: int) -> dict[str, float]:
+    """{"1": R@1, ...} from the true product's 0-based rank per query (-1: not in the top CHECK_K)."""
+    return {str(k): round(sum(0 <= r < k for r in ranks) / queries, 4) for k in CHECK_KS}
+
+
+def measure(artifacts: Path, index: Path, data: Path, batch: int = 32) -> dict:
+    """R@1/5/10 of the shop's held-out street photos, every photo a query and the whole shop the gallery:
+
+    - the served query: `/search`'s own path (index/pipeline.py: ONNX generator -> ONNX embedder [-> the head's
+      query side] -> the demo's FAISS index), the default query (with a head: its mode, fused);
+    - without the head (the paper's protocol): the generated image, and the photo itself, against an in-memory
+      catalog embedded by a pipeline opened with `head=False`. Their features are the embedder's outputs the
+      served query already computed (`QueryResult.features`), so each image is embedded once."""
+    from index.catalog import Catalog, ProductMeta
     from index.pipeline import FROZEN_KINDS, Pipeline
     from training.data import load_records
 
-    pipeline = Pipeline.open(artifacts, index)
-    queries = [(photo, r.product_id) for r in load_records(data).records for photo in r.photos]
-    hits = dict.fromkeys(FROZEN_KINDS, 0)
+    served = Pipeline.open(artifacts, index)
+    frozen = Pipeline.open(artifacts, head=False, generator=False)
+    records = load_records(data).records
+    queries = [(photo, r.product_id) for r in records for photo in r.photos]
+    served_name = f"head {served.default_query}" if served.head is not None else f"frozen {served.default_query}"
+    if served.head is None:  # the served index is the frozen embedder's space already
+        frozen.catalog = served.catalog
+    else:
+        vectors = np.concatenate([frozen.embed_catalog(np.stack([frozen.preprocess(r.product_image) for r in
+                                                                 records[i:i + batch]]))
+                                  for i in range(0, len(records), batch)])
+        frozen.catalog = Catalog.create(vectors.shape[1], frozen.artifacts.embedder_name,
+                                        frozen.artifacts.embedder_sha256, "flat")
+        frozen.catalog.add([ProductMeta(r.product_id, category=r.category) for r in records], vectors)
+    ranks: dict[str, list[int]] = {served_name: []} | {f"frozen {kind}": [] for kind in FROZEN_KINDS}
+
+    def rank(truth: str, found: list) -> int:
+        return next((i for i, hit in enumerate(found) if hit.product_id == truth), -1)
+
     for start in range(0, len(queries), batch):
         chunk = queries[start:start + batch]
-        photos = np.stack([pipeline.preprocess(path) for path, _ in chunk])  # (B, 3, S, S)
+        photos = np.stack([served.preprocess(path) for path, _ in chunk])  # (B, 3, S, S)
+        result = served.query(photos, CHECK_K)  # the served query; its embedder features come back with it
+        features = result.features
+        if "photo" not in features:
+            features["photo"] = served.embed(photos)
+        if "generated" not in features:
+            features["generated"] = served.embed(result.generated if result.generated is not None
+                                                 else served.generate(photos))
+        truths = [truth for _, truth in chunk]
+        ranks[served_name] += [rank(t, found) for t, found in zip(truths, result.hits, strict=True)]
         for kind in FROZEN_KINDS:
-            for (_, truth), found in zip(chunk, pipeline.query(photos, k, query=kind).hits, strict=True):
-                hits[kind] += truth in {hit.product_id for hit in found}
-    n, catalog = len(queries), len(pipeline.catalog)
-    level = pipeline.artifacts.model["embedder"].get("level", 0)
-    return {"k": k, "queries": n, "catalog": catalog, "hit_rate": hits["generated"] / n,
-            "photo_query_hit_rate": hits["photo"] / n, "chance": min(1.0, k / catalog), "embed_level": level}
+            if f"frozen {kind}" != served_name:  # without a head the served query is one of them, counted above
+                hits = frozen.search(features[kind], CHECK_K)
+                ranks[f"frozen {kind}"] += [rank(t, found) for t, found in zip(truths, hits, strict=True)]
+
+    n, catalog = len(queries), len(served.catalog)  # type: ignore[arg-type]
+    assert all(len(r) == n for r in ranks.values()), {name: len(r) for name, r in ranks.items()}
+    recall = {name: _recall(r, n) for name, r in ranks.items()}
+    return {"format": CHECK_FORMAT, "k": CHECK_K, "queries": n, "catalog": catalog,
+            "embed_level": served.artifacts.model["embedder"].get("level", 0),
+            "head": served.head.describe() if served.head is not None else None,
+            "served": served_name, "recall": recall,
+            # The served query's top-10 hit rate (/search's path), and the photo itself as the query (frozen).
+            "hit_rate": recall[served_name][str(CHECK_K)],
+            "photo_query_hit_rate": recall["frozen photo"][str(CHECK_K)],
+            "chance": min(1.0, CHECK_K / catalog), "chance_recall": {str(k): min(1.0, k / catalog) for k in CHECK_KS}}
 
 
 def check(cfg: DemoConfig, artifacts: Path, index: Path, data: Path) -> dict:
     """Measure (once) and print how often the demo's /search finds the product of a held-out photo."""
     path = cfg.root / "check.json"
-    if path.is_file():
-        result = json.loads(path.read_text())
-    else:
+    result = json.loads(path.read_text()) if path.is_file() else {}
+    if result.get("format") != CHECK_FORMAT:
         start = time.perf_counter()
-        result = hit_rate(artifacts, index, data) | {"seconds": 0.0}
+        result = measure(artifacts, index, data) | {"seconds": 0.0}
         result["seconds"] = round(time.perf_counter() - start, 1)
         path.write_text(json.dumps(result, indent=1) + "\n")
-    say(f"check: the true product is in /search's top {result['k']} for {result['hit_rate']:.0%} of "
-        f"{result['queries']} held-out street photos (photo as the query: {result['photo_query_hit_rate']:.0%}; "
-        f"chance {result['chance']:.1%})")
+    say(f"check: {result['queries']} held-out street photos of {result['catalog']} products, the whole shop the "
+        f"gallery, embed level {result['embed_level']}: the true product's rank")
+    say(f"  {'query':<36} {'R@1':>6} {'R@10':>6}")
+    for name, r in result["recall"].items():
+        label = f"{name} (served by /search)" if name == result["served"] else name
+        say(f"  {label:<36} {r['1']:>6.3f} {r['10']:>6.3f}")
+    say(f"  {'chance':<36} {result['chance_recall']['1']:>6.3f} {result['chance_recall']['10']:>6.3f}")
     return result
 
 
@@ -287,24 +636,35 @@ class Built:
     samples: Path
 
 
+def _record_check(weights: Path, root: Path) -> None:
+    """A card also records what the demo's check measured with the weights it describes."""
+    card = json.loads(card_path(weights).read_text())
+    card["check"] = json.loads((root / "check.json").read_text())
+    card_path(weights).write_text(json.dumps(card, indent=1) + "\n")
+
+
 def build_demo(cfg: DemoConfig) -> Built:
     """Build the missing stages (each skipped when already there) and print the check."""
     from index.images import check_embed_level
 
     check_embed_level(cfg.embed_level, cfg.size)  # a bad --embed-level stops before anything is built
+    if cfg.retrain_head and not head_wanted(cfg):
+        raise UserError(f"--retrain-head fits the head at embed level {cfg.head_embed_level}, its recipe's: drop "
+                        f"--embed-level {cfg.embed_level}" if cfg.head else "--retrain-head and --no-head: choose one")
     cfg.root.mkdir(parents=True, exist_ok=True)
     if cfg.retrain:  # everything downstream of the generator is rebuilt (an interrupted run/ resumes)
         remove(cfg.root, "artifacts", "index", "check.json")
     data = build_data(cfg)
     artifacts = build_model(cfg, data)
+    build_head(cfg, artifacts, data)
     index = build_index(cfg, artifacts, data)
     check(cfg, artifacts, index, data)
     samples = held_out_samples(cfg, data)
     (cfg.root / "demo.json").write_text(json.dumps(asdict(cfg), default=str, indent=1) + "\n")
-    if cfg.retrain and cfg.weights is not None:  # the card also records what the check measured
-        card = json.loads(card_path(cfg.weights).read_text())
-        card["check"] = json.loads((cfg.root / "check.json").read_text())
-        card_path(cfg.weights).write_text(json.dumps(card, indent=1) + "\n")
+    if cfg.retrain and cfg.weights is not None:
+        _record_check(cfg.weights, cfg.root)
+    if (cfg.retrain_head or cfg.retrain) and head_wanted(cfg) and cfg.head_weights is not None:
+        _record_check(cfg.head_weights, cfg.root)
     say(f"built: {artifacts}, {index}, {samples}")
     return Built(artifacts, index, samples)
 
@@ -313,4 +673,3 @@ def run_demo(cfg: DemoConfig) -> int:
     """Build the missing stages; 0. (`rtd demo` then serves them unless --build-only: training/demo_cli.py.)"""
     build_demo(cfg)
     return 0
-

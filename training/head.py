@@ -410,8 +410,31 @@ def training_records(cfg: FitHeadConfig) -> list[ProductRecord]:
     return split.train
 
 
+@dataclass(frozen=True)
+class FittedHead:
+    """A trained head before export: the module, head.json's content so far (no ONNX sha256 or parity yet) and
+    feature samples for the parity check."""
+
+    head: RetrievalHead
+    doc: dict
+    query_sample: np.ndarray  # (B, F)
+    catalog_sample: np.ndarray  # (B, D)
+
+
 def fit_head(cfg: FitHeadConfig) -> dict:
     """Features (cached) -> grid on validation -> refit -> export into cfg.artifacts; returns head.json."""
+    start = time.perf_counter()
+    fitted = train_fitted_head(cfg)
+    art = read_artifacts(cfg.artifacts)
+    doc = export_head(fitted.head, art.folder, fitted.query_sample, fitted.catalog_sample, fitted.doc)
+    read_head(art)  # what was written reads back
+    say(f"wrote {QUERY_ONNX}, {CATALOG_ONNX}, {HEAD_JSON} to {art.folder} in {time.perf_counter() - start:.0f} s "
+        f"(parity: max |onnx - torch| {max(doc['parity']['query']['max_abs_error'], doc['parity']['catalog']['max_abs_error']):.1e})")
+    return doc
+
+
+def train_fitted_head(cfg: FitHeadConfig) -> FittedHead:
+    """`fit_head` up to the export: features (cached) -> grid on validation -> refit; nothing written but the cache."""
     start = time.perf_counter()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -507,10 +530,6 @@ def fit_head(cfg: FitHeadConfig) -> dict:
         "fitted": {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "seconds": round(time.perf_counter() - start, 1)},
     }
-    # Into the current version folder: a later `rtd export` starts without a head trained for this one.
-    doc = export_head(head, art.folder, val.query(inputs)[sample_rows], val.products[:64], doc)
-    read_head(art)  # what was written reads back
-    say(f"wrote {QUERY_ONNX}, {CATALOG_ONNX}, {HEAD_JSON} to {art.folder} in {time.perf_counter() - start:.0f} s "
-        f"(parity: max |onnx - torch| {max(doc['parity']['query']['max_abs_error'], doc['parity']['catalog']['max_abs_error']):.1e})")
-    return doc
+    # Exported into the current version folder: a later `rtd export` starts without a head trained for this one.
+    return FittedHead(head, doc, val.query(inputs)[sample_rows], val.products[:64])
 
