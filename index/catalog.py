@@ -8,9 +8,11 @@ Search is inner product over unit vectors, i.e. cosine. Kinds:
 Approximate kinds can measure their recall@k against exact search (`check_recall`, stored in index.json).
 
 FAISS ids are the SQLite rowids of the products (AUTOINCREMENT, never reused), so string product ids map to
-int64 ids in one place. `add` is an upsert. `remove` deletes from flat and ivf indexes directly; HNSW cannot
-delete, so a removed HNSW product leaves a tombstone (its id is excluded from every search with an
-IDSelector) and the graph is rebuilt from the live vectors once tombstones exceed a fifth of it.
+int64 ids in one place. `add` is an upsert. A removed product leaves a tombstone, whatever the kind: its id is
+excluded from every search with an IDSelector, and its vector is dropped for good at compaction or once
+tombstones exceed a fifth of the index. HNSW cannot delete (its graph is rebuilt from the live vectors); flat
+and IVF can, but `remove_ids` scans the whole index (about 0.2 s per delete at 1M products, stalling searches
+that wait for the catalog's lock: docs/benchmarks.md), so a delete only records the tombstone.
 
 Index folder and atomic saves. Three files must always agree, and a crash must never leave a mix:
 
@@ -62,7 +64,7 @@ HNSW_EF_CONSTRUCTION = 80
 DEFAULT_EF_SEARCH = 128  # >= the service's largest k (60) so a top-60 query explores enough of the graph
 DEFAULT_NPROBE = 32
 IVF_MIN_POINTS_PER_LIST = 39  # FAISS's k-means warns below this
-HNSW_COMPACT_FRACTION = 0.2  # rebuild the HNSW graph once this fraction of it is tombstones
+TOMBSTONE_FRACTION = 0.2  # purge removed vectors (HNSW: rebuild the graph) once this fraction of the index is tombstones
 CRASH_ENV = "RTD_CATALOG_CRASH_AT"  # tests only: os._exit at a named point of `save` to prove atomicity
 
 SCHEMA = """
@@ -73,7 +75,7 @@ CREATE TABLE products (
     added_at TEXT NOT NULL                 -- ISO 8601, UTC
 );
 CREATE INDEX products_category ON products(category);
-CREATE TABLE tombstones (id INTEGER PRIMARY KEY);  -- HNSW only: removed ids still in the graph
+CREATE TABLE tombstones (id INTEGER PRIMARY KEY);  -- removed ids whose vectors are still in the FAISS index
 """
 
 
@@ -446,21 +448,25 @@ class Catalog:
             if len(ids) == 0:
                 return 0
             with self.db:
-                if self.kind == "hnsw":
-                    self.db.executemany("INSERT INTO tombstones (id) VALUES (?)", [(int(i),) for i in ids])
-                else:
-                    self.index.remove_ids(ids)
+                self.db.executemany("INSERT INTO tombstones (id) VALUES (?)", [(int(i),) for i in ids])
                 self.db.executemany("DELETE FROM products WHERE id = ?", [(int(i),) for i in ids])
             self._count -= len(ids)
-            if self.kind == "hnsw" and self._tombstone_count() > HNSW_COMPACT_FRACTION * self.index.ntotal:
-                self._rebuild_hnsw()
+            if self._tombstone_count() > TOMBSTONE_FRACTION * self.index.ntotal:
+                self._purge()
             return len(ids)
 
     def _purge(self) -> None:
-        """Drop tombstoned vectors for good (HNSW: rebuild the graph from the live vectors)."""
+        """Drop tombstoned vectors for good (HNSW: rebuild the graph from the live vectors; flat and IVF:
+        `remove_ids`, one scan for all of them)."""
         with self._lock:
-            if self._tombstone_count():
+            if not self._tombstone_count():
+                return
+            if self.kind == "hnsw":
                 self._rebuild_hnsw()
+                return
+            with self.db:
+                self.index.remove_ids(self._tombstone_ids())
+                self.db.execute("DELETE FROM tombstones")
 
     def _rebuild_hnsw(self) -> None:
         """Build a fresh HNSW graph from the live vectors and forget the tombstones."""

@@ -121,11 +121,19 @@ def test_add_remove_upsert_get(kind: str) -> None:
     assert catalog.search(vectors[5], 1)[0][0].product_id == "p5"
 
 
-def test_hnsw_removal_compacts_the_graph() -> None:
-    catalog, vectors = filled("hnsw", n=200)
+@pytest.mark.parametrize("kind", KINDS)
+def test_removal_leaves_tombstones_then_purges(kind: str, tmp_path: Path) -> None:
+    # A delete only records a tombstone (no O(n) remove_ids scan while searches wait): every kind.
+    catalog, vectors = filled(kind, n=200)
     catalog.remove([f"p{i}" for i in range(30)])  # 15%: tombstones
     assert catalog.index.ntotal == 200 and catalog._tombstone_count() == 30
-    catalog.remove([f"p{i}" for i in range(30, 60)])  # 30% > 20%: rebuilt from the live vectors
+    removed = {f"p{i}" for i in range(30)}
+    assert not removed & {h.product_id for row in catalog.search(vectors[:30], 170) for h in row}
+    assert not removed & {h.product_id for row in catalog.search(vectors[:30], 100, "cat1") for h in row}
+    catalog.save(tmp_path / "index")  # tombstones survive a save and an open
+    reopened = Catalog.open(tmp_path / "index")
+    assert len(reopened) == 170 and not removed & {h.product_id for h in reopened.search(vectors[0], 170)[0]}
+    catalog.remove([f"p{i}" for i in range(30, 60)])  # 30% > 20%: the vectors are dropped for good
     assert catalog.index.ntotal == 140 and catalog._tombstone_count() == 0
     assert [row[0].product_id for row in catalog.search(vectors[60:65], 1)] == [f"p{i}" for i in range(60, 65)]
 
