@@ -582,18 +582,22 @@ class Catalog:
         records += [LogRecord("add", {"product_id": p.product_id, "title": p.title, "category": p.category,
                                       "image_path": p.image_path, "added_at": p.added_at or now}, v)
                     for p, v in zip(products, vectors, strict=True)]
-        with _writer_lock(self.folder), self._lock:
+        with _writer_lock(self.folder):  # one writer at a time, across threads and processes
             committed = read_manifest(self.folder).get("generation", 0)
             if committed != self.generation:
                 raise StaleCatalog(f"index {self.folder} moved to generation {committed} (this copy has "
                                    f"{self.generation}); refresh and try again")
-            self._apply_log()  # other processes' writes first, in log order
-            before = {pid: self.get(pid) for pid in [*removed, *(p.product_id for p in products)]}
+            with self._lock:
+                self._apply_log()  # other processes' writes first, in log order
+                before = {pid: self.get(pid) for pid in [*removed, *(p.product_id for p in products)]}
+                offset = self.log_offset
+            # The fsync happens outside the lock that searches take: a slow disk delays this write, not them.
             new_file = not self._log_path().exists()
-            self.log_offset = catalog_log.append(self._log_path(), records, self.log_offset)
+            catalog_log.append(self._log_path(), records, offset)
             if new_file:
                 _fsync(self.folder)
-            self._apply(records)
+            # Applied from the log like any other process's records (a concurrent `refresh` may have done it).
+            self._apply_log()
         return before
 
     def log_size(self) -> int:
