@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import urllib.error
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -136,15 +137,20 @@ def test_parity_photos_can_come_from_another_folder_when_the_run_data_is_gone(ru
     assert doc["metrics"]["export_parity"]["generator_max_abs_error"] < MAX_PARITY_ABS_ERROR
 
 
+def assert_onnx_embeds_like(artifacts: Path, expected: Callable[[Tensor], Tensor], seed: int) -> None:
+    """The exported embedder.onnx gives what `expected` (PyTorch) gives on random 32 px images."""
+    images = np.random.default_rng(seed).uniform(-1, 1, (3, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        want = expected(torch.from_numpy(images)).numpy()
+    got = OnnxEmbedder(read_artifacts(artifacts).folder / "embedder.onnx", providers=[CPU])(images)
+    assert np.abs(got - want).max() < 1e-4
+
+
 def test_embed_level_goes_into_the_onnx_graph_and_model_json(runs: dict[str, Path], tmp_path: Path) -> None:
     net, info = tiny_embedder(32)
     doc = export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "a", embed_level=1), embedder=(net, info))
     assert doc["embedder"]["level"] == 1 and net.level == 0  # the caller's embedder is not changed
-    images = np.random.default_rng(2).uniform(-1, 1, (3, 3, 32, 32)).astype(np.float32)
-    with torch.no_grad():
-        expected = net(pyramid_down(torch.from_numpy(images))).numpy()  # level 0 on the 16 px level
-    got = OnnxEmbedder(read_artifacts(tmp_path / "a").folder / "embedder.onnx", providers=[CPU])(images)
-    assert np.abs(got - expected).max() < 1e-4
+    assert_onnx_embeds_like(tmp_path / "a", lambda x: net(pyramid_down(x)), seed=2)  # level 0 on the 16 px level
     plain = export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "b"), embedder=(net, info))
     assert plain["embedder"]["level"] == 0 and plain["embedder"]["onnx_sha256"] != doc["embedder"]["onnx_sha256"]
 
@@ -153,12 +159,8 @@ def test_embed_input_size_goes_into_the_onnx_graph_and_model_json(runs: dict[str
     net, info = tiny_embedder(32)
     doc = export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "a", embed_input_size=64), embedder=(net, info))
     assert doc["embedder"]["input_size"] == 64 and net.input_size == 32  # the caller's embedder is not changed
-    images = np.random.default_rng(3).uniform(-1, 1, (3, 3, 32, 32)).astype(np.float32)
-    with torch.no_grad():
-        wide, _ = at_input_size(net, info, 64)  # the same weights, resizing the 32 px inputs to 64 px
-        expected = wide(torch.from_numpy(images))
-    got = OnnxEmbedder(read_artifacts(tmp_path / "a").folder / "embedder.onnx", providers=[CPU])(images)
-    assert np.abs(got - expected.numpy()).max() < 1e-4
+    wide, _ = at_input_size(net, info, 64)  # the same weights, resizing the 32 px inputs to 64 px
+    assert_onnx_embeds_like(tmp_path / "a", wide, seed=3)
     with pytest.raises(UserError, match="multiple of 32"):
         export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "b", embed_input_size=48), embedder=(net, info))
     assert not (tmp_path / "b").exists()
@@ -314,6 +316,7 @@ def test_publish_keeps_a_bounded_number_of_versions_and_replaces_the_flat_layout
 TORCH_FREE = """
 import json, sys
 sys.modules["torch"] = None
+from collections.abc import Callable
 from pathlib import Path
 from index.build import build_index
 from index.pipeline import Pipeline
