@@ -65,7 +65,7 @@ COMMANDS = (
             "add_arguments_build", "run_build"),
     Command(("index", "search"), "index.search_cli", "top-K products for a photo (generate, embed, search), as JSON"),
     Command(("serve",), "service.serve_cli", "run the HTTP service (FastAPI + onnxruntime + FAISS)"),
-    Command(("demo",), "training.demo_cli", "build the demo (data, model, artifacts, index) if absent and serve it",
+    Command(("demo",), "training.demo_cli", "build the demo (data, generator, retrieval head, artifacts, index) if absent and serve it",
             extra="train"),
 )
 
