@@ -43,7 +43,7 @@ ImageUpload = Annotated[UploadFile, File(description="a street photo (JPEG, PNG,
 class SearchResult(BaseModel):
     rank: int
     product_id: str
-    score: float  # cosine similarity of the generated image's and the product's embeddings
+    score: float  # cosine of the query vector and the product's (the embedder's space, or the retrieval head's)
     title: str | None
     category: str | None
     image_url: str
