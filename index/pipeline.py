@@ -160,7 +160,10 @@ class Pipeline:
     def embed_catalog(self, images: np.ndarray) -> np.ndarray:
         """(B, 3, S, S) catalog product images -> (B, dim) catalog vectors: the embedder, then the head's catalog
         side when there is a head (what `rtd index build` and the admin API store)."""
-        features = self.embed(images)
+        return self.catalog_vectors(self.embed(images))
+
+    def catalog_vectors(self, features: np.ndarray) -> np.ndarray:
+        """(B, D) embedder features of catalog images -> what the catalog stores (the head's catalog side, if any)."""
         return self.head_catalog(features) if self.head_catalog is not None else features
 
     def search(self, vectors: np.ndarray, k: int, category: str | None = None) -> list[list[Hit]]:

@@ -200,9 +200,7 @@ class Engine:
         """(3, S, S) catalog product image -> its catalog vector: the embedder's features, through the head's
         catalog side when there is a head (index/pipeline.py `embed_catalog`)."""
         assert self.pipeline is not None
-        features = await self.embed(image)
-        head = self.pipeline.head_catalog
-        return head(features[None])[0] if head is not None else features
+        return self.pipeline.catalog_vectors((await self.embed(image))[None])[0]
 
     async def _generate_batch(self, photos: np.ndarray) -> np.ndarray:
         return (await self.generate(photos[0]))[None]

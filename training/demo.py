@@ -539,9 +539,9 @@ def measure(artifacts: Path, index: Path, data: Path, batch: int = 32) -> dict:
     - without the head (the paper's protocol): the generated image, and the photo itself, against an in-memory
       catalog embedded by a pipeline opened with `head=False`. Their features are the embedder's outputs the
       served query already computed (`QueryResult.features`), so each image is embedded once."""
-    from index.catalog import Catalog, ProductMeta
     from index.pipeline import FROZEN_KINDS, Pipeline
     from training.data import load_records
+    from training.evaluate import gallery_catalog
 
     served = Pipeline.open(artifacts, index)
     frozen = Pipeline.open(artifacts, head=False, generator=False)
@@ -554,9 +554,7 @@ def measure(artifacts: Path, index: Path, data: Path, batch: int = 32) -> dict:
         vectors = np.concatenate([frozen.embed_catalog(np.stack([frozen.preprocess(r.product_image) for r in
                                                                  records[i:i + batch]]))
                                   for i in range(0, len(records), batch)])
-        frozen.catalog = Catalog.create(vectors.shape[1], frozen.artifacts.embedder_name,
-                                        frozen.artifacts.embedder_sha256, "flat")
-        frozen.catalog.add([ProductMeta(r.product_id, category=r.category) for r in records], vectors)
+        frozen.catalog = gallery_catalog(frozen, records, vectors)  # as `rtd eval` builds its gallery
     ranks: dict[str, list[int]] = {served_name: []} | {f"frozen {kind}": [] for kind in FROZEN_KINDS}
 
     def rank(truth: str, found: list) -> int:
