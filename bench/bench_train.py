@@ -1,81 +1,147 @@
-"""Training throughput: images/s per rough-to-detail stage for rtdGAN, beside pix2pix at the full size.
+"""Training throughput: images/s per rough-to-detail stage for rtdGAN and pix2pix, per numeric variant.
 
-Times the loop's real step functions (G update + D update, gradient penalty included) on random
-batches in memory, so data loading and disk are left out. Defaults: 64 px, width 16, CPU.
+Times the loop's real step functions (G update + D update, gradient penalty included) on random batches
+in memory, so data loading and disk are left out. Each variant is measured side by side in one run, and
+printed as images/s and as the ratio to the first variant (fp32):
+  fp32             what `--precision fp32` trains with (and the default on a CPU without bf16 units);
+  bf16             `--precision bf16`: the forward passes under bf16 autocast (training/steps.py);
+  fp32+cl, bf16+cl the networks and batches in channels_last memory format (the loop's choice on CUDA);
+  fp32+compile     the generator under torch.compile (inductor; the critic's gradient penalty needs a double
+                   backward, which compiled graphs do not support, so the critic stays eager).
+Defaults: 64 px, widths 16 and 64, CPU. The median step time is used: the machine may be shared.
 
-    .venv/bin/python bench/bench_train.py [--resolution 64 --width 16 --batch 8 --steps 5 --device cpu]
+    .venv/bin/python bench/bench_train.py [--resolution 64 --widths 16,64 --batch 8 --steps 5 --threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
+from dataclasses import replace
 
 import torch
 
 from training.config import TrainConfig
 from training.schedule import make_plan, schedule_at
-from training.steps import build_nets, pix2pix_step, rtdgan_step
+from training.steps import build_nets, cpu_has_bf16, pix2pix_step, rtdgan_step
+
+VARIANTS = {  # name: (precision, channels_last, compile)
+    "fp32": ("fp32", False, False),
+    "bf16": ("bf16", False, False),
+    "fp32+cl": ("fp32", True, False),
+    "bf16+cl": ("bf16", True, False),
+    "fp32+compile": ("fp32", False, True),
+}
 
 
-def images_per_s(step_fn, cfg: TrainConfig, nets, phase, batch: int, steps: int, device: torch.device) -> float:
-    """Median-free simple timing: one warm-up step, then `steps` timed steps."""
-    photo = torch.rand(batch, 3, cfg.resolution, cfg.resolution, device=device) * 2 - 1
+def prepare(cfg: TrainConfig, device: torch.device, channels_last: bool, compile_g: bool):
+    """The nets of `cfg` (seeded, so every variant starts from the same weights) in the variant's form."""
+    torch.manual_seed(0)
+    nets = build_nets(cfg, device, distributed=False)
+    if channels_last:
+        for net in (nets.generator, nets.critic):
+            net.to(memory_format=torch.channels_last)
+    if compile_g:
+        nets.generator_train = torch.compile(nets.generator)
+    return nets
+
+
+def images_per_s(step_fn, cfg: TrainConfig, nets, phase, size: int, batch: int, steps: int, warmup: int,
+                 channels_last: bool, device: torch.device) -> float:
+    """`warmup` untimed steps (allocations, autotuning, compilation), then batch / median step time."""
+    photo = torch.rand(batch, 3, size, size, device=device) * 2 - 1
     product = torch.rand_like(photo) * 2 - 1
-    step_fn(cfg, nets, photo, product, phase)  # warm-up (allocations, cudnn autotune)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
+    if channels_last:
+        photo, product = (t.contiguous(memory_format=torch.channels_last) for t in (photo, product))
+    times = []
+    for i in range(warmup + steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
         step_fn(cfg, nets, photo, product, phase)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - start)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
+
+
+def bench_width(args: argparse.Namespace, width: int, variants: list[str], device: torch.device) -> dict:
+    """{row: {variant: images/s or None (failed)}} for rtdGAN's stages and pix2pix at one width."""
+    results: dict[str, dict[str, float | None]] = {}
+    base = TrainConfig(data="-", out="-", model="rtdgan", stages=args.stages, resolution=args.resolution, width=width,
+                       batch_sizes=(args.batch,) * args.stages, device=args.device)
+    p2p = TrainConfig(data="-", out="-", model="pix2pix", resolution=args.resolution, width=width, device=args.device)
+    plan = make_plan(args.stages, 1, 1, base.batch_sizes, items=args.batch)
+    for variant in variants:
+        precision, channels_last, compile_g = VARIANTS[variant]
+        warmup = 2 if compile_g else 1
+        try:
+            cfg = replace(base, precision=precision)
+            nets = prepare(cfg, device, channels_last, compile_g)
+            first = 0
+            for sp in plan.stages:
+                phase = schedule_at(first, plan)  # first step of the stage: fading in (alpha < 1) from stage 2 on
+                size = args.resolution // 2 ** (args.stages - sp.stage)
+                results.setdefault(f"rtdgan stage {sp.stage} ({size} px)", {})[variant] = images_per_s(
+                    rtdgan_step, cfg, nets, phase, args.resolution, args.batch, args.steps, warmup, channels_last,
+                    device)
+                first += sp.steps
+            cfg = replace(p2p, precision=precision)
+            nets = prepare(cfg, device, channels_last, compile_g)
+            phase = schedule_at(0, make_plan(1, 0, 1, (args.batch,), items=args.batch))
+            results.setdefault(f"pix2pix ({args.resolution} px)", {})[variant] = images_per_s(
+                pix2pix_step, cfg, nets, phase, args.resolution, args.batch, args.steps, warmup, channels_last, device)
+        except Exception as e:  # noqa: BLE001 - a variant that does not run here (torch.compile without a compiler)
+            print(f"  {variant}: failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+            for row in results.values():
+                row.setdefault(variant, None)
+        print(f"  width {width}: {variant} done", flush=True)
+    return results
 
 
 def main() -> None:
-    """Print images/s per stage (rtdGAN) and at full size (pix2pix), as a table and as JSON."""
+    """Print images/s per row and variant, the ratio to the first variant, and the whole as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--widths", default="16,64", help="comma-separated generator/critic widths")
     parser.add_argument("--stages", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per row (after the warm-up)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    torch.manual_seed(0)
-
-    results: dict[str, dict[str, float]] = {"rtdgan": {}, "pix2pix": {}}
-    cfg = TrainConfig(data="-", out="-", model="rtdgan", stages=args.stages, resolution=args.resolution,
-                      width=args.width, batch_sizes=(args.batch,) * args.stages, device=args.device)
-    nets = build_nets(cfg, device, distributed=False)
-    plan = make_plan(args.stages, 1, 1, cfg.batch_sizes, items=args.batch)
-    first = 0
-    for sp in plan.stages:
-        phase = schedule_at(first, plan)  # first step of the stage: fading in (alpha < 1) from stage 2 on
-        size = args.resolution // 2 ** (args.stages - sp.stage)
-        results["rtdgan"][f"stage {sp.stage} ({size} px)"] = images_per_s(
-            rtdgan_step, cfg, nets, phase, args.batch, args.steps, device)
-        first += sp.steps
-    p2p = TrainConfig(data="-", out="-", model="pix2pix", resolution=args.resolution, width=args.width,
-                      device=args.device)
-    nets = build_nets(p2p, device, distributed=False)
-    phase = schedule_at(0, make_plan(1, 0, 1, (args.batch,), items=args.batch))
-    results["pix2pix"][f"{args.resolution} px"] = images_per_s(pix2pix_step, p2p, nets, phase, args.batch,
-                                                              args.steps, device)
-
-    print(f"images/s, {args.device}, {torch.get_num_threads()} threads, width {args.width}, batch {args.batch}")
-    rows = list(results["rtdgan"].items())
-    for i, (name, value) in enumerate(rows):
-        right = f"pix2pix {args.resolution} px: {results['pix2pix'][f'{args.resolution} px']:8.1f}" if i == len(rows) - 1 else ""
-        print(f"  rtdgan {name:>16}: {value:8.1f}    {right}")
-    print(json.dumps({"device": args.device, "threads": torch.get_num_threads(), "width": args.width,
-                      "batch": args.batch, **{k: {n: round(v, 1) for n, v in r.items()} for k, r in results.items()}}))
+    units = "cuda" if device.type == "cuda" else ("bf16 units (AMX/AVX512-BF16)" if cpu_has_bf16() else
+                                                  "no bf16 units: bf16 is emulated")
+    print(f"images/s, {args.device} ({units}), {torch.get_num_threads()} threads, batch {args.batch}, "
+          f"median of {args.steps} steps, torch {torch.__version__}")
+    out = {"device": args.device, "bf16_units": units, "threads": torch.get_num_threads(), "batch": args.batch,
+           "resolution": args.resolution, "widths": {}}
+    for width in (int(w) for w in args.widths.split(",")):
+        results = bench_width(args, width, variants, device)
+        ref = variants[0]
+        print(f"width {width}:")
+        print(f"  {'':>24}" + "".join(f"{v:>22}" for v in variants))
+        for row, values in results.items():
+            cells = []
+            for v in variants:
+                value, base = values.get(v), values.get(ref)
+                cells.append("failed" if value is None else
+                             f"{value:8.1f} ({value / base:4.2f}x)" if base else f"{value:8.1f}")
+            print(f"  {row:>24}" + "".join(f"{c:>22}" for c in cells))
+        out["widths"][width] = {row: {v: None if x is None else round(x, 1) for v, x in values.items()}
+                                for row, values in results.items()}
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from training.registry import MODEL_NAMES, get
 ModelName = Literal[MODEL_NAMES]  # type: ignore[valid-type]
 Model = ModelName  # the name older imports use
 Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16"]
 
 # Retrieval embedders with ImageNet weights (training/weights.py loads them, models/embedders.py builds them).
 EMBEDDERS = ("densenet121", "efficientnet_lite0")
@@ -52,7 +53,10 @@ class TrainConfig:
     seed: int = opt(0, "seeds the initial weights and the data order")
     workers: int = opt(0, "data loader processes")
     resume: bool = opt(False, "continue from OUT/checkpoints/last.pt")
-    device: Device = opt("auto", "auto: cuda if available (bf16 autocast and channels_last on cuda)")
+    device: Device = opt("auto", "auto: cuda if available (channels_last on cuda)")
+    precision: Precision = opt("auto", "forward passes in bf16 autocast (losses, DoG and gradient penalty stay fp32) "
+                                       "or fp32; auto: bf16 on cuda or on a CPU with AMX/AVX512-BF16 units, else "
+                                       "fp32 (config.json records the one used); bf16 without such units is emulated, ~20x slower")
     log_every: int = opt(50, "steps between stats.jsonl lines")
     checkpoint_every_steps: int = opt(1000, "steps between checkpoints; also at each stage end and on stop")
     limit_items: int | None = opt(None, "train on the first n (photo, product) items only")

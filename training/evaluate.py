@@ -18,10 +18,10 @@ known. Recall@K comes with a 95 % bootstrap interval over products (training/met
 RMSE and SSIM compare a query image with the true product image at S (the generated image for the kinds
 that use it, else the photo).
 
-Writes into OUT: report.json, report.md (Table 1's form, intervals, categories), recall.png (Recall@K
-curves), samples.png (photo | generated | ground truth | top-5 of the default kind, the true product framed
+Writes into OUT: report.json, report.md (Table 1's form, intervals, categories), recall.png and recall.svg
+(Recall@K curves with their intervals, training/plots.py), samples.png (photo | generated | ground truth | top-5 of the default kind, the true product framed
 in green, its rank and score written under the row) and queries.csv. `compare_reports` merges several
-report.json files into one table and one plot.
+report.json files into one table and one plot (recall.png, recall.svg).
 """
 
 from __future__ import annotations
@@ -49,14 +49,12 @@ from index.pipeline import FROZEN_KINDS, Pipeline
 from training import registry
 from training.data import ProductRecord, load_split
 from training.metrics import bootstrap_recall, recall_at_k, rmse, ssim, true_ranks
+from training.plots import Curve, recall_plot, report_curve
 
 REPORT_FORMAT = 1
 TOP_SHOWN = 5  # retrieved products per row of the sample grid
 DECODE_THREADS = 4  # PIL decodes with the GIL released
 HIT, MISS = (0, 160, 60), (200, 200, 200)
-PALETTE = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (23, 190, 207)]
-PHOTO_COLOUR, CHANCE_COLOUR = (127, 127, 127), (200, 200, 200)
 EVAL_KINDS = ("generated", "photo", "head")  # a report's row order; "head" is the retrieval head's query
 QUERY_CHOICES = ("all", *EVAL_KINDS, "both")  # both: generated and photo (the frozen pair, the former default)
 CATEGORY_KS = (1, 10)  # the per-category table's cut-offs
@@ -332,8 +330,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
     write_queries_csv(out / "queries.csv", kept, products, columns)
-    curves = [(r["label"], cfg.ks, [r["recall"][str(k)] for k in cfg.ks]) for r in results]
-    draw_curves(curves + [chance_curve(report)], out / "recall.png", f"Recall@K ({backbone} embeddings, {len(kept)} queries, {len(products)} products)")
+    recall_plot([*map(report_curve, results), chance_curve(report)], out / "recall.png",
+                f"Recall@K ({backbone} embeddings, {len(kept)} queries, {len(products)} products)")
     if shown:
         draw_samples(shown, gallery_u8, out / "samples.png",
                      f"ranked by: {shown_kind.label}; under the ground truth its rank, under each tile its cosine")
@@ -345,10 +343,11 @@ def chance_recall(products: int, ks: tuple[int, ...]) -> dict[str, float]:
     return {str(k): min(1.0, k / products) for k in ks}
 
 
-def chance_curve(report: dict) -> tuple[str, list[int], list[float]]:
+def chance_curve(report: dict) -> Curve:
     """The chance line of a report's plot."""
     chance = report["test_set"]["chance_recall"]
-    return (f"chance (K / {report['test_set']['products']})", [int(k) for k in chance], list(chance.values()))
+    return Curve(f"chance (K / {report['test_set']['products']})", [int(k) for k in chance], list(chance.values()),
+                 kind="chance")
 
 
 def write_queries_csv(path: Path, queries: list[tuple[Path, int]], products: list[ProductRecord],
@@ -454,45 +453,6 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def draw_curves(curves: list[tuple[str, list[int] | tuple[int, ...], list[float]]], path: Path, title: str) -> None:
-    """A Recall@K plot (log-scaled K axis, recall 0..1) drawn with PIL: one line per (label, ks, values)."""
-    W, H, left, right, top, bottom = 880, 480, 60, 270, 40, 50
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    font, small = _font(14), _font(12)
-    all_k = sorted({k for _, ks, _ in curves for k in ks})
-    lo, hi = np.log(all_k[0]), np.log(all_k[-1])
-
-    def xy(k: float, r: float) -> tuple[float, float]:
-        fx = 0.5 if hi == lo else (np.log(k) - lo) / (hi - lo)
-        return left + fx * (W - left - right), top + (1.0 - r) * (H - top - bottom)
-
-    for r in np.linspace(0, 1, 6):  # recall grid
-        y = xy(all_k[0], r)[1]
-        d.line([(left, y), (W - right, y)], fill=(225, 225, 225))
-        d.text((left - 8, y), f"{r:.1f}", fill="black", font=small, anchor="rm")
-    for k in all_k:
-        x = xy(k, 0)[0]
-        d.line([(x, top), (x, H - bottom)], fill=(240, 240, 240))
-        d.text((x, H - bottom + 6), str(k), fill="black", font=small, anchor="mt")
-    d.rectangle([left, top, W - right, H - bottom], outline="black")
-    d.text((left + (W - left - right) / 2, H - 14), "K", fill="black", font=font, anchor="mm")
-    d.text((left, top / 2), title, fill="black", font=font, anchor="lm")
-    colours = iter(PALETTE * 4)
-    for n, (label, ks, values) in enumerate(curves):
-        colour = PHOTO_COLOUR if label.startswith("photo") else CHANCE_COLOUR if label.startswith("chance") else next(colours)
-        points = [xy(k, v) for k, v in sorted(zip(ks, values, strict=True))]
-        if len(points) > 1:
-            d.line(points, fill=colour, width=3)
-        for x, y in points:
-            d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
-        ly = top + 12 + 22 * n
-        d.line([(W - right + 14, ly), (W - right + 40, ly)], fill=colour, width=3)
-        d.text((W - right + 46, ly), label[:32], fill="black", font=small, anchor="lm")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-
-
 def draw_samples(shown: list[dict], gallery_u8: np.ndarray, path: Path, title: str = "") -> None:
     """Rows: photo | generated | ground truth | top-5 retrieved; the true product framed in green. Under the
     ground truth its rank and cosine score, under each retrieved product its score (the kind named in `title`)."""
@@ -575,8 +535,7 @@ def compare_reports(paths: list[Path], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text("\n".join(lines), encoding="utf-8")
     backbones = sorted({r["embedder"] for r in rows})
-    curves = [(r["label"], [int(k) for k in r["recall"]], list(r["recall"].values())) for r in rows]
-    draw_curves(curves + [chance_curve(r) for r in chance.values()], out / "recall.png",
+    recall_plot([*map(report_curve, rows), *(chance_curve(r) for r in chance.values())], out / "recall.png",
                 f"Recall@K ({', '.join(backbones)} embeddings)")
     merged = {"format_version": REPORT_FORMAT, "ks": ks_sorted, "rows": rows}
     (out / "compare.json").write_text(json.dumps(merged, indent=1) + "\n", encoding="utf-8")

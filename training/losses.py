@@ -35,8 +35,14 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
 
 
 def difference_of_gaussians(x: Tensor) -> Tensor:
-    """Lap(x) of Eq. 3, approximated by G_sigma1 * x - G_sigma2 * x (a band-pass: edges and fine texture)."""
-    return gaussian_blur(x, DOG_SIGMA_FINE) - gaussian_blur(x, DOG_SIGMA_COARSE)
+    """Lap(x) of Eq. 3, approximated by G_sigma1 * x - G_sigma2 * x (a band-pass: edges and fine texture).
+
+    Always fp32, even inside a bf16 autocast region (`rtd train --precision bf16`): the two blurs are nearly
+    equal and their small difference is the signal, which bf16's 8-bit mantissa would bury in rounding noise
+    (computed in bf16, L_lap moves by ~0.4 % on one batch, as much as a training step changes it)."""
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.float()
+        return gaussian_blur(x, DOG_SIGMA_FINE) - gaussian_blur(x, DOG_SIGMA_COARSE)
 
 
 def content_loss(fake: Tensor, target: Tensor) -> Tensor:
@@ -69,7 +75,7 @@ def critic_loss(
     critic sees exactly one forward per backward (it needs no batch norm for this to be per-sample).
     """
     B = real.shape[0]
-    fake = fake.detach()
+    real, fake = real.float(), fake.detach().float()  # a bf16 generator output: interpolate in fp32
     eps = torch.rand(B, 1, 1, 1, device=real.device, dtype=real.dtype)  # one mixing weight per sample
     interp = (eps * real + (1 - eps) * fake).requires_grad_(True)
     scores = critic(photo_i.repeat(3, 1, 1, 1), torch.cat([real, fake, interp]))  # (3B, 1, h, w)

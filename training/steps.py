@@ -9,10 +9,12 @@ G and one of D and returns its loss terms.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -74,9 +76,39 @@ def build_nets(cfg: TrainConfig, device: torch.device, distributed: bool) -> Net
     return Nets(generator, critic, domain, opt_g, opt_d, g_train, c_train, a_train)
 
 
-def autocast(device: torch.device) -> AbstractContextManager:
-    """bf16 autocast on CUDA (no loss scaling needed), a no-op on CPU."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with bf16 matrix/dot-product units
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 units (AMX-BF16 or AVX512-BF16), where bf16 convolutions run faster than fp32.
+
+    torch's own query (torch.cpu._is_avx512_bf16_supported / _is_amx_tile_supported, private) where it
+    exists, else the flags in /proc/cpuinfo. Elsewhere bf16 still works on CPU, but emulated: 15-25x slower
+    than fp32 on an AVX2 CPU (docs/benchmarks.md)."""
+    queries = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(q) for q in queries):
+        return any(q() for q in queries)
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split())
+    except OSError:
+        return False
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run uses, fp32 or bf16: `precision` as given; auto: bf16 on CUDA and on a CPU with bf16
+    units, else fp32."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """bf16 autocast of the forward passes under --precision bf16 (bf16 keeps fp32's exponent range: no loss
+    scaling needed), a no-op under fp32. The losses cast their inputs to float (training/losses.py)."""
+    enabled = resolve_precision(precision, device) == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 @contextmanager
@@ -109,14 +141,19 @@ def rtdgan_step(cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, ph
     device = photo.device
     target = stage_target(product, phase.stage, cfg.stages)  # (B, 3, s, s): y_i = y_g^{N-i}
     photo_i = resize_to(photo, target.shape[-1])  # (B, 3, s, s): x_i of Eq. 1, area-downsampled
-    with autocast(device):
+    with autocast(device, cfg.precision):
         fake = nets.generator_train(photo, stage=phase.stage, alpha=phase.alpha)  # (B, 3, s, s)
         with frozen(nets.critic):
             critic_fake = nets.critic(photo_i, fake)  # (B, 1, h, w)
-    # Outside autocast: the DoG of Eq. 3 subtracts two blurs, which bf16 convolutions would drown in noise.
+    # Outside autocast, in fp32 (the loss casts `fake` to float, and the DoG turns autocast off itself): the DoG
+    # of Eq. 3 subtracts two blurs of nearly equal images, a difference bf16's 8-bit mantissa would drown in noise.
     g_loss, g_terms = rtdgan_generator_loss(critic_fake, fake, target, cfg.lambda_adv, cfg.lambda_con, cfg.lambda_lap)
     update(nets.opt_g, g_loss)
-    with autocast(device):
+    # The critic's convolutions run in bf16, but the interpolates, the scores, the gradient norm and the
+    # penalty (||grad|| - 1)^2 are fp32 (critic_loss casts): the square of a difference near 0 is where
+    # rounding would hurt. Measured on one batch (width 16 and 64, 64 px): the penalty agrees with an fp32
+    # critic's to ~1e-4 relative, the critic's parameter gradient to ~1 %.
+    with autocast(device, cfg.precision):
         d_loss, d_terms = critic_loss(nets.critic_train, photo_i, target, fake, cfg.lambda_gp)
     update(nets.opt_d, d_loss)
     return g_terms | d_terms
@@ -125,18 +162,18 @@ def rtdgan_step(cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, ph
 def pix2pix_step(cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, phase: Phase) -> dict[str, Tensor]:
     """pix2pix (Isola et al. 2017): D on real and fake pairs, then G on BCE + 100 L1, as the reference code."""
     device = photo.device
-    with autocast(device):
+    with autocast(device, cfg.precision):
         fake = nets.generator_train(photo)  # (B, 3, S, S)
     nets.opt_d.zero_grad(set_to_none=True)
     d_loss = torch.zeros((), device=device)
     for i, (image, is_real) in enumerate(((fake.detach(), False), (product, True))):
         with sync_if(nets.critic_train, last=i == 1):
-            with autocast(device):
+            with autocast(device, cfg.precision):
                 loss = pix2pix_discriminator_loss(nets.critic_train(photo, image), is_real)
             loss.backward()
         d_loss += loss.detach()
     nets.opt_d.step()
-    with autocast(device), frozen(nets.critic):
+    with autocast(device, cfg.precision), frozen(nets.critic):
         g_loss, g_terms = pix2pix_generator_loss(nets.critic(photo, fake), fake, product)
     update(nets.opt_g, g_loss)
     return g_terms | {"d_loss": d_loss}
@@ -146,7 +183,7 @@ def pldt_step(cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, phas
     """PLDT (Yoo et al. 2016): D_R and D_A on their three kinds of input, then the converter fools both."""
     assert nets.domain_critic is not None and nets.domain_train is not None
     device = photo.device
-    with autocast(device):
+    with autocast(device, cfg.precision):
         fake = nets.generator_train(photo)  # (B, 3, R, R)
     # The unassociated pair: each photo with the next item's product (another garment, unless two photos
     # of one product meet in a batch, which a shuffled order makes rare; a batch of one has none).
@@ -155,18 +192,18 @@ def pldt_step(cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, phas
     terms = {"d_real_fake": torch.zeros((), device=device), "d_domain": torch.zeros((), device=device)}
     for i, (image, is_real) in enumerate(((product, True), (fake.detach(), False))):
         with sync_if(nets.critic_train, last=i == 1):
-            with autocast(device):
+            with autocast(device, cfg.precision):
                 loss = pldt_real_fake_loss(nets.critic_train(image), is_real)
             loss.backward()
         terms["d_real_fake"] += loss.detach()
     for i, (image, is_assoc) in enumerate(((product, True), (unassociated, False), (fake.detach(), False))):
         with sync_if(nets.domain_train, last=i == 2):
-            with autocast(device):
+            with autocast(device, cfg.precision):
                 loss = pldt_domain_loss(nets.domain_train(photo, image), is_assoc)
             loss.backward()
         terms["d_domain"] += loss.detach()
     nets.opt_d.step()
-    with autocast(device), frozen(nets.critic, nets.domain_critic):
+    with autocast(device, cfg.precision), frozen(nets.critic, nets.domain_critic):
         g_loss, g_terms = pldt_converter_loss(nets.critic(fake), nets.domain_critic(photo, fake))
     update(nets.opt_g, g_loss)
     return g_terms | terms | {"d_loss": terms["d_real_fake"] + terms["d_domain"]}

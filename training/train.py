@@ -7,7 +7,8 @@ the models (registry.py), the networks and each model's G/D step (steps.py), the
 stage/alpha schedule (schedule.py) and checkpoint I/O (checkpoint.py); the Gaussian pyramid of the
 targets is models/pyramid.py.
 
-Run folder: config.json, stats.jsonl, samples/epoch_XXXX.png, checkpoints/last.pt and stage_<i>.pt.
+Run folder: config.json, stats.jsonl, tensorboard/ (events), samples/epoch_XXXX.png, checkpoints/last.pt and
+stage_<i>.pt (what is reported while training: progress.py).
 Under `torchrun` (RANK / WORLD_SIZE set) every process trains a shard of each batch in
 DistributedDataParallel and only rank 0 writes files; batch sizes are global (split over processes).
 """
@@ -31,9 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torch.utils.data import DataLoader
-from tqdm import tqdm
+from torchvision.utils import make_grid
 
 from index.configs import to_json_dict
 from index.errors import UserError
@@ -46,8 +48,9 @@ from training.checkpoint import capture_rng, code_version, load_checkpoint, rest
 from training.config import TrainConfig as TrainConfig  # defined there; many callers import it from here
 from training.data import ProductRecord, load_records, load_split
 from training.dataset import PairDataset
+from training.progress import Progress
 from training.schedule import Phase, Plan, describe, epoch_order, make_plan, schedule_at
-from training.steps import Nets, autocast, build_nets
+from training.steps import Nets, autocast, build_nets, resolve_precision
 
 SAMPLE_COUNT = 8  # photos in each sample grid
 # Options that fix the schedule and the data order: a resumed run must use the checkpoint's values.
@@ -57,10 +60,13 @@ PRELOAD_MAX_BYTES = 1 << 30  # data sets up to 1 GiB of uint8 pixels are held in
 
 
 def resolve_device(cfg: TrainConfig) -> TrainConfig:
-    """The config with device "auto" made concrete: cuda if available, else cpu."""
-    if cfg.device != "auto":
-        return cfg
-    return replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")
+    """The config with device and precision "auto" made concrete: cuda if available, else cpu; bf16 on cuda or a
+    CPU with bf16 units, else fp32 (training/steps.py `resolve_precision`). config.json records what was used."""
+    if cfg.device == "auto":
+        cfg = replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.precision == "auto" and cfg.device in ("cpu", "cuda"):
+        cfg = replace(cfg, precision=resolve_precision("auto", torch.device(cfg.device)))
+    return cfg
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -85,6 +91,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.limit_items is None or cfg.limit_items >= 1, "--limit-items must be >= 1"),
         (cfg.stop_after_steps is None or cfg.stop_after_steps >= 1, "--stop-after-steps must be >= 1"),
         (cfg.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {cfg.device!r}"),
+        (cfg.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {cfg.precision!r}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -122,21 +129,37 @@ def make_run_plan(cfg: TrainConfig, items: int, world: int = 1) -> Plan:
     return make_plan(1, 0, epochs, per_rank[-1:], per_rank_items)
 
 
+SAMPLE_ROWS = ("photo", "output", "target")
+
+
 @torch.no_grad()
-def save_samples(path: Path, cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, phase: Phase) -> None:
-    """A grid of rows photo | output | target, each image upsampled (nearest) to the photo's size."""
+def save_samples(path: Path, cfg: TrainConfig, nets: Nets, photo: Tensor, product: Tensor, phase: Phase) -> np.ndarray:
+    """A labelled grid, rows photo | output | target, each image upsampled (nearest) to the photo's size, a
+    title naming the epoch, stage and alpha; written to `path` and returned as (H, W, 3) uint8 (TensorBoard)."""
     G, staged = nets.generator, registry.get(cfg.model).staged
     G.eval()  # running statistics and no dropout: the network as it will be exported
-    with autocast(photo.device):
+    with autocast(photo.device, cfg.precision):
         fake = G(photo, stage=phase.stage, alpha=phase.alpha) if staged else G(photo)
     G.train()
     target = stage_target(product, phase.stage, cfg.stages) if staged else product
     size = photo.shape[-1]
     rows = [photo, fake.float(), resize_to(target, fake.shape[-1])]
     rows = [torch.nn.functional.interpolate(r, size=size, mode="nearest") for r in rows]  # (k, 3, S, S) each
-    grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)  # (3, 3 S, k S)
+    pad = 2
+    grid = to_image(make_grid(torch.cat(rows), nrow=len(photo), padding=pad, pad_value=1.0).cpu().numpy())  # white
+    font = ImageFont.load_default(size=max(10, min(16, size // 4)))
+    left = int(font.getlength(max(SAMPLE_ROWS, key=len))) + 8
+    top = (font.size if hasattr(font, "size") else 11) + 8  # a FreeType font; the bitmap one is 11 px
+    sheet = Image.new("RGB", (left + grid.width, top + grid.height), "white")
+    sheet.paste(grid, (left, top))
+    d = ImageDraw.Draw(sheet)
+    d.text((4, 4), f"epoch {phase.epoch}, stage {phase.stage}/{cfg.stages if staged else 1}, alpha {phase.alpha:.2f}",
+           fill="black", font=font)
+    for i, name in enumerate(SAMPLE_ROWS):
+        d.text((4, top + pad + i * (size + pad) + size // 2), name, fill="black", font=font, anchor="lm")
     path.parent.mkdir(parents=True, exist_ok=True)
-    to_image(grid.cpu().numpy()).save(path)
+    sheet.save(path)
+    return np.asarray(sheet)
 
 
 class StopRequest(threading.Event):
@@ -230,8 +253,8 @@ def train(cfg: TrainConfig) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         # Reads back as it was written: `rtd train --config RUN/config.json` (flags given as well override it).
         write_atomic(out / "config.json", (json.dumps(to_json_dict(cfg), indent=1) + "\n").encode("utf-8"))
-        print(f"rtd train: {cfg.model} on {items} items ({len(train_records)} products), {world} process(es)",
-              file=sys.stderr)
+        print(f"rtd train: {cfg.model} on {items} items ({len(train_records)} products), {world} process(es), "
+              f"{cfg.device} {resolve_precision(cfg.precision, device)}", file=sys.stderr)
         for line in describe(plan, world):
             print(f"rtd train: {line}", file=sys.stderr)
 
@@ -289,9 +312,7 @@ def train(cfg: TrainConfig) -> Path:
         }
 
     # ---- the loop: one G step and one D step per iteration (Sec. 4.1: one critic step per G step)
-    stats_file = (out / "stats.jsonl").open("a", encoding="utf-8") if is_main else None
-    bar = tqdm(total=plan.total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-               disable=None if is_main else True)
+    progress = Progress(out if is_main else None, plan.total_steps, start_step)
     sums: dict[str, Tensor] = {}
     count, seen, t_start = 0, 0, time.perf_counter()
     t_log = t_start
@@ -319,21 +340,18 @@ def train(cfg: TrainConfig) -> Path:
                     sums[k] = sums.get(k, 0) + v
                 if done % cfg.log_every == 0 or phase.last_in_stage or done == cfg.stop_after_steps:
                     now = time.perf_counter()
-                    if stats_file is not None:  # rank 0 logs its own shard's losses (.item() syncs the GPU)
+                    if is_main:  # rank 0 logs its own shard's losses (.item() syncs the GPU)
                         losses = {k: round((v / count).item(), 6) for k, v in sums.items()}
-                        line = {"step": done, "epoch": phase.epoch, "stage": phase.stage, "alpha": phase.alpha,
-                                "batch_size": phase.batch_size * world, **losses,
-                                "images_per_s": round(seen / max(now - t_log, 1e-9), 2),
-                                "wall_s": round(now - t_start, 3), "time": time.time()}
-                        stats_file.write(json.dumps(line) + "\n")
-                        stats_file.flush()
-                        bar.set_postfix(stage=phase.stage, alpha=f"{phase.alpha:.2f}", img_s=line["images_per_s"],
-                                        **{k: f"{v:.3f}" for k, v in losses.items() if k in ("g_loss", "d_loss")})
+                        progress.log({"step": done, "epoch": phase.epoch, "stage": phase.stage, "alpha": phase.alpha,
+                                      "batch_size": phase.batch_size * world, **losses,
+                                      "images_per_s": round(seen / max(now - t_log, 1e-9), 2),
+                                      "wall_s": round(now - t_start, 3), "time": time.time()})
                     sums, count, seen, t_log = {}, 0, 0, now
                 if is_main and phase.step_in_epoch == phase.steps_per_epoch - 1:
-                    save_samples(out / "samples" / f"epoch_{phase.epoch:04d}.png", cfg, nets, shown_photo,
-                                 shown_product, phase)
-                bar.update(1)
+                    grid = save_samples(out / "samples" / f"epoch_{phase.epoch:04d}.png", cfg, nets, shown_photo,
+                                        shown_product, phase)
+                    progress.image("samples", grid, done)
+                progress.update()
 
                 stop = stop_requested.is_set() or (cfg.stop_after_steps is not None and done >= cfg.stop_after_steps)
                 if distributed:  # every rank must stop at the same step, or DDP would wait forever
@@ -356,9 +374,7 @@ def train(cfg: TrainConfig) -> Path:
             # rank exiting while a peer still talks to it makes gloo abort that peer.
             dist.barrier()
     finally:
-        bar.close()
-        if stats_file is not None:
-            stats_file.close()
+        progress.close()
         if own_group:
             dist.destroy_process_group()
     if stop_requested.signum is not None:

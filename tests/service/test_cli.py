@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from service.cli import COMMANDS, TRAIN_EXTRA
+from service.cli import COMMANDS, EVAL_EXTRA, TRAIN_EXTRA
 from tests.helpers import make_lookbook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +98,8 @@ def test_service_commands_run_without_training(args: tuple[str, ...]) -> None:
 def test_training_commands_without_training_name_the_extra(args: tuple[str, ...]) -> None:
     result = rtd_without_training(*args)
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and TRAIN_EXTRA in result.stderr, result.stderr
+    hint = EVAL_EXTRA if args[0] == "eval" else TRAIN_EXTRA  # eval's own extra needs no PyTorch
+    assert result.stderr.count("\n") == 1 and hint in result.stderr, result.stderr
     assert result.stderr.startswith(f"rtd {args[0]}")
     assert "Traceback" not in result.stderr and not result.stdout
 

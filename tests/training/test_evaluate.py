@@ -179,3 +179,35 @@ def test_cli_modules_do_not_import_torch() -> None:
             "print('ok')")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+BLOCK_TORCH = """
+import sys
+class NoTorch:  # any import of torch or torchvision fails, as where PyTorch is not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+sys.meta_path.insert(0, NoTorch())
+from service.cli import main
+code = main(sys.argv[1:])
+assert not any(m.split(".")[0] in ("torch", "torchvision") for m in sys.modules), "torch was imported"
+sys.exit(code)
+"""
+
+
+def test_eval_runs_with_torch_unimportable(testset: tuple[Path, Path], tmp_path: Path) -> None:
+    """The `eval` extra (scikit-image, matplotlib; no PyTorch): `rtd eval` and `rtd eval compare` on exported
+    artifacts, end to end in a process where `import torch` fails."""
+    art = write_graph_artifacts(tmp_path / "art", "Identity")
+    out = tmp_path / "rep"
+    done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "eval", "--artifacts", str(art), "--data", str(testset[0]),
+                           "--split", str(testset[1]), "--out", str(out), "--k", "1,5", "--bootstrap", "50"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["queries"] == 18
+    assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "queries.csv", "recall.png", "recall.svg",
+                                               "samples.png"}
+    done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, "eval", "compare", str(out), "--out", str(tmp_path / "cmp")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "cmp" / "recall.svg").is_file()

@@ -23,6 +23,7 @@ from training import train_cli
 from training.checkpoint import load_checkpoint
 from training.data import load_records, write_split
 from training.dataset import PairDataset
+from training.steps import resolve_precision
 from training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,9 +133,10 @@ def test_resume_guards(tiny_lookbook: Path, tmp_path: Path) -> None:
 def test_sigterm_writes_a_checkpoint_and_stops(tiny_lookbook: Path, tmp_path: Path, monkeypatch) -> None:
     real_save_samples = train_module.save_samples
 
-    def save_then_terminate(*args, **kwargs) -> None:
-        real_save_samples(*args, **kwargs)
+    def save_then_terminate(*args, **kwargs):
+        grid = real_save_samples(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a cluster scheduler would
+        return grid
 
     monkeypatch.setattr(train_module, "save_samples", save_then_terminate)
     before = signal.getsignal(signal.SIGTERM)
@@ -303,9 +305,11 @@ def test_config_json_reads_back_with_config_and_flags_override_it(tiny_lookbook:
     train(cfg)
     saved = tmp_path / "run" / "config.json"
     again = train_parser.parse_args(["--config", str(saved)])
-    assert configs.from_args(TrainConfig, again) == replace(cfg, device="cpu")  # "auto" is saved as resolved
+    # "auto" is saved as resolved: cpu, and bf16 or fp32 as this CPU has bf16 units or not
+    resolved = replace(cfg, device="cpu", precision=resolve_precision("auto", torch.device("cpu")))
+    assert configs.from_args(TrainConfig, again) == resolved
     over = train_parser.parse_args(["--config", str(saved), "--lr", "0.5", "--resume", "--batch-sizes", "4,4"])
-    assert configs.from_args(TrainConfig, over) == replace(cfg, device="cpu", lr=0.5, resume=True, batch_sizes=(4, 4))
+    assert configs.from_args(TrainConfig, over) == replace(resolved, lr=0.5, resume=True, batch_sizes=(4, 4))
     # The CLI resumes the run from its own config.json and prints the effective config as one JSON line.
     assert train_cli.run(train_parser.parse_args(["--config", str(saved), "--resume", "--stop-after-steps", "2"])) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rtd train: config {")]
