@@ -45,19 +45,15 @@ from PIL import Image  # noqa: E402
 
 from bench.head_probe import export_demo_generator  # noqa: E402
 from index.artifacts import read_artifacts  # noqa: E402
+from index.crop import square_box  # noqa: E402
 from index.head import read_head  # noqa: E402
 from training.data import load_records  # noqa: E402
 from training.head import FitHeadConfig, cached_features, fit_head, frozen_recall, recall  # noqa: E402
 from training.split import SplitConfig, make_split  # noqa: E402
-from training.synth import SynthConfig, make_garment, synthesize  # noqa: E402
-from training.synth_scene import FRAMINGS, _apply, figure_transform, make_person  # noqa: E402
+from training.synth import SynthConfig, photo_person_box, synthesize  # noqa: E402
 
 MODES = ("photo", "fused")
 PHOTO_RE = re.compile(r"^PID(\d{6})_CLEAN0_IID(\d{6})\.jpg$")
-# The person in figure units (training/synth_scene.py): head top y ~0.008, shoes ~0.98; half width 0.3 as
-# figure_transform's own placement uses (arms held out may reach a little beyond).
-PERSON_BOX = np.array([(-0.3, 0.0), (0.3, 0.0), (0.3, 1.0), (-0.3, 1.0)])
-LOOKBOOK_FILL = 0.875  # the person's share of the side in a LookBook-framed photo (80-95 %)
 
 
 def say(text: str) -> None:
@@ -113,31 +109,23 @@ def mixed_manifest(out: Path, worlds: dict[str, Path]) -> bool:
     return True
 
 
-def person_square(seed: int, index: int, k: int, size: int) -> tuple[int, int, int, int]:
+def person_square(seed: int, index: int, k: int, size: int, framing: str = "street") -> tuple[int, int, int, int]:
     """The square crop (left, top, right, bottom) of photo k of product `index` that frames its person as
-    LookBook does: the synthesizer's own figure transform, replayed from the photo's random stream."""
-    g = make_garment(np.random.default_rng([seed, index, 0]), index)
-    rng = np.random.default_rng([seed, index, k + 1])
-    make_person(rng, g)  # the draws render_photo makes before placing the figure
-    fig = figure_transform(rng, size, FRAMINGS["street"])
-    pts = _apply(fig, PERSON_BOX)
-    (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
-    side = min(float(size), max(x1 - x0, y1 - y0) / LOOKBOOK_FILL)
-    cx = min(max((x0 + x1) / 2, side / 2), size - side / 2)
-    cy = min(max((y0 + y1) / 2, side / 2), size - side / 2)
-    return (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
+    LookBook does (index/crop.py `square_box`): the synthesizer's own person box (training/synth.py
+    `photo_person_box`, replayed from the photo's random stream)."""
+    return tuple(round(v) for v in square_box(photo_person_box(seed, index, k, size, framing), size, size))
 
 
 def crop_shop(source: Path, products_from: Path, out: Path, seed: int, out_size: int = 64) -> bool:
-    """Every street photo of `source` cropped to its person (oracle box) and resized to out_size; the product
+    """Every photo of `source` cropped to its person (oracle box) and resized to out_size; the product
     images and products.csv of `products_from` (the 64 px shop: the same products)."""
     marker = out / "crop.json"
     if marker.is_file():
         return False
     out.mkdir(parents=True, exist_ok=True)
     info = json.loads((source / "synth.json").read_text())
-    if info["seed"] != seed or info["framing"] != "street":
-        raise SystemExit(f"{source}: expected a street-framed set of seed {seed}")
+    if info["seed"] != seed:
+        raise SystemExit(f"{source}: expected a set of seed {seed}")
     per = int(info["photos_per_product"])
     count = 0
     for path in sorted(source.iterdir()):
@@ -147,7 +135,7 @@ def crop_shop(source: Path, products_from: Path, out: Path, seed: int, out_size:
         index, iid = int(m.group(1)), int(m.group(2))
         k = iid - index * (per + 1) - 1
         with Image.open(path) as img:
-            box = person_square(seed, index, k, img.size[0])
+            box = person_square(seed, index, k, img.size[0], info["framing"])
             crop = img.convert("RGB").crop(box).resize((out_size, out_size), Image.Resampling.LANCZOS)
         crop.save(out / path.name, "JPEG", quality=92, subsampling="4:2:0")
         count += 1

@@ -7,7 +7,9 @@ Reads top to bottom in the order things happen (`fit_head`):
    generator.onnx, embedder.onnx), so the head learns on exactly the features the service computes. They
    are cached in one .npz whose name and stored key are the sha256 of (format, generator sha256, embedder
    sha256, size, every image file's path, size and mtime): a rerun on the same artifacts and data skips
-   this step; another generator, embedder, split or an edited image makes a new cache file.
+   this step; another generator, embedder, split or an edited image makes a new cache file. When the
+   artifacts have a person crop (`rtd fit-crop`, index/crop.py) the photos are cropped by it as the queries
+   will be (its sha256 joins the key, and head.json records it): fit the head after the crop.
 2. **Validation.** A seeded `--val-fraction` of the training products (with their photos) is held out.
    Each setting of the small grid (temperature x width x hidden) is trained on the rest and scored on the
    held-out products at each of `--epochs` (gallery: the held-out products; queries: their photos); the
@@ -50,10 +52,11 @@ from tqdm import tqdm
 
 from index.artifacts import Artifacts, read_artifacts
 from index.configs import opt, to_json_dict
-from index.errors import UserError
+from index.crop import CROP_SOURCE_SIDE, has_crop, read_crop
+from index.errors import ImageError, UserError
 from index.files import write_atomic
 from index.head import CATALOG_ONNX, HEAD_FORMAT, HEAD_JSON, QUERY_ONNX, query_features, read_head
-from index.images import preprocess_many
+from index.images import decode_image, preprocess_many
 from index.onnx import CPU, OnnxHead, sha256_file
 from models.head import HeadConfig, RetrievalHead
 from training.data import ProductRecord, load_split
@@ -147,11 +150,14 @@ class Features:
                         self.generated[keep])
 
 
-def features_key(artifacts: Artifacts, records: Sequence[ProductRecord]) -> str:
-    """sha256 of what the features depend on: both graphs, the size, every image file (path, size, mtime)."""
-    digest = hashlib.sha256(json.dumps({
-        "format": FEATURES_FORMAT, "generator": artifacts.model["generator"]["onnx_sha256"],
-        "embedder": artifacts.embedder_sha256, "size": artifacts.size}, sort_keys=True).encode())
+def features_key(artifacts: Artifacts, records: Sequence[ProductRecord], crop: bool = True) -> str:
+    """sha256 of what the features depend on: both graphs, the size, the person crop if used, every image file
+    (path, size, mtime)."""
+    what = {"format": FEATURES_FORMAT, "generator": artifacts.model["generator"]["onnx_sha256"],
+            "embedder": artifacts.embedder_sha256, "size": artifacts.size}
+    if crop and has_crop(artifacts):  # only then: caches of artifacts without a crop keep their key
+        what["crop"] = read_crop(artifacts).sha256
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
     for r in records:
         for path in (r.product_image, *r.photos):
             try:
@@ -164,14 +170,32 @@ def features_key(artifacts: Artifacts, records: Sequence[ProductRecord]) -> str:
 
 
 def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch: int = 64,
-                     threads: int | None = None, desc: str = "features") -> tuple[Features, list[str]]:
+                     threads: int | None = None, desc: str = "features", crop: bool = True) -> tuple[Features, list[str]]:
     """Product, photo and generated-image features of `records` through the artifacts' pipeline; the skips.
 
-    An unreadable product image drops its product; an unreadable photo is skipped; both are reported."""
+    The photos go through the pipeline's person crop when the artifacts have one (unless `crop=False`); the
+    product images never do. An unreadable product image drops its product; an unreadable photo is skipped;
+    both are reported."""
     from index.pipeline import Pipeline
 
-    pipeline = Pipeline.open(artifacts, threads=threads)
+    pipeline = Pipeline.open(artifacts, threads=threads, crop=crop)
     size = pipeline.size
+
+    def query_photos(pool: ThreadPoolExecutor, paths: list[Path]) -> list[np.ndarray | str]:
+        """The photos as the pipeline's plan takes them: (3, S, S), cut to the person first with a crop."""
+        if pipeline.cropper is None:
+            return preprocess_many(pool, paths, size)
+
+        def decode(path: Path) -> object:
+            try:
+                return decode_image(path, reduce_to=CROP_SOURCE_SIDE)
+            except ImageError as e:
+                return f"{Path(path).name}: {e.reason}"
+        decoded = list(pool.map(decode, paths))
+        good = [d for d in decoded if not isinstance(d, str)]
+        crops = iter(pipeline.crop(good) if good else ())
+        return [d if isinstance(d, str) else next(crops) for d in decoded]
+
     ids, products, owner, photos, generated, skipped = [], [], [], [], [], []
     total = sum(1 + len(r.photos) for r in records)
     with ThreadPoolExecutor(DECODE_THREADS) as pool, \
@@ -191,7 +215,7 @@ def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch
             bar.update(sum(len(r.photos) for r, a in zip(chunk, arrays, strict=True) if isinstance(a, str)))
             for start in range(0, len(queue), batch):
                 part = queue[start:start + batch]
-                pics = preprocess_many(pool, [p for _, p in part], size)
+                pics = query_photos(pool, [p for _, p in part])
                 skipped += [p for p in pics if isinstance(p, str)]
                 kept = [(row, a) for (row, _), a in zip(part, pics, strict=True) if isinstance(a, np.ndarray)]
                 bar.update(len(part))
@@ -212,10 +236,11 @@ def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch
 
 
 def cached_features(artifacts: Path, records: Sequence[ProductRecord], cache: Path, *, batch: int = 64,
-                    threads: int | None = None, desc: str = "features") -> tuple[Features, Path, bool]:
+                    threads: int | None = None, desc: str = "features",
+                    crop: bool = True) -> tuple[Features, Path, bool]:
     """`extract_features` through the cache folder: (features, the cache file, whether it was reused)."""
     info = read_artifacts(artifacts)
-    key = features_key(info, records)
+    key = features_key(info, records, crop)
     path = Path(cache) / f"features-{key[:16]}.npz"
     if path.is_file():
         try:
@@ -226,7 +251,7 @@ def cached_features(artifacts: Path, records: Sequence[ProductRecord], cache: Pa
         except (OSError, ValueError, KeyError) as e:  # a damaged cache file: extract again
             say(f"cache {path} unreadable ({type(e).__name__}): extracting again")
     start = time.perf_counter()
-    feats, skipped = extract_features(artifacts, records, batch=batch, threads=threads, desc=desc)
+    feats, skipped = extract_features(artifacts, records, batch=batch, threads=threads, desc=desc, crop=crop)
     for line in skipped[:10]:
         say(f"skipped {line}")
     if len(skipped) > 10:
@@ -512,6 +537,7 @@ def train_fitted_head(cfg: FitHeadConfig) -> FittedHead:
             "embedder": art.embedder_name,
             "embed_level": art.model["embedder"].get("level", 0),
             "size": art.size,
+            "crop": read_crop(art).describe() if has_crop(art) else None,  # the photos were cropped by it
         },
         "training": {
             "data": str(Path(cfg.data).resolve()), "split": str(Path(cfg.split).resolve()),

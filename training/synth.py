@@ -74,6 +74,11 @@ PRINT_WHITE: RGB = (240, 238, 228)  # the second colour of white stripes, dots a
 EMBLEMS = ("star", "circle", "ring", "diamond", "triangle", "cross", "heart", "bolt")
 LETTERS = "ABCDEFGHKMNPRSTUVWXYZ"
 MARKER = "synth.json"  # marks a folder as written by synth, so a re-run may overwrite it
+BOXES_CSV = "boxes.csv"  # each photo's person box, normalized (the `rtd fit-crop` targets)
+BOX_COLUMNS = ("photo", "x0", "y0", "x1", "y1")
+# The person in figure units (training/synth_scene.py): head top y ~0.008, shoes ~0.98; half width 0.3 as
+# figure_transform's own placement uses (arms held out may reach a little beyond).
+PERSON_BOX = np.array([(-0.3, 0.0), (0.3, 0.0), (0.3, 1.0), (-0.3, 1.0)])
 FORMAT = 1
 
 FLAT_ARM = {True: 0.80, False: 0.40}  # flat-lay sleeve angle (radians from hanging down): short sleeves, long
@@ -423,9 +428,26 @@ def render_product(g: Garment, size: int) -> tuple[Image.Image, Image.Image, np.
 
 # ---- the photo --------------------------------------------------------------------------------------------
 
+def person_box(fig: np.ndarray) -> np.ndarray:
+    """The person's box (x0, y0, x1, y1) in photo pixels, from the figure -> pixel map of `render_photo`; it may
+    reach past the photo's edges (a person cut by the frame)."""
+    pts = _apply(fig, PERSON_BOX)
+    return np.concatenate([pts.min(axis=0), pts.max(axis=0)])
+
+
+def photo_person_box(seed: int, index: int, k: int, size: int, framing: str = "street") -> np.ndarray:
+    """`person_box` of photo k of product `index` (seed, size, framing as synthesized), replayed from the
+    photo's random stream: the same draws `render_photo` makes before placing the figure."""
+    g = make_garment(np.random.default_rng([seed, index, 0]), index)
+    rng = np.random.default_rng([seed, index, k + 1])
+    make_person(rng, g)
+    return person_box(figure_transform(rng, size, FRAMINGS[framing]))
+
+
 def render_photo(g: Garment, texture: Image.Image, tex_m: np.ndarray, rng: np.random.Generator,
-                 size: int, framing: str = "street") -> Image.Image:
-    """One street photo: a person wearing garment g (sampled from its texture), somewhere on a background."""
+                 size: int, framing: str = "street") -> tuple[Image.Image, np.ndarray]:
+    """One street photo: a person wearing garment g (sampled from its texture), somewhere on a background; and
+    the person's box in pixels (`person_box`)."""
     person = make_person(rng, g)
     fig = figure_transform(rng, size, FRAMINGS[framing])
     img = background(rng, size)
@@ -454,7 +476,7 @@ def render_photo(g: Garment, texture: Image.Image, tex_m: np.ndarray, rng: np.ra
     draw_head(d, fig, person, width)
     if rng.random() < 0.3:
         occluder(img, rng, fig, person)
-    return camera(img, rng)
+    return camera(img, rng), person_box(fig)
 
 
 # ---- the data set on disk ---------------------------------------------------------------------------------
@@ -488,7 +510,7 @@ def _prepare_out(out: Path) -> None:
             raise UserError(f"--out {out} is not empty and was not written by `rtd data synth`; "
                             "refusing to mix files: choose a new or empty folder")
         for path in out.iterdir():  # our own earlier output: LookBook images, products.csv, the marker
-            if path.is_file() and (LOOKBOOK_RE.match(path.name) or path.name in ("products.csv", MARKER)):
+            if path.is_file() and (LOOKBOOK_RE.match(path.name) or path.name in ("products.csv", BOXES_CSV, MARKER)):
                 path.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -498,18 +520,22 @@ def _save(img: Image.Image, path: Path, quality: int) -> None:
     img.save(path, "JPEG", quality=quality, subsampling="4:2:0", optimize=False, progressive=False)
 
 
-def write_product(cfg: SynthConfig, index: int) -> list[str]:
-    """Render and write product `index` and its photos; returns its products.csv row."""
+def write_product(cfg: SynthConfig, index: int) -> tuple[list[str], list[list[str]]]:
+    """Render and write product `index` and its photos; returns its products.csv row and its boxes.csv rows
+    (each photo's person box, clipped to the photo and divided by its side: x0, y0, x1, y1 in [0, 1])."""
     # Independent streams per image: the product does not change with --photos-per-product or --workers.
     g = make_garment(np.random.default_rng([cfg.seed, index, 0]), index)
     product, texture, tex_m = render_product(g, cfg.size)
     pid, first = f"{index:06d}", index * (cfg.photos_per_product + 1)
     _save(product, cfg.out / f"PID{pid}_CLEAN1_IID{first:06d}.jpg", cfg.jpeg_quality)
+    boxes = []
     for k in range(cfg.photos_per_product):
-        photo = render_photo(g, texture, tex_m, np.random.default_rng([cfg.seed, index, k + 1]), cfg.size,
-                             cfg.framing)
-        _save(photo, cfg.out / f"PID{pid}_CLEAN0_IID{first + 1 + k:06d}.jpg", cfg.jpeg_quality)
-    return [pid, g.category, g.colour, g.pattern]
+        photo, box = render_photo(g, texture, tex_m, np.random.default_rng([cfg.seed, index, k + 1]), cfg.size,
+                                  cfg.framing)
+        name = f"PID{pid}_CLEAN0_IID{first + 1 + k:06d}.jpg"
+        _save(photo, cfg.out / name, cfg.jpeg_quality)
+        boxes.append([name, *(f"{v:.5f}" for v in np.clip(box / cfg.size, 0.0, 1.0))])
+    return [pid, g.category, g.colour, g.pattern], boxes
 
 
 def synthesize(cfg: SynthConfig) -> dict:
@@ -527,15 +553,19 @@ def synthesize(cfg: SynthConfig) -> dict:
     workers = min(cfg.workers, cfg.products)
     bar = dict(total=cfg.products, desc="synth", unit="product", disable=None)
     if workers == 1:
-        rows = [row for row in tqdm(map(work, range(cfg.products)), **bar)]
+        done = list(tqdm(map(work, range(cfg.products)), **bar))
     else:  # spawn: safe even when the caller has imported torch (its threads do not survive a fork)
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             chunk = max(1, min(16, cfg.products // (workers * 8)))
-            rows = [row for row in tqdm(pool.imap(work, range(cfg.products), chunksize=chunk), **bar)]
+            done = list(tqdm(pool.imap(work, range(cfg.products), chunksize=chunk), **bar))
     with (cfg.out / "products.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["product_id", "category", "colour", "pattern"])
-        writer.writerows(rows)
+        writer.writerows(row for row, _ in done)
+    with (cfg.out / BOXES_CSV).open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(BOX_COLUMNS)
+        writer.writerows(box for _, boxes in done for box in boxes)
     (cfg.out / MARKER).write_text(json.dumps(info | {"complete": True}, indent=1) + "\n", encoding="utf-8")
     seconds = time.perf_counter() - start
     photos = cfg.products * cfg.photos_per_product

@@ -17,6 +17,7 @@ from index.errors import UserError
 from training.data import load_records
 from training.sheet import contact_sheet
 from training.synth import (
+    BOXES_CSV,
     CATEGORIES,
     COLOURS,
     FRAMINGS,
@@ -69,7 +70,7 @@ def test_layout_names_and_products_csv(small: tuple[SynthConfig, dict]) -> None:
     cfg, report = small
     assert report["products"] == 7 and report["photos"] == 14 and report["seconds"] > 0
     names = sorted(p.name for p in cfg.out.iterdir())
-    assert set(names) - {n for n in names if NAME.match(n)} == {"products.csv", MARKER}
+    assert set(names) - {n for n in names if NAME.match(n)} == {"products.csv", BOXES_CSV, MARKER}
     images = [NAME.match(n).groups() for n in names if NAME.match(n)]  # type: ignore[union-attr]
     assert len(images) == 7 * 3
     assert len({iid for _, _, iid in images}) == len(images), "IIDs must be unique across the folder"
