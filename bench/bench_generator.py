@@ -38,15 +38,22 @@ def timed(fn, batch: np.ndarray) -> float:  # noqa: ANN001 - a callable over one
     return time.perf_counter() - start
 
 
-def bench_case(size: int, width: int, threads: int, repeats: int, folder: Path) -> dict:
-    """Median seconds per call for both engines at batch 1 and batch 8."""
+def export_case(size: int, width: int, folder: Path) -> tuple[torch.nn.Module, Path]:
+    """rtdGAN (N = STAGES) at S = size and `width`, random weights (seed 0), exported to FOLDER/g<S>.onnx by
+    `rtd export`'s code (parity-checked); the network and the file. bench/bench_backends.py uses it too."""
     torch.manual_seed(0)
     net = ProgressiveGenerator(GeneratorConfig(size, STAGES, width)).at_stage().eval()
-    rng = np.random.default_rng(0)
-    sample = rng.uniform(-1, 1, (4, 3, size, size)).astype(np.float32)
+    sample = np.random.default_rng(0).uniform(-1, 1, (4, 3, size, size)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export_generator(net, folder / f"g{size}.onnx", size, sample)  # parity-checked like `rtd export`
+    return net, folder / f"g{size}.onnx"
+
+
+def bench_case(size: int, width: int, threads: int, repeats: int, folder: Path) -> dict:
+    """Median seconds per call for both engines at batch 1 and batch 8."""
+    net, _ = export_case(size, width, folder)
+    rng = np.random.default_rng(0)
     session = OnnxGenerator(folder / f"g{size}.onnx", providers=[CPU], threads=threads)
 
     def eager(batch: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ An image outside the root (a CSV row with `../` or an absolute path) keeps its a
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from index.artifacts import current_artifacts, read_artifacts
+from index.backends import Backend, from_env
 from index.catalog import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, KINDS, Catalog, ProductMeta
 from index.configs import opt
 from index.errors import ImageError, UserError
@@ -37,6 +39,7 @@ from index.images import preprocess
 from index.lookbook import lookbook_product_id
 from index.onnx import OnnxEmbedder, sha256_file
 
+log = logging.getLogger(__name__)
 RECALL_K = 10  # approximate kinds report recall@10 against exact search at build time
 DECODE_THREADS = 4  # PIL decodes and resizes with the GIL released
 
@@ -56,6 +59,10 @@ class BuildConfig:
     size: int | None = opt(None, "image size S when the artifacts have no model.json (otherwise it must agree)")
     nprobe: int = opt(DEFAULT_NPROBE, "ivf: inverted lists scanned per query")
     ef_search: int = opt(DEFAULT_EF_SEARCH, "hnsw: search breadth per query")
+    backend: str | None = opt(None, "inference backend, onnxruntime or openvino (index/backends.py); none: "
+                                    "$RTD_BACKEND, else onnxruntime. The query side must run the same embedder")
+    precision: str | None = opt(None, "auto, fp32, bf16 (openvino) or fp16 (onnxruntime TensorRT); none: "
+                                      "$RTD_PRECISION, else auto")
 
 
 def _title(row: dict[str, str]) -> str | None:
@@ -161,7 +168,8 @@ def _try_preprocess(path: str, size: int) -> np.ndarray | str:
 
 
 def build_index(artifacts: Path, catalog: Path, out: Path, kind: str = "flat", batch_size: int = 32,
-                size: int | None = None, *, nprobe: int = DEFAULT_NPROBE, ef_search: int = DEFAULT_EF_SEARCH) -> dict:
+                size: int | None = None, *, nprobe: int = DEFAULT_NPROBE, ef_search: int = DEFAULT_EF_SEARCH,
+                backend: Backend | None = None) -> dict:
     """Embed every catalog image with ARTIFACTS/embedder.onnx (then the head's catalog side, when the artifacts
     have a head) and write the index folder OUT; a summary."""
     start = time.perf_counter()
@@ -181,14 +189,16 @@ def build_index(artifacts: Path, catalog: Path, out: Path, kind: str = "flat", b
     model_size = model.get("preprocessing", {}).get("size")
     if model_size is not None and size is not None and size != model_size:
         raise UserError(f"--size {size} contradicts the artifacts' preprocessing size {model_size}")
-    embedder = OnnxEmbedder(onnx_path)
+    backend = backend if backend is not None else from_env()  # $RTD_BACKEND, else onnxruntime fp32
+    embedder = OnnxEmbedder(onnx_path, backend=backend)
+    log.info("embedding the catalog on %s %s", backend.name, backend.precision)
     size = model_size or size or embedder.size
     if size is None:
         raise UserError("cannot tell the image size: no model.json in the artifacts and no --size")
     if embedder.size is not None and embedder.size != size:
         raise UserError(f"{onnx_path} takes {embedder.size} px images but the preprocessing size is {size}")
     head = read_head(read_artifacts(artifacts)) if (folder / HEAD_JSON).is_file() else None
-    head_catalog = head.sessions()[1] if head is not None else None
+    head_catalog = head.sessions(backend=backend)[1] if head is not None else None
 
     def embed(batch: np.ndarray) -> np.ndarray:
         features = embedder(batch)
@@ -225,4 +235,4 @@ def build_index(artifacts: Path, catalog: Path, out: Path, kind: str = "flat", b
     index.save(out)
     return {"out": str(out), "count": len(index), "kind": kind, "dim": index.dim, "size": size,
             "embedder": {"name": name, "sha256": sha256}, "head": index.head, "params": index.manifest()["params"],
-            "catalog_root": str(root), "recall": recall, "skipped": skipped, "seconds": round(time.perf_counter() - start, 2)}
+            "catalog_root": str(root), "recall": recall, "backend": backend.describe(), "skipped": skipped, "seconds": round(time.perf_counter() - start, 2)}

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from index.artifacts import Artifacts
+from index.backends import Backend
 from index.errors import UserError
 from index.onnx import OnnxHead, sha256_file
 
@@ -54,10 +55,11 @@ class HeadInfo:
     def query_inputs(self) -> tuple[str, ...]:
         return tuple(self.doc["query"]["inputs"])
 
-    def sessions(self, providers: Sequence[str] | None = None, threads: int | None = None) -> tuple[OnnxHead, OnnxHead]:
-        """(query side, catalog side) onnxruntime sessions."""
-        return (OnnxHead(self.folder / QUERY_ONNX, providers, threads),
-                OnnxHead(self.folder / CATALOG_ONNX, providers, threads))
+    def sessions(self, providers: Sequence[str] | None = None, threads: int | None = None,
+                 backend: Backend | None = None) -> tuple[OnnxHead, OnnxHead]:
+        """(query side, catalog side) sessions on `backend` (None: onnxruntime with providers and threads)."""
+        return (OnnxHead(self.folder / QUERY_ONNX, providers, threads, backend),
+                OnnxHead(self.folder / CATALOG_ONNX, providers, threads, backend))
 
     def describe(self) -> dict:
         """What an index records and /health/ready shows: mode and identity."""

@@ -1,7 +1,8 @@
 """onnxruntime sessions for the exported generator and embedder (docs/architecture.md, "The artifact contract"). No torch.
 
 `make_session` picks CUDA when onnxruntime-gpu can use it and CPU otherwise, and logs what it got;
-`OnnxEmbedder` and `OnnxGenerator` are thin callables over the two artifact graphs.
+`OnnxEmbedder` and `OnnxGenerator` are thin callables over the two artifact graphs, run by the backend they
+are given (index/backends.py: onnxruntime, the default, or OpenVINO).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from index.backends import Backend
 from index.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -62,19 +64,27 @@ def make_session(path: Path, providers: Sequence[str] | None = None, threads: in
 
 
 class OnnxModel:
-    """One-input, one-output ONNX graph over float32 `(B, 3, S, S)` batches."""
+    """One-input, one-output ONNX graph over float32 `(B, 3, S, S)` batches, on a backend (index/backends.py).
 
-    def __init__(self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+    `backend` None: onnxruntime fp32 with `providers` and `threads` (the reference engine)."""
+
+    def __init__(self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None,
+                 backend: Backend | None = None) -> None:
         self.path = Path(path)
-        self.session = make_session(self.path, providers, threads)
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise UserError(f"{self.path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
-        self.input_name, self.output_name = inputs[0].name, outputs[0].name
-        shape = inputs[0].shape  # e.g. ['batch', 3, 256, 256]
+        self.backend = backend if backend is not None else Backend(
+            threads=threads, providers=tuple(providers) if providers else None)
+        if threads is not None and threads < 1:
+            raise UserError(f"threads must be >= 1, got {threads}")
+        try:
+            self.runner = self.backend.load(self.path)
+        except UserError as e:
+            if self.path.name in str(e):
+                raise
+            raise UserError(f"{self.path}: {e}") from e
+        shape = self.runner.input_shape  # e.g. ['batch', 3, 256, 256]
         # S is static in our exports; a symbolic dim (a str) means "any size".
         self.size: int | None = shape[-1] if len(shape) == 4 and isinstance(shape[-1], int) else None
-        self.providers = self.session.get_providers()
+        self.providers = self.runner.providers
 
     def check(self, batch: np.ndarray) -> None:
         """ValueError unless `batch` is what this graph takes: (B, 3, S, S) images."""
@@ -87,15 +97,16 @@ class OnnxModel:
         """(B, 3, S, S) float32 in [-1, 1] -> the graph's output for the batch."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         self.check(batch)
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        return self.runner.run(batch)
 
 
 class OnnxEmbedder(OnnxModel):
     """embedder.onnx: `image` (B, 3, S, S) in [-1, 1] -> `embedding` (B, D) unit vectors."""
 
-    def __init__(self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
-        super().__init__(path, providers, threads)
-        dim = self.session.get_outputs()[0].shape[-1]
+    def __init__(self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None,
+                 backend: Backend | None = None) -> None:
+        super().__init__(path, providers, threads, backend)
+        dim = self.runner.output_shape[-1]
         self.dim: int | None = dim if isinstance(dim, int) else None
 
 
@@ -106,9 +117,10 @@ class OnnxGenerator(OnnxModel):
 class OnnxHead(OnnxModel):
     """head_query.onnx / head_catalog.onnx (issue #13): `features` (B, F) float32 -> `embedding` (B, E) unit vectors."""
 
-    def __init__(self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
-        super().__init__(path, providers, threads)
-        width = self.session.get_inputs()[0].shape[-1]
+    def __init__(self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None,
+                 backend: Backend | None = None) -> None:
+        super().__init__(path, providers, threads, backend)
+        width = self.runner.input_shape[-1]
         self.in_dim: int | None = width if isinstance(width, int) else None
 
     def check(self, batch: np.ndarray) -> None:

@@ -17,6 +17,11 @@ baseline), compared with the catalog by the cosine of the frozen embedder's feat
 mapped by the head's query side; the catalog was embedded through its catalog side (`embed_catalog`), and
 an index built without this head is refused. `Pipeline.open(..., head=False)` ignores a head: the paper's
 protocol on the same artifacts (`rtd eval` reports both).
+
+With a person crop (index/crop.py, `rtd fit-crop` wrote crop.json into the artifacts) the plan starts with a
+"crop" stage: each query photo, decoded at source resolution (`prepare`: reduced to about CROP_SOURCE_SIDE
+px), is cut to a square around its predicted person (index/crop.py), then preprocessed to S; the generator and
+the photo's embedding both see the crop. `Pipeline.open(..., crop=False)` ignores it.
 """
 
 from __future__ import annotations
@@ -28,12 +33,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
 
 from index.artifacts import Artifacts, read_artifacts
+from index.backends import Backend, from_env
 from index.catalog import Catalog, Hit, check_space, read_manifest
+from index.crop import CROP_SOURCE_SIDE, Cropper, has_crop, read_crop
 from index.errors import UserError
 from index.head import QUERY_INPUTS, HeadInfo, has_head, query_features, read_head
-from index.images import DEFAULT_MAX_PIXELS, Source, preprocess
+from index.images import DEFAULT_MAX_PIXELS, Source, decode_image, letterbox, preprocess, to_array
 from index.onnx import OnnxEmbedder, OnnxGenerator, OnnxHead
 
 QueryKind = Literal["generated", "photo", "fused"]
@@ -70,8 +78,9 @@ class Pipeline:
 
     def __init__(self, artifacts: Artifacts, generator: OnnxGenerator | None, embedder: OnnxEmbedder,
                  catalog: Catalog | None = None, head: HeadInfo | None = None,
-                 head_sessions: tuple[OnnxHead, OnnxHead] | None = None) -> None:
+                 head_sessions: tuple[OnnxHead, OnnxHead] | None = None, cropper: Cropper | None = None) -> None:
         self.artifacts = artifacts
+        self.cropper = cropper
         self.generator = generator
         self.embedder = embedder
         self.head = head
@@ -84,22 +93,29 @@ class Pipeline:
 
     @classmethod
     def open(cls, artifacts: Path, index: Path | None = None, *, providers: Sequence[str] | None = None,
-             threads: int | None = None, generator: bool = True, head: bool = True) -> Pipeline:
+             threads: int | None = None, generator: bool = True, head: bool = True, crop: bool = True,
+             backend: Backend | None = None) -> Pipeline:
         """Open the artifacts (sha256-checked), their head (unless `head=False`) and the index (checked to be in
         their space); UserError naming what is wrong.
 
-        `generator=False` skips loading generator.onnx (photo queries and catalog embedding only)."""
+        `generator=False` skips loading generator.onnx (photo queries and catalog embedding only); `crop=False`
+        ignores a person crop (crop.json). `backend` runs the generator, embedder and head (index/backends.py);
+        None: $RTD_BACKEND / $RTD_PRECISION, else onnxruntime fp32 on `providers` with `threads`."""
+        backend = backend if backend is not None else from_env(threads=threads, providers=providers)
         info = read_artifacts(artifacts)
         head_info = read_head(info) if head and has_head(info) else None
         if index is not None:
             check_index(info, Path(index), head_info)
-        gen = OnnxGenerator(info.folder / "generator.onnx", providers, threads) if generator else None
-        emb = OnnxEmbedder(info.folder / "embedder.onnx", providers, threads)
-        sessions = head_info.sessions(providers, threads) if head_info is not None else None
+        gen = OnnxGenerator(info.folder / "generator.onnx", backend=backend) if generator else None
+        emb = OnnxEmbedder(info.folder / "embedder.onnx", backend=backend)
+        sessions = head_info.sessions(backend=backend) if head_info is not None else None
+        # The crop is a tiny graph whose boxes decide what the models see: always onnxruntime fp32, the reference.
+        cropper = (Cropper(read_crop(info), backend.providers, backend.threads) if crop and has_crop(info)
+                   else None)
         catalog = (Catalog.open(index, expect_embedder_sha256=info.embedder_sha256,
                                 expect_head_sha256=head_info.sha256 if head_info else None)
                    if index is not None else None)
-        return cls(info, gen, emb, catalog, head_info, sessions)
+        return cls(info, gen, emb, catalog, head_info, sessions, cropper)
 
     @property
     def dim(self) -> int | None:
@@ -133,11 +149,32 @@ class Pipeline:
         """onnxruntime's providers as loaded (the embedder's; the generator's are the same)."""
         return self.embedder.providers
 
+    @property
+    def backend(self) -> Backend:
+        """What the generator, embedder and head run on (index/backends.py)."""
+        return self.embedder.backend
+
     # ---- the stages --------------------------------------------------------------------------------
 
     def preprocess(self, source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """Any image source -> (3, S, S) float32 in [-1, 1] (the shared preprocessing)."""
         return preprocess(source, self.size, max_pixels=max_pixels)
+
+    def prepare(self, source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | Image.Image:
+        """A query photo for `plan`: preprocessed to (3, S, S), or, with a person crop, decoded at source
+        resolution bounded to about CROP_SOURCE_SIDE px (the crop stage cuts it and preprocesses it to S)."""
+        if self.cropper is None:
+            return self.preprocess(source, max_pixels=max_pixels)
+        return decode_image(source, max_pixels=max_pixels, reduce_to=CROP_SOURCE_SIDE)
+
+    def crop(self, photos: Sequence[Image.Image] | np.ndarray) -> np.ndarray:
+        """Decoded photos (or a (B, 3, H, W) batch in [-1, 1]) -> (B, 3, S, S): each cut to a square around its
+        person (the person crop), else only preprocessed."""
+        if self.cropper is not None:
+            return self.cropper(photos, self.size)
+        if isinstance(photos, np.ndarray):
+            return photos
+        return np.stack([to_array(letterbox(img, self.size)) for img in photos])
 
     def generate(self, photos: np.ndarray) -> np.ndarray:
         """(B, 3, S, S) street photos -> (B, 3, S, S) generated product images, both in [-1, 1]."""
@@ -174,15 +211,17 @@ class Pipeline:
 
     def stages(self) -> Mapping[str, Callable[..., Any]]:
         """Each stage of `plan` by name, called directly."""
-        return {"generate": self.generate, "embed": self.embed, "head": self.apply_head, "search": self.search}
+        return {"crop": self.crop, "generate": self.generate, "embed": self.embed, "head": self.apply_head,
+                "search": self.search}
 
     # ---- the order, written once -------------------------------------------------------------------
 
-    def plan(self, photos: np.ndarray, k: int, category: str | None = None,
+    def plan(self, photos: np.ndarray | Sequence[Image.Image], k: int, category: str | None = None,
              query: QueryKind | None = None) -> Generator[Step, Any, tuple[list[list[Hit]], np.ndarray | None,
                                                                             dict[str, np.ndarray]]]:
-        """generate (unless only the photo is the query) -> embed (every query image of the batch in one call)
-        -> head (with a head) -> search; yields each step, returns the result. `query` None: the default."""
+        """crop (with a person crop) -> generate (unless only the photo is the query) -> embed (every query image
+        of the batch in one call) -> head (with a head) -> search; yields each step, returns the result.
+        `photos`: a (B, 3, S, S) batch, or decoded photos (`prepare`); `query` None: the default."""
         if k < 1:
             raise UserError(f"-k must be >= 1, got {k}")
         query = query or self.default_query
@@ -190,6 +229,10 @@ class Pipeline:
             raise UserError(f"query must be one of {', '.join(self.query_kinds)} with "
                             f"{'this head' if self.head else 'no retrieval head'}, got {query!r}")
         inputs = QUERY_INPUTS[query]
+        if self.cropper is not None:
+            photos = yield "crop", (photos,)
+        elif not isinstance(photos, np.ndarray):
+            photos = self.crop(photos)
         generated = (yield "generate", (photos,)) if "generated" in inputs else None
         images = {"generated": generated, "photo": photos}
         batch = images[inputs[0]] if len(inputs) == 1 else np.concatenate([images[name] for name in inputs])
@@ -200,9 +243,9 @@ class Pipeline:
         hits = yield "search", (vectors, k, category)
         return hits, generated, features
 
-    def query(self, photos: np.ndarray, k: int = 10, category: str | None = None,
+    def query(self, photos: np.ndarray | Sequence[Image.Image], k: int = 10, category: str | None = None,
               query: QueryKind | None = None) -> QueryResult:
-        """Run the plan on a (B, 3, S, S) batch, calling the stages directly."""
+        """Run the plan on a (B, 3, S, S) batch (or decoded photos), calling the stages directly."""
         stages = self.stages()
         plan, timings = self.plan(photos, k, category, query), {}
         try:
@@ -216,7 +259,7 @@ class Pipeline:
             hits, generated, features = done.value
         return QueryResult(hits, generated, timings, features)
 
-    async def query_async(self, photos: np.ndarray, k: int, category: str | None, query: QueryKind | None,
+    async def query_async(self, photos: np.ndarray | Sequence[Image.Image], k: int, category: str | None, query: QueryKind | None,
                           stages: Mapping[str, Callable[..., Awaitable[Any]]]) -> QueryResult:
         """Run the plan with awaitable stages (the service's micro-batched generator and embedder); a stage the
         caller does not give (the head: a small matrix product) is called directly."""
@@ -237,4 +280,5 @@ class Pipeline:
         """Top-k products for one image (a path, bytes or PIL image): preprocess, then the plan."""
         if k < 1:  # before the image is decoded
             raise UserError(f"-k must be >= 1, got {k}")
-        return self.query(self.preprocess(source)[None], k, category, query).hits[0]
+        photo = self.prepare(source)
+        return self.query(photo[None] if isinstance(photo, np.ndarray) else [photo], k, category, query).hits[0]

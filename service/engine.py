@@ -23,12 +23,15 @@ from pathlib import Path
 
 import anyio
 import numpy as np
+from PIL import Image
 
 from index.artifacts import Artifacts, read_artifacts
+from index.backends import Backend, make_backend
 from index.catalog import Catalog, ProductMeta, StaleCatalog, compact
 from index.errors import UserError
 from index.files import write_atomic
 from index.head import has_head, read_head
+from index.parity import require_parity
 from index.pipeline import Pipeline, QueryKind, QueryResult, check_index
 from service.batching import MicroBatcher, stage_deadline
 from service.metrics import Metrics
@@ -45,6 +48,18 @@ ORPHAN_MIN_AGE_S = 600.0
 def valid_product_id(product_id: str) -> bool:
     """A safe product id: 1-64 of [A-Za-z0-9._-], and not "." or ".." (never a path component)."""
     return bool(PRODUCT_ID.match(product_id)) and product_id.strip(".") != ""
+
+
+def resolve_backend(settings: Settings) -> Backend:
+    """The settings' backend with its precision resolved, checked by the parity gate (index/parity.py) unless
+    `backend_unchecked`; UserError (one line naming `rtd check-backend`) when it is refused."""
+    backend = make_backend(settings.backend, settings.precision, threads=settings.threads,
+                           providers=settings.providers or None)  # no providers: CUDA when present, else CPU
+    if settings.backend_unchecked and not backend.is_reference:
+        log.warning("backend %s %s serves WITHOUT a parity check (backend_unchecked)", backend.name, backend.precision)
+    else:
+        require_parity(settings.artifacts, backend)
+    return backend
 
 
 def check_folders(artifacts: Path, index: Path) -> Artifacts:
@@ -82,6 +97,7 @@ class Engine:
         self.warmed = False
         self.pipeline: Pipeline | None = None
         self.providers: list[str] = []
+        self.backend: Backend | None = None  # resolved at load (index/backends.py)
         self.generator: MicroBatcher | None = None
         self.embedder: MicroBatcher | None = None
         self._write_lock = asyncio.Lock()  # admin writes and reloads, one at a time
@@ -122,6 +138,8 @@ class Engine:
         try:
             pipeline = await anyio.to_thread.run_sync(self._load)
             self.providers = pipeline.providers
+            self.backend = pipeline.backend
+            self.metrics.backend.info(pipeline.backend.describe())
             batching = {"max_batch": s.max_batch, "max_wait_ms": s.max_wait_ms, "queue_size": s.queue_size,
                         "metrics": self.metrics}
             self.generator = MicroBatcher("generator", pipeline.generate, **batching)
@@ -142,14 +160,16 @@ class Engine:
         self.reason = ""
         if self.settings.follow_interval_s > 0:
             self._follower = asyncio.get_running_loop().create_task(self._follow_forever(), name="catalog-follower")
-        log.info("ready: %d products, image size %d, query %s, onnxruntime providers %s", len(pipeline.catalog or ()),
-                 self.size, pipeline.default_query + (" (retrieval head)" if pipeline.head else ""), self.providers)
+        log.info("ready: %d products, image size %d, query %s, backend %s %s on %s", len(pipeline.catalog or ()),
+                 self.size, pipeline.default_query + (" (retrieval head)" if pipeline.head else ""),
+                 pipeline.backend.name, pipeline.backend.precision, self.providers)
 
     def _load(self) -> Pipeline:
         s = self.settings
-        providers = s.providers or None  # None: CUDA when onnxruntime-gpu has it, else CPU (index.onnx)
-        pipeline = Pipeline.open(s.artifacts, s.index, providers=providers, threads=s.threads)
-        log.info("generator and embedder on %s", pipeline.providers)
+        backend = resolve_backend(s)  # the parity gate: refused before any model loads
+        pipeline = Pipeline.open(s.artifacts, s.index, backend=backend)
+        log.info("generator and embedder on %s, backend %s, precision %s", pipeline.providers, backend.name,
+                 backend.precision)
         try:
             removed = sweep_orphans(s.index, pipeline.catalog)
         except OSError as e:  # a read-only mount: nothing of ours can be left there anyway
@@ -186,9 +206,12 @@ class Engine:
 
     # ---- serving -----------------------------------------------------------------------------------
 
-    async def generate(self, photo: np.ndarray) -> np.ndarray:
-        """(3, S, S) street photo in [-1, 1] -> (3, S, S) product image in [-1, 1]."""
+    async def generate(self, photo: np.ndarray | Image.Image) -> np.ndarray:
+        """(3, S, S) street photo in [-1, 1] (or a decoded one: `Pipeline.prepare`) -> (3, S, S) product image in
+        [-1, 1]; cut to its person first when the artifacts have a person crop."""
         assert self.generator is not None
+        if not isinstance(photo, np.ndarray) or (self.pipeline is not None and self.pipeline.cropper is not None):
+            photo = (await self._crop(photo[None] if isinstance(photo, np.ndarray) else [photo]))[0]
         return await self.generator.submit(photo)
 
     async def embed(self, image: np.ndarray) -> np.ndarray:
@@ -201,6 +224,11 @@ class Engine:
         catalog side when there is a head (index/pipeline.py `embed_catalog`)."""
         assert self.pipeline is not None
         return self.pipeline.catalog_vectors((await self.embed(image))[None])[0]
+
+    async def _crop(self, photos: np.ndarray | list[Image.Image]) -> np.ndarray:
+        assert self.pipeline is not None
+        with stage_deadline("crop"):  # a small graph and PIL work: off the event loop
+            return await anyio.to_thread.run_sync(self.pipeline.crop, photos)
 
     async def _generate_batch(self, photos: np.ndarray) -> np.ndarray:
         return (await self.generate(photos[0]))[None]
@@ -215,12 +243,15 @@ class Engine:
         with stage_deadline("search"):  # not started past the request's deadline (service/batching.py)
             return await anyio.to_thread.run_sync(functools.partial(self.pipeline.search, vectors, k, category))
 
-    async def query(self, photo: np.ndarray, k: int, category: str | None,
+    async def query(self, photo: np.ndarray | Image.Image, k: int, category: str | None,
                     query: QueryKind | None = None) -> QueryResult:
-        """One (3, S, S) photo through the pipeline's plan: micro-batched models, catalog off the event loop."""
+        """One (3, S, S) photo (or a decoded one: `Pipeline.prepare`) through the pipeline's plan: person crop and
+        catalog off the event loop, micro-batched models."""
         assert self.pipeline is not None
-        stages = {"generate": self._generate_batch, "embed": self._embed_batch, "search": self._search}
-        return await self.pipeline.query_async(photo[None], k, category, query, stages)
+        stages = {"crop": self._crop, "generate": self._generate_batch, "embed": self._embed_batch,
+                  "search": self._search}
+        photos = photo[None] if isinstance(photo, np.ndarray) else [photo]
+        return await self.pipeline.query_async(photos, k, category, query, stages)
 
     def image_file(self, product: ProductMeta) -> Path | None:
         """The catalog image of a product on disk, if present. An absolute path is used as stored; an admin-added

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 # Latency buckets from a tiny CPU model (ms) to a slow GPU queue (seconds).
 SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -27,6 +27,8 @@ class Metrics:
         self.rejected = Counter("rtd_queue_rejected_total", "requests refused because a model queue was full",
                                 ["model"], registry=self.registry)
         self.catalog_size = Gauge("rtd_catalog_products", "products in the served catalog", registry=self.registry)
+        self.backend = Info("rtd_backend", "inference backend and resolved precision (index/backends.py)",
+                            registry=self.registry)  # exposed as rtd_backend_info{backend=...,precision=...} 1
 
     def render(self) -> bytes:
         """The text exposition format of this registry."""

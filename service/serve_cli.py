@@ -47,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, field, text in SETTING_FLAGS:
         parser.add_argument(flag, type=Path, dest=field, default=None,
                             help=f"{text} ({_setting_default(field)})".replace("%", "%%"))
+    parser.add_argument("--backend", default=None, help=f"inference backend: onnxruntime or openvino "
+                        f"(index/backends.py; {_setting_default('backend')})")
+    parser.add_argument("--precision", default=None, help=f"auto, fp32, bf16 (openvino) or fp16 (onnxruntime "
+                        f"TensorRT); auto: bf16 on a CPU with bf16 units, else fp32 ({_setting_default('precision')})")
+    parser.add_argument("--allow-unchecked-backend", dest="backend_unchecked", action="store_const", const=True,
+                        default=None, help="serve a backend without a passing `rtd check-backend` record "
+                        "(default: $RTD_BACKEND_UNCHECKED, else no)")
     parser.add_argument("--host", default=HOST, help="address to listen on, 0.0.0.0 in a container (default: %(default)s)")
     parser.add_argument("--port", type=int, default=PORT, help="port to listen on (default: %(default)s)")
     parser.add_argument("--log-level", default=LOG_LEVEL, choices=LOG_LEVELS, help="default: %(default)s")
@@ -58,7 +65,8 @@ def build_settings(args: argparse.Namespace) -> Settings:
 
     from service.settings import Settings
 
-    overrides = {field: getattr(args, field) for _, field, _ in SETTING_FLAGS if getattr(args, field, None) is not None}
+    fields = [field for _, field, _ in SETTING_FLAGS] + ["backend", "precision", "backend_unchecked"]
+    overrides = {field: getattr(args, field) for field in fields if getattr(args, field, None) is not None}
     try:
         return Settings(**overrides)
     except ValidationError as e:
@@ -113,13 +121,15 @@ def serve(settings: Settings, host: str = HOST, port: int = PORT, log_level: str
 
 def run(args: argparse.Namespace) -> int:
     """Check the artifact and index folders (one-line error if unusable), then serve until stopped."""
-    from service.engine import check_folders
+    from service.engine import check_folders, resolve_backend
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be 0..65535, got {args.port}")
     settings = build_settings(args)
     check_folders(settings.artifacts, settings.index)  # fail here, not as a 503 forever
-    print_config("serve", settings.model_dump(mode="json") | {"host": args.host, "port": args.port})
+    backend = resolve_backend(settings)  # an unknown backend, or one the parity gate refuses: one line, exit 2
+    print_config("serve", settings.model_dump(mode="json") | {"host": args.host, "port": args.port,
+                                                               "resolved": backend.describe()})
     serve(settings, args.host, args.port, args.log_level)
     return 0
 

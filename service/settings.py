@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1 << 20
@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     index: Path = Path("index")  # catalog.faiss, catalog.sqlite, index.json (+ images/ for admin adds)
     providers: CommaList = Field(default_factory=list)  # onnxruntime providers; empty = CUDA if present, else CPU
     threads: int | None = Field(default=None, ge=1)  # intra-op CPU threads per session; None = onnxruntime's choice
+    # Inference backend (index/backends.py): onnxruntime (the reference) or openvino; precision auto resolves per
+    # machine. A non-reference backend needs a passing `rtd check-backend` record unless backend_unchecked.
+    backend: str = "onnxruntime"
+    precision: str = "auto"  # auto | fp32 | bf16 (openvino) | fp16 (onnxruntime TensorRT, GPU)
+    backend_unchecked: bool = False  # serve a backend without a passing parity record (index/parity.py)
     max_batch: int = Field(default=16, ge=1)  # requests fused into one inference call
     max_wait_ms: float = Field(default=0.0, ge=0)  # extra wait for company before a batch; 0 = greedy (service/batching.py)
     queue_size: int = Field(default=64, ge=1)  # requests waiting per model; past it: 503 + Retry-After
@@ -55,6 +60,17 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("backend", "precision")
+    @classmethod
+    def _known_backend(cls, value: str, info: ValidationInfo) -> str:
+        from index.backends import KINDS, PRECISIONS
+
+        value = value.strip().lower()
+        known = KINDS if info.field_name == "backend" else PRECISIONS
+        if value not in known:
+            raise ValueError(f"unknown {info.field_name} {value!r}; choose one of {', '.join(known)}")
         return value
 
     @field_validator("public_base_url")

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
+from index.backends import from_env
 from index.configs import print_config
 from index.errors import UserError
 
@@ -56,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", type=int, default=_default("bootstrap"),
                    help="product resamples for the 95 %% intervals of Recall@K (default: %(default)s)")
     p.add_argument("--seed", type=int, default=_default("seed"), help="seed of the bootstrap (default: %(default)s)")
+    p.add_argument("--backend", default=None, help="inference backend, onnxruntime or openvino (index/backends.py; "
+                   "default: $RTD_BACKEND, else onnxruntime)")
+    p.add_argument("--precision", default=None, help="auto, fp32, bf16 (openvino) or fp16 (onnxruntime TensorRT) "
+                   "(default: $RTD_PRECISION, else auto)")
     sub = p.add_subparsers(dest="eval_command", parser_class=type(p))
     c = sub.add_parser("compare", help="merge several report.json files into one table and one plot")
     c.add_argument("reports", type=Path, nargs="+", help="report.json files (or their folders)")
@@ -80,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
                      query=args.query, limit=args.limit, batch_size=args.batch_size, samples=args.samples,
                      bootstrap=args.bootstrap, seed=args.seed)
     print_config("eval", cfg)
+    # The pipelines read the backend from RTD_BACKEND / RTD_PRECISION (index.backends.from_env): the flags set
+    # them, checked here first (an unknown backend is one line, before any work).
+    backend = from_env(args.backend, args.precision)
+    os.environ["RTD_BACKEND"], os.environ["RTD_PRECISION"] = backend.name, backend.precision
+    print(f"rtd eval: backend {backend.name}, precision {backend.precision}", file=sys.stderr)
     report = evaluate(cfg)
     print(summary_text(report))  # report.md in --out has the same with the setup and the method notes
     print(json.dumps({"out": str(cfg.out), "queries": report["test_set"]["queries"],

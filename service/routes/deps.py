@@ -12,6 +12,7 @@ import anyio
 import numpy as np
 from fastapi import Depends, Path, Request, UploadFile
 from fastapi.security import APIKeyHeader
+from PIL import Image
 
 from index.images import preprocess
 from service.engine import Engine, valid_product_id
@@ -133,6 +134,15 @@ def decode_limiter(request: Request) -> anyio.CapacityLimiter:
 
 
 DecodeLimiterDep = Annotated[anyio.CapacityLimiter, Depends(decode_limiter)]
+
+
+async def prepare_query_upload(data: bytes, engine: Engine, settings: Settings,
+                               limiter: anyio.CapacityLimiter) -> np.ndarray | Image.Image:
+    """A query photo in a worker thread, as the pipeline's plan takes it (index/pipeline.py `prepare`): (3, S, S),
+    or with a person crop the decoded photo reduced to about 256 px (the plan's crop stage cuts and resizes it)."""
+    assert engine.pipeline is not None
+    return await anyio.to_thread.run_sync(functools.partial(engine.pipeline.prepare, data,
+                                                            max_pixels=settings.max_pixels), limiter=limiter)
 
 
 async def preprocess_upload(data: bytes, size: int, settings: Settings, limiter: anyio.CapacityLimiter) -> np.ndarray:

@@ -32,4 +32,6 @@ def ready(request: Request, settings: SettingsDep) -> JSONResponse:
                               {"Retry-After": str(settings.retry_after_s)})
     return JSONResponse({"status": "ready", "products": len(engine.catalog), "image_size": engine.size,
                          "providers": engine.providers, "query": engine.pipeline.default_query,
-                         "head": engine.pipeline.head.describe() if engine.pipeline.head else None})
+                         "backend": engine.pipeline.backend.name, "precision": engine.pipeline.backend.precision,
+                         "head": engine.pipeline.head.describe() if engine.pipeline.head else None,
+                         "crop": engine.pipeline.cropper.info.describe() if engine.pipeline.cropper else None})

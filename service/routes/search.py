@@ -25,7 +25,7 @@ from service.routes.deps import (
     EngineDep,
     SettingsDep,
     image_url,
-    preprocess_upload,
+    prepare_query_upload,
     read_upload,
     strict_form,
 )
@@ -85,7 +85,7 @@ async def generate(engine: EngineDep, settings: SettingsDep, decodes: DecodeLimi
     with _deadline(settings):
         check_capacity("decode", decodes, settings.queue_size, engine.metrics)  # a bounded decode queue too
         with stage_deadline("decode"):
-            photo = await preprocess_upload(await read_upload(image, settings), engine.size, settings, decodes)
+            photo = await prepare_query_upload(await read_upload(image, settings), engine, settings, decodes)
         product = await engine.generate(photo)  # (3, S, S) in [-1, 1]
     png = await anyio.to_thread.run_sync(to_png_bytes, product)
     return Response(png, media_type="image/png", headers={"X-Elapsed-Ms": str(_ms(start))})
@@ -107,7 +107,7 @@ async def search(
     with _deadline(settings):
         check_capacity("decode", decodes, settings.queue_size, engine.metrics)  # a bounded decode queue too
         with stage_deadline("decode"):
-            photo = await preprocess_upload(await read_upload(image, settings), engine.size, settings, decodes)
+            photo = await prepare_query_upload(await read_upload(image, settings), engine, settings, decodes)
         preprocess_ms = _ms(start)
         category = category or None
         if category is not None and engine.catalog is not None and not engine.catalog.has_category(category):

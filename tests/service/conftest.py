@@ -134,6 +134,28 @@ def make_head(artifacts: Path, mode: str = "fused", dim: int = DIM, out_dim: int
     return artifacts
 
 
+def make_crop(artifacts: Path, box: tuple[float, float, float, float] = (0.25, 0.125, 0.5, 0.875),
+              input_size: int = 16) -> Path:
+    """A person crop in an artifact folder, as `rtd fit-crop` writes it (index/crop.py), without torch: crop.onnx
+    answers `box` for every image (0 x the image's mean, plus the constant), whatever it shows."""
+    nodes = [helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+             helper.make_node("MatMul", ["flat", "zero"], ["nothing"]),
+             helper.make_node("Add", ["nothing", "box_value"], ["box"])]
+    graph = helper.make_graph(
+        nodes, "tiny_crop",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, input_size, input_size])],
+        [helper.make_tensor_value_info("box", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(np.zeros((3, 4), np.float32), "zero"),
+         numpy_helper.from_array(np.array(box, np.float32), "box_value")])
+    digest = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+                   artifacts / "crop.onnx")
+    doc = {"format_version": 1, "input": "image", "output": "box", "input_size": input_size, "onnx": "crop.onnx",
+           "onnx_sha256": digest, "validation": {"iou": 0.5}}
+    (artifacts / "crop.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    return artifacts
+
+
 def swap_red_blue(img: Image.Image) -> Image.Image:
     r, g, b = img.convert("RGB").split()
     return Image.merge("RGB", (b, g, r))

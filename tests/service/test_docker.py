@@ -15,6 +15,7 @@ import tomllib
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = (ROOT / "docker" / "service.Dockerfile").read_text()
 TRAIN = (ROOT / "docker" / "train.Dockerfile").read_text()
+SERVICE_CPU = (ROOT / "docker" / "service-cpu.Dockerfile").read_text()
 COMPOSE = shutil.which("docker-compose")
 
 
@@ -50,21 +51,36 @@ def test_service_image_is_cuda_onnxruntime_gpu_without_torch() -> None:
 def test_images_install_the_project_and_its_lock_not_a_hand_written_list() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     extras = pyproject["project"]["optional-dependencies"]
-    assert requirement_names(extras["gpu"]) == {"onnxruntime-gpu"} and requirement_names(extras["cpu"]) == {"onnxruntime"}
+    assert requirement_names(extras["gpu"]) == {"onnxruntime-gpu"}
+    assert requirement_names(extras["cpu"]) == {"onnxruntime", "openvino"}  # OpenVINO: the CPU backend (issue #16)
     assert "onnxruntime" not in requirement_names(pyproject["project"]["dependencies"])  # from one extra only
-    for dockerfile, lock in ((SERVICE, "lock-gpu.txt"), (TRAIN, "lock-train.txt")):
+    names = {id(SERVICE): "service", id(TRAIN): "train", id(SERVICE_CPU): "service-cpu"}
+    for dockerfile, lock in ((SERVICE, "lock-gpu.txt"), (TRAIN, "lock-train.txt"), (SERVICE_CPU, "lock-cpu.txt")):
         steps = instructions(dockerfile)
         runs = " ".join(args for op, args in steps if op == "RUN")
         for args in re.findall(r"pip install ([^&;]*)", runs):
             assert not re.search(r"[\w-]+[<>=~]=?\d", args), f"a hand-written requirement in `pip install {args}`"
             assert args.startswith(f"-c requirements/{lock} ") or args.startswith("--no-deps"), args
         assert any(op == "COPY" and args.split()[0] == f"requirements/{lock}" for op, args in steps)
-        assert f"!requirements/{lock}" in (ROOT / "docker" / f"{'service' if dockerfile is SERVICE else 'train'}"
-                                                                 f".Dockerfile.dockerignore").read_text()
+        assert f"!requirements/{lock}" in (ROOT / "docker" / f"{names[id(dockerfile)]}.Dockerfile.dockerignore").read_text()
     # The lock pins an onnxruntime-gpu the extra allows (a CUDA 12 build, for the nvidia/cuda:12 base).
     lock = (ROOT / "requirements" / "lock-gpu.txt").read_text()
     assert re.search(r"^onnxruntime-gpu==1\.(19|2[0-6])\.", lock, re.MULTILINE)
     assert not re.search(r"^onnxruntime==", lock, re.MULTILINE)
+
+
+def test_cpu_service_image_is_onnxruntime_and_openvino_without_torch() -> None:
+    steps = instructions(SERVICE_CPU)
+    assert steps[0][0] == "FROM" and steps[0][1].startswith("python:3.11")
+    runs = " ".join(args for op, args in steps if op == "RUN")
+    assert 'pip install -c requirements/lock-cpu.txt ".[cpu]"' in runs  # onnxruntime + openvino, from pyproject.toml
+    assert not re.search(r"\btorch", " ".join(re.findall(r"pip install ([^&;]*)", runs)))
+    assert "import openvino, onnxruntime" in runs and "rtd check-backend --help" in runs
+    copied = [args.split()[0] for op, args in steps if op == "COPY"]
+    assert not any(src.startswith(("training", "models")) for src in copied)
+    assert any(op == "USER" and args != "root" for op, args in steps)
+    assert "/health/ready" in next(args for op, args in steps if op == "HEALTHCHECK")
+    assert next(args for op, args in steps if op == "CMD").startswith('["rtd", "serve"')
 
 
 def test_train_image_has_pytorch_and_the_train_extra() -> None:
@@ -90,9 +106,15 @@ def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
         return result.stdout
 
     config = compose("config")
-    assert sorted(compose("config", "--services").split()) == ["api", "export", "index-build"]
-    api, jobs = config.split("\n  export:")
+    assert sorted(compose("config", "--services").split()) == ["api", "api-cpu", "export", "index-build"]
+    api, rest = config.split("\n  api-cpu:")
+    cpu, jobs = rest.split("\n  export:")
     assert "profiles" not in api and jobs.count("profiles:\n    - jobs") == 2  # the jobs run only when asked for
+    # The CPU service (issue #16): its own profile and image, OpenVINO chosen at run time, no GPU reserved.
+    assert "profiles:\n    - cpu" in cpu and "dockerfile: docker/service-cpu.Dockerfile" in cpu
+    assert re.search(r"RTD_BACKEND: openvino\n", cpu) and "nvidia" not in cpu and "/health/ready" in cpu
+    assert re.search(r"/artifacts:/artifacts:ro", cpu) and re.search(r"RTD_CATALOG: /catalog\n", cpu)
+    assert re.search(r"RTD_BACKEND: onnxruntime\n", api)  # the GPU service's default: the reference
     assert re.search(r"devices:\s+- capabilities:\s+- gpu\s+count: 1\s+driver: nvidia", api)
     assert re.search(r"/artifacts:/artifacts:ro", api) and re.search(r"/index:/index:ro", api)
     # The index's image paths are relative to the catalog root: the api mounts the catalog and names the root.

@@ -1,0 +1,138 @@
+"""Inference backends side by side in one run (issue #16): model-only latency and throughput, and parity.
+
+Every backend/precision this machine runs (index/backends.py) on the same .onnx files: onnxruntime fp32 (the
+reference), OpenVINO fp32, OpenVINO bf16 (only on a CPU with bf16 units), onnxruntime TensorRT fp16 (only with
+a GPU). A row this machine cannot run is printed as "not measured" with the reason. Models:
+
+  - demo size: the generator and embedder of an artifacts folder (`--artifacts`, e.g. the demo's, 64 px, width
+    16, EfficientNet-Lite0 at 224), on real photos when `--photos` is given, else uniform noise;
+  - paper size: the 256 px, width 64 rtdGAN (N = 3, random weights) that bench/bench_generator.py builds and
+    exports with `rtd export`'s code (`export_case`).
+
+Per model and backend: median latency at batch 1, throughput at batch 8 (calls alternate between backends, so
+load from other processes hits all alike), and against onnxruntime fp32 the max and mean absolute difference
+(generator, on [-1, 1]) or the min cosine (embedder). Speed claims are these printed ratios, nothing else.
+
+    .venv/bin/python bench/bench_backends.py --artifacts ARTIFACTS [--photos DIR] [--threads 2] [--repeats 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from index.artifacts import read_artifacts  # noqa: E402
+from index.backends import KINDS, Backend, make_backend  # noqa: E402
+from index.errors import UserError  # noqa: E402
+from index.onnx import OnnxModel  # noqa: E402
+from index.parity import load_images  # noqa: E402
+
+WANTED = (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("onnxruntime", "fp16"))
+assert all(name in KINDS for name, _ in WANTED)
+
+
+def backends(threads: int) -> tuple[list[Backend], list[tuple[str, str]]]:
+    """The backends this machine runs, and (key, why not) for the others."""
+    found, missing = [], []
+    for name, precision in WANTED:
+        try:
+            found.append(make_backend(name, precision, threads=threads, providers=["CPUExecutionProvider"]
+                                      if precision == "fp32" and name == "onnxruntime" else None))
+        except UserError as e:
+            missing.append((f"{name}-{precision}", str(e).split(";")[0].split(": ", 1)[-1][:90]))
+    return found, missing
+
+
+def median_seconds(models: dict[str, OnnxModel], batch: np.ndarray, repeats: int) -> dict[str, float]:
+    for model in list(models.values()) * 2:  # warm-up
+        model(batch)
+    times: dict[str, list[float]] = {key: [] for key in models}
+    for _ in range(repeats):
+        for key, model in models.items():
+            start = time.perf_counter()
+            model(batch)
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(t) for key, t in times.items()}
+
+
+def bench_model(label: str, path: Path, chosen: list[Backend], inputs: np.ndarray, repeats: int,
+                kind: str) -> list[str]:
+    """Table rows for one graph on every backend."""
+    models = {b.key: OnnxModel(path, backend=b) for b in chosen}
+    b1 = median_seconds(models, inputs[:1], repeats)
+    b8 = median_seconds(models, inputs[:8], max(3, repeats // 2))
+    ref_key = chosen[0].key
+    ref = models[ref_key](inputs)
+    rows = []
+    for key, model in models.items():
+        out = model(inputs)
+        if kind == "generator":
+            diff = np.abs(out - ref)
+            parity = f"max {diff.max():.2g}, mean {diff.mean():.2g}" if key != ref_key else "reference"
+        else:
+            cos = np.sum(out * ref, axis=1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
+            parity = f"min cosine {cos.min():.5f}" if key != ref_key else "reference"
+        rows.append(f"| {label} | {key} | {b1[key] * 1e3:.1f} | {b1[ref_key] / b1[key]:.2f}x | {8 / b8[key]:.1f} | "
+                    f"{b8[ref_key] / b8[key]:.2f}x | {parity} |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifacts", type=Path, help="demo-size artifacts (generator.onnx, embedder.onnx)")
+    parser.add_argument("--photos", type=Path, help="real photos for the demo-size rows (a folder)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads per graph, every backend")
+    parser.add_argument("--repeats", type=int, default=15, help="timed batch-1 calls per backend (batch 8: half)")
+    parser.add_argument("--no-paper", action="store_true", help="skip the 256 px paper-size generator")
+    args = parser.parse_args()
+    chosen, missing = backends(args.threads)
+    engines = {}
+    for module in ("onnxruntime", "openvino"):
+        try:
+            engines[module] = __import__(module).__version__
+        except ImportError:
+            engines[module] = "not installed"
+    print(f"{args.threads} threads, {args.repeats} repeats, load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs; {', '.join(f'{k} {v}' for k, v in engines.items())}", flush=True)
+    rows = ["| model | backend | batch 1 ms | speed-up b1 | batch 8 img/s | speed-up b8 | vs onnxruntime fp32 |",
+            "|---|---|---|---|---|---|---|"]
+    rng = np.random.default_rng(0)
+    if args.artifacts is not None:
+        info = read_artifacts(args.artifacts)
+        s = info.size
+        if args.photos is not None:
+            photos = load_images(args.photos, s, 8, "photos")
+            photos = np.concatenate([photos] * (8 // len(photos) + 1))[:8]
+        else:
+            photos = rng.uniform(-1, 1, (8, 3, s, s)).astype(np.float32)
+        rows += bench_model(f"generator {s} px (demo)", info.folder / "generator.onnx", chosen, photos,
+                            args.repeats, "generator")
+        print("\n".join(rows[-len(chosen):]), flush=True)
+        rows += bench_model(f"embedder {info.model['embedder'].get('backbone')} (demo)", info.folder / "embedder.onnx",
+                            chosen, photos, args.repeats, "embedder")
+        print("\n".join(rows[-len(chosen):]), flush=True)
+    if not args.no_paper:
+        from bench.bench_generator import export_case  # torch: only for building the paper-size graph
+
+        with tempfile.TemporaryDirectory() as tmp:
+            _, path = export_case(256, 64, Path(tmp))
+            photos = rng.uniform(-1, 1, (8, 3, 256, 256)).astype(np.float32)
+            rows += bench_model("generator 256 px w64 (paper)", path, chosen, photos, max(5, args.repeats // 2),
+                                "generator")
+            print("\n".join(rows[-len(chosen):]), flush=True)
+    for key, why in missing:
+        rows.append(f"| all | {key} | not measured | | not measured | | {why} |")
+    print("\n" + "\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

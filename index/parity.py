@@ -1,0 +1,285 @@
+"""The backend parity gate (issue #16): a backend is measured against onnxruntime fp32 on real photos, and the
+service refuses a backend whose recorded parity is missing or failing. No torch.
+
+`measure` runs the same photos through two pipelines over the same artifacts (index/pipeline.py): the reference
+(onnxruntime fp32, what `rtd export` checked against PyTorch) and the candidate backend. It compares what the
+service does with them: the generated images, the query vectors (the generated image's embedding, or the
+retrieval head's query side) and the gallery's vectors (`embed_catalog`), and the top-k ranking of a small
+gallery — both with the candidate's own gallery (an index rebuilt on the candidate) and with the reference's
+(an index built on fp32, queried on the candidate: the usual case after switching a service's backend).
+
+The gate judges retrieval, not the largest pixel difference (the issue measured OpenVINO bf16 at the demo size:
+embedder cosine >= 0.995 while one generated pixel moved by 0.32 of the [-1, 1] range, mean 0.001). Thresholds:
+
+  embedding cosine, every query and gallery vector      >= MIN_COSINE (0.99)
+  top-k agreement (|top-k ∩ reference top-k| / k), mean >= MIN_TOPK_AGREEMENT (0.9), both gallery cases;
+                                                        k = 10, or half the gallery when it has under 20 images
+  generated image, mean |difference| on [-1, 1]         <= MAX_GENERATED_MEAN_ABS (0.01); the max is reported only
+
+The result is written atomically (index/files.py) as `parity-<backend>-<precision>.json` into the artifacts'
+version folder, beside the graphs it was measured on: a new `rtd export` starts without any, and a record of
+other graphs (another embedder, generator or head; sha256 recorded) is refused like a missing one.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from index.artifacts import Artifacts, read_artifacts
+from index.backends import KINDS, Backend, make_backend
+from index.configs import opt
+from index.errors import ImageError, UserError
+from index.files import is_image_file, write_atomic
+from index.head import QUERY_INPUTS, has_head, read_head
+from index.images import preprocess
+
+PARITY_FORMAT = 1
+MIN_COSINE = 0.99
+MIN_TOPK_AGREEMENT = 0.9
+MAX_GENERATED_MEAN_ABS = 0.01
+TOP_K = 10
+BATCH = 8  # images per call while measuring
+UNCHECKED_HINT = "RTD_BACKEND_UNCHECKED=1 / --allow-unchecked-backend skips this check"
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """`rtd check-backend`: its flags are derived from these fields (index/configs.py)."""
+
+    artifacts: Path = opt(help="artifacts folder from `rtd export` (the parity record is written into its version folder)")
+    backend: str | None = opt(None, "backend to check (onnxruntime, openvino); none: every available one but "
+                                    "the reference")
+    precision: str | None = opt(None, "precision to check (auto, fp32, bf16, fp16); none: each the backend runs here")
+    photos: Path | None = opt(None, "street photos (a folder or one image); none: the images of model.json's "
+                                    "generator data folder")
+    gallery: Path | None = opt(None, "catalog images ranked by the queries (a folder); none: the photos themselves")
+    limit: int = opt(32, "photos used (the first N files, sorted)")
+    gallery_limit: int = opt(200, "gallery images used (the first N files, sorted)")
+    threads: int | None = opt(None, "CPU threads per graph (both backends)")
+
+
+def parity_path(folder: Path, backend: Backend) -> Path:
+    """Where the parity of `backend` on the graphs in `folder` (an artifacts version folder) is recorded."""
+    return Path(folder) / f"parity-{backend.key}.json"
+
+
+def _image_files(path: Path, limit: int) -> list[Path]:
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise UserError(f"no such image or folder: {path}")
+    return sorted(p for p in path.rglob("*") if is_image_file(p))[:limit]
+
+
+def load_images(path: Path, size: int, limit: int, what: str) -> np.ndarray:
+    """(N, 3, S, S): the first `limit` readable images under `path` through the shared preprocessing."""
+    if limit < 1:
+        raise UserError(f"--{'limit' if what == 'photos' else 'gallery-limit'} must be >= 1, got {limit}")
+    arrays = []
+    for file in _image_files(path, limit):
+        try:
+            arrays.append(preprocess(file, size))
+        except ImageError:
+            continue  # a corrupt file: parity is measured on the readable ones
+    if not arrays:
+        raise UserError(f"no readable {what} under {path}")
+    return np.stack(arrays)
+
+
+def default_photos(info: Artifacts) -> Path:
+    """model.json's generator data folder (the run's photos), or UserError asking for --photos."""
+    data = info.model.get("generator", {}).get("data")
+    if data and Path(data).is_dir():
+        return Path(data)
+    raise UserError(f"no parity photos: model.json's generator data ({data}) is not a folder here; pass --photos DIR")
+
+
+def _chunks(fn, images: np.ndarray) -> np.ndarray:  # noqa: ANN001 - a stage of the pipeline
+    return np.concatenate([fn(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
+
+
+def _outputs(pipeline, photos: np.ndarray, gallery: np.ndarray) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """What the service computes from the photos and what an index stores for the gallery."""
+    inputs = QUERY_INPUTS[pipeline.default_query]
+    generated = _chunks(pipeline.generate, photos)
+    features = {"generated": _chunks(pipeline.embed, generated), "photo": _chunks(pipeline.embed, photos)}
+    query = np.concatenate([features[name] for name in inputs])
+    if pipeline.head is not None:
+        query = pipeline.apply_head(query, inputs)
+    return {"generated": generated, "features": np.concatenate([features["generated"], features["photo"]]),
+            "query": query, "gallery": _chunks(pipeline.embed_catalog, gallery)}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.sum(a * b, axis=1) / np.maximum(norms, 1e-12)
+
+
+def _top(query: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
+    """(Q, k) gallery rows by descending inner product (the catalog's cosine on unit vectors)."""
+    return np.argsort(-(query @ gallery.T), axis=1, kind="stable")[:, :k]
+
+
+def _agreement(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    return np.array([len(set(g) & set(w)) / len(w) for g, w in zip(got, want, strict=True)])
+
+
+def measure(artifacts: Path, backend: Backend, photos: np.ndarray, gallery: np.ndarray | None = None,
+            reference: Backend | None = None) -> dict:
+    """The figures of `backend` against `reference` (default onnxruntime fp32) and whether they pass."""
+    from index.pipeline import Pipeline
+
+    reference = reference or Backend(threads=backend.threads)
+    gallery = photos if gallery is None else gallery
+    ref = _outputs(Pipeline.open(artifacts, backend=reference), photos, gallery)
+    got = _outputs(Pipeline.open(artifacts, backend=backend), photos, gallery)
+    k = min(TOP_K, max(1, len(gallery) // 2))  # a top-k of most of the gallery would agree by construction
+    want = _top(ref["query"], ref["gallery"], k)
+    own = _agreement(_top(got["query"], got["gallery"], k), want)  # index rebuilt on the backend
+    mixed = _agreement(_top(got["query"], ref["gallery"], k), want)  # fp32 index, queries on the backend
+    diff = np.abs(got["generated"] - ref["generated"])
+    cos = np.concatenate([_cosine(got["query"], ref["query"]), _cosine(got["gallery"], ref["gallery"])])
+    figures = {
+        "generated_mean_abs": float(diff.mean()), "generated_max_abs": float(diff.max()),
+        "embedder_min_cosine": float(_cosine(got["features"], ref["features"]).min()),
+        "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
+        "topk_agreement_mean": float(own.mean()), "topk_agreement_min": float(own.min()),
+        "topk_agreement_fp32_index_mean": float(mixed.mean()), "topk_agreement_fp32_index_min": float(mixed.min()),
+    }
+    failures = []
+    # `not x >= t` is also true for NaN: a backend that outputs NaN fails.
+    if not figures["min_cosine"] >= MIN_COSINE:
+        failures.append(f"embedding cosine {figures['min_cosine']:.4f} < {MIN_COSINE}")
+    for key in ("topk_agreement_mean", "topk_agreement_fp32_index_mean"):
+        if not figures[key] >= MIN_TOPK_AGREEMENT:
+            failures.append(f"{key.replace('topk', f'top-{k}').replace('_', ' ')} {figures[key]:.3f} < {MIN_TOPK_AGREEMENT}")
+    if not figures["generated_mean_abs"] <= MAX_GENERATED_MEAN_ABS:
+        failures.append(f"generated mean |diff| {figures['generated_mean_abs']:.4f} > {MAX_GENERATED_MEAN_ABS}")
+    return {"figures": figures, "k": k, "failures": failures, "passed": not failures}
+
+
+def _identity(info: Artifacts) -> dict:
+    head = read_head(info) if has_head(info) else None
+    return {"version": info.folder.name, "generator_sha256": info.model["generator"]["onnx_sha256"],
+            "embedder_sha256": info.embedder_sha256, "head_sha256": head.sha256 if head is not None else None}
+
+
+def _engines() -> dict:
+    import onnxruntime
+
+    engines = {"onnxruntime": onnxruntime.__version__}
+    try:
+        import openvino
+
+        engines["openvino"] = openvino.__version__
+    except ImportError:
+        pass
+    return engines
+
+
+def check_backend(artifacts: Path, backend: Backend, photos: np.ndarray, gallery: np.ndarray | None = None,
+                  sources: dict | None = None) -> dict:
+    """Measure `backend` and record the result in the artifacts' version folder; the record."""
+    info = read_artifacts(artifacts)
+    result = measure(artifacts, backend, photos, gallery)
+    doc = {"format_version": PARITY_FORMAT, **backend.describe(), "reference": "onnxruntime-fp32",
+           "artifacts": _identity(info), "passed": result["passed"], "failures": result["failures"],
+           "figures": result["figures"],
+           "thresholds": {"min_cosine": MIN_COSINE, "topk_agreement_mean": MIN_TOPK_AGREEMENT,
+                          "generated_mean_abs": MAX_GENERATED_MEAN_ABS},
+           "inputs": {"photos": len(photos), "gallery": len(photos if gallery is None else gallery),
+                      "k": result["k"], **(sources or {})},
+           "engines": _engines(), "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_atomic(parity_path(info.folder, backend), (json.dumps(doc, indent=1) + "\n").encode())
+    return doc
+
+
+def require_parity(artifacts: Path, backend: Backend) -> dict | None:
+    """The passing parity record of `backend` on these artifacts (None for the reference, which needs none);
+    UserError (one line, naming `rtd check-backend`) when it is missing, of other graphs, or failing."""
+    if backend.is_reference:
+        return None
+    info = read_artifacts(artifacts)
+    path = parity_path(info.folder, backend)
+    command = (f"`rtd check-backend --artifacts {artifacts} --backend {backend.name} "
+               f"--precision {backend.precision}`")
+    if not path.is_file():
+        raise UserError(f"backend {backend.key} has no recorded parity for {info.folder}: run {command} "
+                        f"({UNCHECKED_HINT})")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        passed, failures, measured = doc["passed"], doc.get("failures", []), doc["artifacts"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a parity record ({type(e).__name__}: {e}); run {command}") from e
+    identity = _identity(info)
+    stale = [name for name in ("generator_sha256", "embedder_sha256", "head_sha256")
+             if measured.get(name) != identity[name]]
+    if stale:
+        raise UserError(f"{path} was measured on other graphs ({', '.join(s.replace('_sha256', '') for s in stale)} "
+                        f"differ): run {command} ({UNCHECKED_HINT})")
+    if passed is not True:
+        raise UserError(f"backend {backend.key} failed its parity check ({'; '.join(failures) or 'see ' + str(path)}); "
+                        f"fix it or choose another backend, then run {command} ({UNCHECKED_HINT})")
+    return doc
+
+
+def candidates(cfg: CheckConfig) -> list[Backend]:
+    """The backends `rtd check-backend` measures: the one asked for, else every one this machine runs (not
+    the reference), at each precision it runs here."""
+    names = [cfg.backend] if cfg.backend is not None else list(KINDS)
+    found: list[Backend] = []
+    errors: list[str] = []
+    for name in names:
+        if name not in KINDS:
+            make_backend(name)  # UserError: unknown backend, naming the known ones
+        for precision in [cfg.precision] if cfg.precision is not None else KINDS[name].precisions:
+            try:
+                backend = make_backend(name, precision, threads=cfg.threads)
+            except UserError as e:  # not runnable here (no bf16 units, no TensorRT, no OpenVINO)
+                errors.append(str(e))
+                continue
+            if not backend.is_reference and backend not in found:
+                found.append(backend)
+    if not found:
+        if errors and (cfg.backend is not None or cfg.precision is not None):
+            raise UserError(errors[-1])
+        raise UserError("no backend to check besides the reference (onnxruntime fp32): install OpenVINO "
+                        "(pip install 'rtdgan[cpu]') or name one with --backend")
+    return found
+
+
+def table(docs: list[dict]) -> str:
+    """The check's results, one row per backend."""
+    rows = ["| backend | precision | generated mean / max abs | min cosine | top-k agreement (own / fp32 index) | "
+            "passed |", "|---|---|---|---|---|---|"]
+    for d in docs:
+        f = d["figures"]
+        rows.append(f"| {d['backend']} | {d['precision']} | {f['generated_mean_abs']:.2e} / {f['generated_max_abs']:.2e}"
+                    f" | {f['min_cosine']:.5f} | {f['topk_agreement_mean']:.3f} / "
+                    f"{f['topk_agreement_fp32_index_mean']:.3f} | "
+                    f"{'yes' if d['passed'] else 'NO: ' + '; '.join(d['failures'])} |")
+    return "\n".join(rows)
+
+
+def run_check(cfg: CheckConfig) -> list[dict]:
+    """`rtd check-backend`: measure each candidate, record it, print the table; the records."""
+    info = read_artifacts(cfg.artifacts)
+    chosen = candidates(cfg)  # an unknown or unrunnable backend fails before any image is read
+    photos_from = cfg.photos if cfg.photos is not None else default_photos(info)
+    photos = load_images(photos_from, info.size, cfg.limit, "photos")
+    gallery = load_images(cfg.gallery, info.size, cfg.gallery_limit, "gallery images") if cfg.gallery else None
+    sources = {"photos_from": str(photos_from), "gallery_from": str(cfg.gallery or photos_from)}
+    docs = []
+    for backend in chosen:
+        print(f"rtd check-backend: {backend.key} on {len(photos)} photos ...", file=sys.stderr)
+        docs.append(check_backend(cfg.artifacts, backend, photos, gallery, sources))
+    print(table(docs))
+    return docs
