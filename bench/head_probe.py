@@ -33,8 +33,8 @@ import torch  # noqa: E402
 from index.artifacts import read_artifacts  # noqa: E402
 from index.head import read_head  # noqa: E402
 from index.onnx import sha256_file  # noqa: E402
-from training.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from training.data import load_records  # noqa: E402
+from training.demo import weights_run  # noqa: E402
 from training.export import ExportConfig, export_run  # noqa: E402
 from training.head import FitHeadConfig, cached_features, fit_head, recall  # noqa: E402
 from training.split import SplitConfig, make_split  # noqa: E402
@@ -69,11 +69,7 @@ def export_demo_generator(root: Path, parity_data: Path, input_size: int | None 
     card = json.loads(PRETRAINED.with_suffix(".json").read_text())
     if card["sha256"] != sha256_file(PRETRAINED):
         raise SystemExit(f"{PRETRAINED} does not match its card")
-    run = root / "pretrained-run"
-    state = load_checkpoint(PRETRAINED)
-    stages = int(card["recipe"]["stages"])
-    for name in ("last.pt", f"stage_{stages}.pt"):
-        save_checkpoint(run / "checkpoints" / name, {k: v for k, v in state.items() if k != "format"})
+    run = weights_run(PRETRAINED, root / "pretrained-run")
     export_run(ExportConfig(run=run, out=artifacts, embedder="efficientnet_lite0", embed_level=0,
                             embed_input_size=input_size, parity_data=parity_data))
     return artifacts

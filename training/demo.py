@@ -14,8 +14,8 @@ its card head-demo-64.json: sha256, the recipe, the validation recall, the sha25
 file and the embedder and level it was fitted for). The build exports it to ONNX into the artifacts
 (`training.head.export_head`, parity-checked) only when its card matches the generator weights file in use
 and the embedder and level; otherwise it fits the head itself from the recipe (`head_*` fields of
-`DemoConfig`, `HEAD_RECIPE`: its own training world of 5,000 products x 4 LookBook-framed photos, seed
-3100, then `rtd fit-head`'s defaults; about 25 minutes on 2 CPU cores). `rtd demo --retrain-head`
+`DemoConfig`, `HEAD_RECIPE`: its own training world of 10,000 products x 4 LookBook-framed photos, seed
+3300, then `rtd fit-head`'s defaults; about an hour on 2 CPU cores, most of it the features). `rtd demo --retrain-head`
 reproduces the committed head and rewrites its card (`--retrain` does too: a new generator needs a new head).
 The head is used only at the embed level it was fitted at (`head_embed_level`, 0): at another
 `--embed-level`, or with `--no-head`, the demo serves the frozen embedder (the paper's protocol) and says so.
@@ -99,14 +99,14 @@ class DemoConfig:
                      "only); --no-head: the frozen embedder, the paper's protocol")
     head_weights: Path | None = opt(PRETRAINED_HEAD, cli=False)  # None: always fit (the tests' tiny demos)
     retrain_head: bool = opt(False, "reproduce the committed retrieval head: fit its recipe (its own training "
-                             "world, cached features, `rtd fit-head`; about 25 CPU minutes) and rewrite "
+                             "world, cached features, `rtd fit-head`; about an hour of CPU) and rewrite "
                              "models/pretrained/head-demo-64.pt and its card")
     # The head's recipe, in one place (HEAD_RECIPE): its own training world (no product of the shop or of the
     # generator's world), split as `rtd data split` does (the test part is not used), then `rtd fit-head`'s
     # defaults (settings chosen on a validation part of the training products).
-    head_products: int = opt(5000, cli=False)
+    head_products: int = opt(10000, cli=False)  # 5,000 gave R@1 0.56 on a validation shop, 10,000 0.63
     head_photos_per_product: int = opt(4, cli=False)
-    head_seed: int = opt(3100, cli=False)
+    head_seed: int = opt(3300, cli=False)
     head_framing: str = opt("lookbook", cli=False)
     head_test_fraction: float = opt(0.1, cli=False)
     head_split_seed: int = opt(0, cli=False)
@@ -244,10 +244,21 @@ def save_weights(cfg: DemoConfig, run: Path) -> None:
     say(f"weights: {cfg.weights} ({cfg.weights.stat().st_size / 1e6:.1f} MB, {params} parameters)")
 
 
+def weights_run(weights: Path, run: Path) -> Path:
+    """A run folder holding a slim weights file (`save_weights`' output) as `rtd export` reads a run: its
+    checkpoint as last.pt and as the final stage's. Returns `run`."""
+    from training.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(weights)
+    stages = int(state["config"]["stages"])
+    for name in ("last.pt", f"stage_{stages}.pt"):
+        save_checkpoint(run / "checkpoints" / name, {k: v for k, v in state.items() if k != "format"})
+    return run
+
+
 def build_model(cfg: DemoConfig, data: Path) -> Path:
     """The generator (committed weights or the trained recipe), exported with the embedder to ONNX."""
     from index.artifacts import read_model_json
-    from training.checkpoint import load_checkpoint, save_checkpoint
     from training.export import ExportConfig, export_run
 
     artifacts = cfg.root / "artifacts"
@@ -260,11 +271,8 @@ def build_model(cfg: DemoConfig, data: Path) -> Path:
         remove(cfg.root, "index", "check.json")  # both were made with the old embedder
     if usable_weights(cfg):
         assert cfg.weights is not None
-        run = cfg.root / "pretrained-run"  # a run folder holding the weights, as `rtd export` reads them
         say(f"model: the committed generator {cfg.weights} (`rtd demo --retrain` reproduces it)")
-        state = load_checkpoint(cfg.weights)
-        for name in ("last.pt", f"stage_{cfg.stages}.pt"):
-            save_checkpoint(run / "checkpoints" / name, {k: v for k, v in state.items() if k != "format"})
+        run = weights_run(cfg.weights, cfg.root / "pretrained-run")
     else:
         run = cfg.root / "run"
         train_recipe(cfg, run)
@@ -340,7 +348,7 @@ def fit_recipe_head(cfg: DemoConfig, artifacts: Path) -> FittedHead:
 
     data, split = head_training_set(cfg)
     say(f"head: fitting a {cfg.head_mode} retrieval head on {data} (features through {artifacts}, cached; on 2 "
-        f"CPU cores about 15 minutes for the features of 5,000 products, then 7 for the fit)")
+        f"CPU cores about 45 minutes for the features of 10,000 products, then 15 for the fit)")
     return train_fitted_head(FitHeadConfig(artifacts=artifacts, data=data, split=split, mode=cfg.head_mode,  # type: ignore[arg-type]
                                            seed=cfg.head_fit_seed, cache=split.parent / "head-cache"))
 
