@@ -312,6 +312,8 @@ def main() -> int:
     p.add_argument("--only", default=",".join(MODELS), help=f"models to train and evaluate, of {','.join(MODELS)}")
     p.add_argument("--train-only", action="store_true", help="train, do not evaluate")
     p.add_argument("--doc-only", action="store_true", help="only redraw docs/results-synthetic.md from docs/results-synthetic/")
+    p.add_argument("--no-doc", action="store_true", help="do not redraw docs/results-synthetic.md (the per-model files "
+                                                           "in docs/results-synthetic/ are still written)")
     p.add_argument("--threads", type=int, default=Experiment.threads, help="torch and onnxruntime CPU threads")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=Experiment.precision)
     a = p.parse_args()
@@ -335,7 +337,8 @@ def main() -> int:
             run = train_model(e, name, world, timings)
             if not a.train_only:
                 evaluate_model(e, name, run, shop, split, timings)
-    write_doc(e, command)
+    if not a.no_doc:
+        write_doc(e, command)
     return 0
 
 
