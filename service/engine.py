@@ -231,7 +231,9 @@ class Engine:
             return await anyio.to_thread.run_sync(self.pipeline.crop, photos)
 
     async def _generate_batch(self, photos: np.ndarray) -> np.ndarray:
-        return (await self.generate(photos[0]))[None]
+        """The plan's generate stage: its photos went through the plan's crop stage already (never crop twice)."""
+        assert self.generator is not None
+        return (await self.generator.submit(photos[0]))[None]
 
     async def _embed_batch(self, images: np.ndarray) -> np.ndarray:
         # The query's images (the generated image and the photo, for a fused head) are submitted together, so

@@ -133,6 +133,10 @@ def test_the_service_reports_and_uses_the_crop(world: tuple[Tiny, Path], tmp_pat
         assert found.status_code == 200, found.text
         body = found.json()
         assert "crop" in body["timings_ms"] and len(body["results"]) == 10
+        # The service crops once, as the pipeline run directly does (a second crop would change the ranking).
+        direct = Pipeline.open(cropped, tiny.index).search_image(tiny.query_for("P004"), k=10)
+        assert [r["product_id"] for r in body["results"]] == [h.product_id for h in direct]
+        assert np.allclose([r["score"] for r in body["results"]], [h.score for h in direct], atol=1e-4)
         generated = c.post("/generate", files={"image": ("q.png", tiny.query_for("P004"), "image/png")})
         assert generated.status_code == 200 and generated.headers["content-type"] == "image/png"
     with running_client(settings_for(tiny)) as c:
