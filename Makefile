@@ -20,7 +20,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c $(LOCK) -e '.[cpu,train,dev]'
+	$(BIN)/pip install -q -c $(LOCK) -e '.[cpu,train,dev,milvus]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -38,7 +38,7 @@ bench: $(STAMP)
 # Refresh the lock files: upgrade the venv to the newest versions pyproject.toml allows, then freeze its
 # dependency closures into requirements/lock-*.txt (commit them; the images, `setup` and CI install from them).
 lock: $(STAMP)
-	$(BIN)/pip install -q --upgrade --upgrade-strategy eager -e '.[cpu,train,dev]'
+	$(BIN)/pip install -q --upgrade --upgrade-strategy eager -e '.[cpu,train,dev,milvus]'
 	$(BIN)/python requirements/lock.py
 	touch $(STAMP)
 

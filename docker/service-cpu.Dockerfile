@@ -17,7 +17,7 @@ WORKDIR /app
 # The dependencies come from the project itself: its `cpu` extra, versions pinned by the lock (`make lock`).
 COPY pyproject.toml README.md ./
 COPY requirements/lock-cpu.txt requirements/
-RUN pip install -c requirements/lock-cpu.txt ".[cpu]"
+RUN pip install -c requirements/lock-cpu.txt ".[cpu,milvus]"
 # Only the packages the service imports (no training/, models/, torch), as in docker/service.Dockerfile.
 COPY index/ index/
 COPY service/ service/

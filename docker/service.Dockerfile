@@ -26,7 +26,7 @@ WORKDIR /app
 # installed before the code is copied, in a layer that changes only with pyproject.toml or the lock.
 COPY pyproject.toml README.md ./
 COPY requirements/lock-gpu.txt requirements/
-RUN pip install -c requirements/lock-gpu.txt ".[gpu]"
+RUN pip install -c requirements/lock-gpu.txt ".[gpu,milvus]"
 # Only the packages the service imports; training/ and models/ (torch) are not even copied. `rtd` imports a
 # subcommand's module only when it runs (service/cli.py), so `rtd serve` and `rtd index` work without them.
 COPY index/ index/

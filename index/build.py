@@ -10,6 +10,12 @@ Images are preprocessed with the one shared `index.images.preprocess` at the art
 When the artifacts have a retrieval head (head.json, index/head.py), every image's features go through its
 catalog side, and index.json records the head (`head`: mode, sha256): searching it needs the same head.
 
+The index is written to any catalog engine (index/catalogs.py): an index folder (FAISS + SQLite), or a Milvus
+collection (`--out milvus:///abs/path/catalog.db` for Milvus Lite, `--out milvus://host:19530/products` for a
+server). Its FAISS index is a factory string (`--factory "IVF4096,Flat"`, index/factory.py) or one of the old
+kinds (`--kind flat|hnsw|ivf`); by default it is chosen by the catalog's size. Recall@10 against exact search
+is measured on the finished index, unless it is exact, and stored with it.
+
 The index stores each image's path relative to the catalog root (the `--catalog` folder, or the CSV's
 folder) and records that root in index.json (`catalog_root`), so an index built on one machine serves on
 another with the catalog mounted elsewhere (the service's RTD_CATALOG, service/engine.py `image_file`).
@@ -28,9 +34,11 @@ from typing import Literal, get_args
 import numpy as np
 from tqdm import tqdm
 
+from index import factory as factories
 from index.artifacts import current_artifacts, read_artifacts
 from index.backends import Backend, from_env
-from index.catalog import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, KINDS, Catalog, ProductMeta
+from index.catalog import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, KINDS, ProductMeta
+from index.catalogs import build_catalog, parse_location
 from index.configs import opt
 from index.errors import ImageError, UserError
 from index.files import PRODUCTS_CSV, is_image_file, read_csv_rows, read_products_csv
@@ -43,8 +51,8 @@ log = logging.getLogger(__name__)
 RECALL_K = 10  # approximate kinds report recall@10 against exact search at build time
 DECODE_THREADS = 4  # PIL decodes and resizes with the GIL released
 
-Kind = Literal["flat", "hnsw", "ivf"]
-assert get_args(Kind) == KINDS, "index.catalog.KINDS and index.build.Kind must list the same kinds"
+Kind = Literal["auto", "flat", "hnsw", "ivf"]
+assert get_args(Kind) == (factories.AUTO, *KINDS), "index.catalog.KINDS and index.build.Kind must list the same kinds"
 
 
 @dataclass(frozen=True)
@@ -53,12 +61,16 @@ class BuildConfig:
 
     artifacts: Path = opt(help="folder with embedder.onnx and model.json")
     catalog: Path = opt(help="LookBook folder, catalog CSV (product_id,image[,title,category]) or folder of images")
-    out: Path = opt(help="index folder to write (replaced atomically)")
-    kind: Kind = opt("flat", "flat: exact search; hnsw / ivf: approximate, recall@10 is measured")
+    out: str = opt(help="where to write the catalog, replacing it atomically: an index folder, or a Milvus location "
+                        "(milvus:///abs/path/catalog.db[/collection]: Milvus Lite; milvus://host:19530/collection)")
+    kind: Kind = opt("auto", "auto: chosen by catalog size (index/factory.py); flat: exact; hnsw / ivf: approximate "
+                             "(aliases of the factory strings Flat, HNSW32,Flat, IVF{4 sqrt n},Flat)")
+    factory: str | None = opt(None, "any FAISS index-factory string, inner product (e.g. IVF4096,Flat, "
+                                    "IVF65536_HNSW32,Flat, OPQ64,IVF4096,PQ64x4fs,RFlat); overrides --kind")
     batch_size: int = opt(32, "images per embedder call")
     size: int | None = opt(None, "image size S when the artifacts have no model.json (otherwise it must agree)")
-    nprobe: int = opt(DEFAULT_NPROBE, "ivf: inverted lists scanned per query")
-    ef_search: int = opt(DEFAULT_EF_SEARCH, "hnsw: search breadth per query")
+    nprobe: int = opt(DEFAULT_NPROBE, "IVF: inverted lists scanned per query (recorded; `rtd index search` can override)")
+    ef_search: int = opt(DEFAULT_EF_SEARCH, "HNSW (and an IVF's HNSW quantizer): search breadth per query")
     backend: str | None = opt(None, "inference backend, onnxruntime or openvino (index/backends.py); none: "
                                     "$RTD_BACKEND, else onnxruntime. The query side must run the same embedder")
     precision: str | None = opt(None, "auto, fp32, bf16 (openvino) or fp16 (onnxruntime TensorRT); none: "
@@ -167,24 +179,31 @@ def _try_preprocess(path: str, size: int) -> np.ndarray | str:
         return e.reason
 
 
-def build_index(artifacts: Path, catalog: Path, out: Path, kind: str = "flat", batch_size: int = 32,
-                size: int | None = None, *, nprobe: int = DEFAULT_NPROBE, ef_search: int = DEFAULT_EF_SEARCH,
-                backend: Backend | None = None) -> dict:
+def build_index(artifacts: Path, catalog: Path, out: str | Path, kind: str = factories.AUTO, batch_size: int = 32,
+                size: int | None = None, *, factory: str | None = None, nprobe: int = DEFAULT_NPROBE,
+                ef_search: int = DEFAULT_EF_SEARCH, backend: Backend | None = None) -> dict:
     """Embed every catalog image with ARTIFACTS/embedder.onnx (then the head's catalog side, when the artifacts
-    have a head) and write the index folder OUT; a summary."""
+    have a head) and write the catalog to OUT (an index folder or a Milvus location); a summary."""
     start = time.perf_counter()
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    if kind not in KINDS:
-        raise UserError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind not in (factories.AUTO, *KINDS):
+        raise UserError(f"unknown index kind {kind!r}; choose one of {factories.AUTO}, {', '.join(KINDS)} "
+                        f"(or --factory STRING)")
+    if factory is not None and kind != factories.AUTO:
+        raise UserError(f"--kind {kind} and --factory {factory!r} both name the index: give one")
+    spec = factory if factory is not None else kind
+    where = parse_location(out)  # a malformed location fails before anything is embedded
+    if where.engine == "file" and where.path.exists() and not where.path.is_dir():  # type: ignore[union-attr]
+        raise UserError(f"index output is a file, not a folder: {where.path}")
     found = current_artifacts(artifacts)  # the current version of an exported folder (index/artifacts.py)
     folder, model = found if found is not None else (Path(artifacts), {})
     onnx_path = folder / "embedder.onnx"
     if not onnx_path.is_file():
         raise UserError(f"no embedder.onnx in {artifacts} (run `rtd export` first)")
     sha256 = sha256_file(onnx_path)
-    spec = model.get("embedder", {})
-    if spec.get("onnx_sha256") not in (None, sha256):
+    model_spec = model.get("embedder", {})
+    if model_spec.get("onnx_sha256") not in (None, sha256):
         raise UserError(f"{onnx_path} is not the embedder model.json describes (sha256 differs); re-run `rtd export`")
     model_size = model.get("preprocessing", {}).get("size")
     if model_size is not None and size is not None and size != model_size:
@@ -199,6 +218,9 @@ def build_index(artifacts: Path, catalog: Path, out: Path, kind: str = "flat", b
         raise UserError(f"{onnx_path} takes {embedder.size} px images but the preprocessing size is {size}")
     head = read_head(read_artifacts(artifacts)) if (folder / HEAD_JSON).is_file() else None
     head_catalog = head.sessions(backend=backend)[1] if head is not None else None
+    dim = int(head.doc["embedding_dim"]) if head is not None else embedder.dim
+    if dim:
+        factories.check(spec, dim)  # a bad factory string fails before the catalog is embedded
 
     def embed(batch: np.ndarray) -> np.ndarray:
         features = embedder(batch)
@@ -224,15 +246,14 @@ def build_index(artifacts: Path, catalog: Path, out: Path, kind: str = "flat", b
     if not np.allclose(norms, 1.0, atol=1e-3):
         raise UserError(f"{head.folder / 'head_catalog.onnx' if head else onnx_path} does not output unit vectors (norms {norms.min():.3f}..{norms.max():.3f})")
 
-    name = spec.get("backbone") or "unknown"
-    index = Catalog.create(matrix.shape[1], name, sha256, kind, nprobe=nprobe, ef_search=ef_search,
-                           head=head.describe() if head is not None else None)
+    name = model_spec.get("backbone") or "unknown"
     root = catalog_root(catalog)
-    index.catalog_root = str(root)
-    index.add([replace(p, image_path=relative_image_path(p.image_path, root)) if p.image_path else p for p in kept],
-              matrix)
-    recall = index.check_recall(k=RECALL_K) if kind != "flat" else None
-    index.save(out)
-    return {"out": str(out), "count": len(index), "kind": kind, "dim": index.dim, "size": size,
-            "embedder": {"name": name, "sha256": sha256}, "head": index.head, "params": index.manifest()["params"],
-            "catalog_root": str(root), "recall": recall, "backend": backend.describe(), "skipped": skipped, "seconds": round(time.perf_counter() - start, 2)}
+    index = build_catalog(out, [replace(p, image_path=relative_image_path(p.image_path, root)) if p.image_path else p
+                                for p in kept], matrix, embedder_name=name, embedder_sha256=sha256,
+                          head=head.describe() if head is not None else None, factory=spec, nprobe=nprobe,
+                          ef_search=ef_search, catalog_root=str(root), recall_k=RECALL_K)
+    manifest = index.manifest()
+    return {"out": str(where), "engine": where.engine, "count": manifest["count"], "kind": manifest["kind"],
+            "factory": manifest["factory"], "dim": index.dim, "size": size, "embedder": {"name": name, "sha256": sha256},
+            "head": index.head, "params": manifest["params"], "catalog_root": str(root), "recall": index.recall,
+            "backend": backend.describe(), "skipped": skipped, "seconds": round(time.perf_counter() - start, 2)}

@@ -25,14 +25,14 @@ def run_build(args: argparse.Namespace) -> int:
     """Run `rtd index build`: print the config (stderr), build, print a summary (stdout); the exit code."""
     cfg = configs.job_config(BuildConfig, args, "index build")
     summary = build_index(cfg.artifacts, cfg.catalog, cfg.out, kind=cfg.kind, batch_size=cfg.batch_size,
-                          size=cfg.size, nprobe=cfg.nprobe, ef_search=cfg.ef_search,
+                          size=cfg.size, factory=cfg.factory, nprobe=cfg.nprobe, ef_search=cfg.ef_search,
                           backend=from_env(cfg.backend, cfg.precision))
     skipped = summary["skipped"]
     for line in skipped[:SHOW_SKIPPED]:
         print(f"skipped: {line}")
     if len(skipped) > SHOW_SKIPPED:
         print(f"skipped: ... and {len(skipped) - SHOW_SKIPPED} more")
-    print(f"indexed {summary['count']} products ({summary['kind']}, dim {summary['dim']}, "
+    print(f"indexed {summary['count']} products ({summary['factory']}, dim {summary['dim']}, "
           f"embedder {summary['embedder']['name']} on {summary['backend']['backend']} "
           f"{summary['backend']['precision']}) into {summary['out']} in {summary['seconds']} s; "
           f"{len(skipped)} skipped")

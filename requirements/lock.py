@@ -5,8 +5,9 @@ of every package in a dependency closure of the `rtdgan` project, as installed i
 in (the project's own requirements from pyproject.toml, the rest from importlib.metadata: each requirement's
 markers evaluated here, extras followed):
 
-  lock-cpu.txt    `.[cpu,train,dev]`: `make setup` (developers, CI) installs with `-c requirements/lock-cpu.txt`
-  lock-gpu.txt    `.[gpu]`, the service image (docker/service.Dockerfile): the base dependencies' closure plus
+  lock-cpu.txt    `.[cpu,train,dev,milvus]`: `make setup` (developers, CI) installs with `-c requirements/lock-cpu.txt`
+  lock-gpu.txt    `.[gpu,milvus]`, the service image (docker/service.Dockerfile): the closure of the base dependencies
+                  and the Milvus client plus
                   GPU_RUNTIME (onnxruntime-gpu is not installed here, it cannot be frozen: its pin is below)
   lock-train.txt  `.[cpu,train]` less torch, torchvision and everything they depend on (numpy, pillow,
                   sympy, ...): the training image (docker/train.Dockerfile) keeps its base image's PyTorch
@@ -91,16 +92,16 @@ def render(pins: dict[str, str], what: str) -> str:
 
 
 def files() -> dict[str, str]:
-    full_roots = {PROJECT: {"cpu", "train", "dev"}}
+    full_roots = {PROJECT: {"cpu", "train", "dev", "milvus"}}
     full = closure(full_roots)
-    service = closure({PROJECT: set()})
+    service = closure({PROJECT: {"milvus"}})
     runtime_deps = {canonical(n): full[canonical(n)] for n in GPU_RUNTIME_DEPS if canonical(n) in full}
     train = closure({PROJECT: {"cpu", "train"}})
     torch_stack = closure({name: set() for name in TORCH})  # left to the base image (e.g. its torch pins sympy)
     return {
-        "lock-cpu.txt": render(full, "rtdgan[cpu,train,dev]: make setup, CI."),
+        "lock-cpu.txt": render(full, "rtdgan[cpu,train,dev,milvus]: make setup, CI, the CPU service image."),
         "lock-gpu.txt": render(service | runtime_deps | {GPU_RUNTIME[0]: GPU_RUNTIME[1]},
-                               "rtdgan[gpu]: the service image (docker/service.Dockerfile)."),
+                               "rtdgan[gpu,milvus]: the service image (docker/service.Dockerfile)."),
         "lock-train.txt": render({k: v for k, v in train.items() if k not in torch_stack},
                                  "rtdgan[cpu,train] without torch, torchvision and all they depend on: "
                                  "the training image (docker/train.Dockerfile), whose base image brings PyTorch."),

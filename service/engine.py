@@ -40,7 +40,7 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 PRODUCT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-IMAGES_DIR = "images"  # admin-added product images live under INDEX/images/
+IMAGES_DIR = "images"  # admin-added product images live under INDEX/images/ (Milvus: under the catalog root)
 # A leftover younger than this may belong to a write in progress in another replica: it is left alone.
 ORPHAN_MIN_AGE_S = 600.0
 
@@ -170,8 +170,8 @@ class Engine:
         pipeline = Pipeline.open(s.artifacts, s.index, backend=backend)
         log.info("generator and embedder on %s, backend %s, precision %s", pipeline.providers, backend.name,
                  backend.precision)
-        try:
-            removed = sweep_orphans(s.index, pipeline.catalog)
+        try:  # a Milvus catalog has no index folder (its admin images are in the shared catalog root)
+            removed = sweep_orphans(s.index, pipeline.catalog) if pipeline.catalog.folder is not None else []
         except OSError as e:  # a read-only mount: nothing of ours can be left there anyway
             log.info("orphan sweep skipped: %s", e)
         else:
@@ -255,6 +255,23 @@ class Engine:
         photos = photo[None] if isinstance(photo, np.ndarray) else [photo]
         return await self.pipeline.query_async(photos, k, category, query, stages)
 
+    @property
+    def images_home(self) -> Path:
+        """The folder whose images/ holds admin-added images: the index folder; with Milvus (no index folder),
+        the catalog root every replica mounts (RTD_CATALOG, else the root recorded at build)."""
+        if self.catalog is None or self.catalog.folder is not None:
+            return self.settings.index
+        root = self.settings.catalog or (Path(self.catalog.catalog_root) if self.catalog.catalog_root else None)
+        if root is None:
+            raise UserError("admin adds to a Milvus catalog need RTD_CATALOG: a folder every replica mounts, "
+                            "for the uploaded images")
+        return root
+
+    def _images_home(self) -> Path | None:
+        with contextlib.suppress(UserError):
+            return self.images_home
+        return None
+
     def image_file(self, product: ProductMeta) -> Path | None:
         """The catalog image of a product on disk, if present. An absolute path is used as stored; an admin-added
         image (images/...) is under the index folder; any other relative path is under the catalog root:
@@ -267,8 +284,8 @@ class Engine:
             return None  # never outside the folders above (index/build.py stores no such path)
         if path.is_absolute():
             file = path
-        elif path.parts[:1] == (IMAGES_DIR,) and (self.settings.index / path).is_file():
-            file = self.settings.index / path
+        elif path.parts[:1] == (IMAGES_DIR,) and self._images_home() and (self._images_home() / path).is_file():
+            file = self._images_home() / path
         else:
             recorded = self.catalog.catalog_root if self.catalog is not None else None
             file = (self.settings.catalog or (Path(recorded) if recorded else self.settings.index)) / path
@@ -284,9 +301,9 @@ class Engine:
         meta = ProductMeta(product.product_id, product.title, product.category, str(relative))
 
         def store_image() -> None:
-            (self.settings.index / IMAGES_DIR).mkdir(exist_ok=True)
+            (self.images_home / IMAGES_DIR).mkdir(exist_ok=True)
             # The image first: the record committed next must never name a missing file.
-            write_atomic(self.settings.index / relative, image_bytes)
+            write_atomic(self.images_home / relative, image_bytes)
 
         await anyio.to_thread.run_sync(store_image)
         before = await self._write(products=[meta], vectors=vector[None])
@@ -364,7 +381,7 @@ class Engine:
         path = Path(image_path)
         if not path.is_absolute() and path.parts[:1] == (IMAGES_DIR,):
             with contextlib.suppress(OSError):
-                (self.settings.index / path).unlink()
+                (self.images_home / path).unlink()
 
     async def reload(self) -> int:
         """Re-open the catalog from disk (a rebuilt index) without a restart."""

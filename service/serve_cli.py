@@ -29,7 +29,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # Flags that override a Settings field: (flag, field, help). Their defaults are read from Settings.
 SETTING_FLAGS = (
     ("--artifacts", "artifacts", "artifact folder (generator.onnx, embedder.onnx, model.json)"),
-    ("--index", "index", "index folder (index.json, catalog-*.faiss/.sqlite)"),
+    ("--index", "index", "index folder (index.json, catalog-*.faiss/.sqlite) or Milvus location (milvus://...)"),
     ("--demo-samples", "demo_samples", "folder of street photos the demo page offers"),
 )
 

@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RTD_", frozen=True, extra="forbid")
 
     artifacts: Path = Path("artifacts")  # generator.onnx, embedder.onnx, model.json
-    index: Path = Path("index")  # catalog.faiss, catalog.sqlite, index.json (+ images/ for admin adds)
+    # The catalog: an index folder (catalog-*.faiss/.sqlite, index.json, + images/ for admin adds) or a Milvus
+    # location, milvus:///abs/path/catalog.db[/collection] or milvus://host:19530/collection (index/catalogs.py)
+    index: Path = Path("index")
     providers: CommaList = Field(default_factory=list)  # onnxruntime providers; empty = CUDA if present, else CPU
     threads: int | None = Field(default=None, ge=1)  # intra-op CPU threads per session; None = onnxruntime's choice
     # Inference backend (index/backends.py): onnxruntime (the reference) or openvino; precision auto resolves per

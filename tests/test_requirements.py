@@ -20,8 +20,8 @@ BASE, EXTRAS = PROJECT["dependencies"], PROJECT["optional-dependencies"]
 # Which requirements each lock must pin: (requirement lines, names it leaves to its image's base). The training
 # image keeps its base image's PyTorch stack: torch, torchvision and what they need (numpy, pillow among ours).
 LOCKS = {
-    "lock-cpu.txt": (BASE + EXTRAS["cpu"] + EXTRAS["train"] + EXTRAS["dev"], set()),
-    "lock-gpu.txt": (BASE + EXTRAS["gpu"], set()),
+    "lock-cpu.txt": (BASE + EXTRAS["cpu"] + EXTRAS["train"] + EXTRAS["dev"] + EXTRAS["milvus"], set()),
+    "lock-gpu.txt": (BASE + EXTRAS["gpu"] + EXTRAS["milvus"], set()),
     "lock-train.txt": (BASE + EXTRAS["cpu"] + EXTRAS["train"], {"torch", "torchvision", "numpy", "pillow"}),
 }
 

@@ -169,7 +169,7 @@ def test_cli_build(artifacts: Path, lookbook: Path, tmp_path: Path, capsys: pyte
         parser.parse_args(["--artifacts", "a", "--catalog", "b", "--out", "c", "--kind", "lsh"])
     with pytest.raises(UserError, match="missing --catalog, --out"):
         run_build(parser.parse_args(["--artifacts", "a"]))
-    assert "default: 32" in parser.format_help() and "default: flat" in parser.format_help()
+    assert "default: 32" in parser.format_help() and "default: auto" in parser.format_help()
 
 
 def test_onnx_session_helpers(artifacts: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

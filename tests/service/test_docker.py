@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = (ROOT / "docker" / "service.Dockerfile").read_text()
@@ -34,7 +35,7 @@ def test_service_image_is_cuda_onnxruntime_gpu_without_torch() -> None:
     assert steps[0][0] == "FROM" and re.match(r"nvidia/cuda:12[\d.]*-cudnn-runtime-ubuntu", steps[0][1])
     runs = " ".join(args for op, args in steps if op == "RUN")
     installs = " ".join(re.findall(r"pip install ([^&;]*)", runs))
-    assert 'pip install -c requirements/lock-gpu.txt ".[gpu]"' in runs  # onnxruntime-gpu, from pyproject.toml
+    assert 'pip install -c requirements/lock-gpu.txt ".[gpu,milvus]"' in runs  # onnxruntime-gpu, pymilvus: pyproject.toml
     assert not re.search(r"\btorch", installs), "no torch in the service image"
     assert "pip install --no-deps --force-reinstall ." in runs
     # The build checks what the shipped CMD needs: `rtd serve` (service/cli.py imports no training/ module).
@@ -73,7 +74,7 @@ def test_cpu_service_image_is_onnxruntime_and_openvino_without_torch() -> None:
     steps = instructions(SERVICE_CPU)
     assert steps[0][0] == "FROM" and steps[0][1].startswith("python:3.11")
     runs = " ".join(args for op, args in steps if op == "RUN")
-    assert 'pip install -c requirements/lock-cpu.txt ".[cpu]"' in runs  # onnxruntime + openvino, from pyproject.toml
+    assert 'pip install -c requirements/lock-cpu.txt ".[cpu,milvus]"' in runs  # onnxruntime + openvino + pymilvus
     assert not re.search(r"\btorch", " ".join(re.findall(r"pip install ([^&;]*)", runs)))
     assert "import openvino, onnxruntime" in runs and "rtd check-backend --help" in runs
     copied = [args.split()[0] for op, args in steps if op == "COPY"]
@@ -106,9 +107,12 @@ def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
         return result.stdout
 
     config = compose("config")
-    assert sorted(compose("config", "--services").split()) == ["api", "api-cpu", "export", "index-build"]
-    api, rest = config.split("\n  api-cpu:")
-    cpu, jobs = rest.split("\n  export:")
+    assert sorted(compose("config", "--services").split()) == [
+        "api", "api-cpu", "api-milvus", "export", "index-build", "index-build-milvus", "milvus-etcd", "milvus-minio",
+        "milvus-standalone"]
+    sections = dict(re.findall(r"(?m)^  ([a-z-]+):\n((?:    .*\n|\n)*)", config))  # service -> its block
+    api, cpu = sections["api"], sections["api-cpu"]
+    jobs = "".join(sections[name] for name in ("export", "index-build"))
     assert "profiles" not in api and jobs.count("profiles:\n    - jobs") == 2  # the jobs run only when asked for
     # The CPU service (issue #16): its own profile and image, OpenVINO chosen at run time, no GPU reserved.
     assert "profiles:\n    - cpu" in cpu and "dockerfile: docker/service-cpu.Dockerfile" in cpu
@@ -125,3 +129,33 @@ def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
     assert "dockerfile: docker/service.Dockerfile" in api
     assert "dockerfile: docker/train.Dockerfile" in config
     assert re.search(r"index-build:\n(.*\n)*?\s+- build\n", config)
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="needs docker-compose (apt-get install docker-compose)")
+def test_compose_milvus_profile_runs_the_api_on_milvus_standalone(tmp_path: Path) -> None:
+    """Issue #17: profile `milvus` = Milvus Standalone with its own etcd and MinIO, the API pointed at it."""
+    result = subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), "--profile", "milvus", "config"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    milvus = {name: services[name] for name in ("milvus-etcd", "milvus-minio", "milvus-standalone", "api-milvus",
+                                                "index-build-milvus")}
+    assert all(s["profiles"] == ["milvus"] for s in milvus.values())  # nothing of it starts without the profile
+    standalone = milvus["milvus-standalone"]
+    assert standalone["image"].startswith("milvusdb/milvus:v2.") and standalone["command"] == ["milvus", "run", "standalone"]
+    assert standalone["environment"]["ETCD_ENDPOINTS"] == "milvus-etcd:2379"
+    assert standalone["environment"]["MINIO_ADDRESS"] == "milvus-minio:9000"
+    assert {"milvus-etcd", "milvus-minio"} <= set(standalone["depends_on"]) and "9091/healthz" in str(standalone["healthcheck"])
+    api = milvus["api-milvus"]
+    assert api["environment"]["RTD_INDEX"] == "milvus://milvus-standalone:19530/products"
+    assert api["depends_on"]["milvus-standalone"]["condition"] == "service_healthy"
+    assert api["build"]["dockerfile"] == "docker/service.Dockerfile" and "/health/ready" in str(api["healthcheck"])
+    mounts = {v.split(":")[1]: v.split(":")[2:] for v in api["volumes"]}  # target -> [mode]
+    assert "/index" not in mounts and mounts["/catalog"] != ["ro"]  # shared, writable: admin-added images
+    job = milvus["index-build-milvus"]
+    assert job["command"][-2:] == ["--out", "milvus://milvus-standalone:19530/products"]
+    # The image the API runs has the Milvus client (the `milvus` extra) and the location parses as a server.
+    assert '".[gpu,milvus]"' in SERVICE
+    from index.catalogs import parse_location
+
+    assert parse_location(api["environment"]["RTD_INDEX"]).uri == "http://milvus-standalone:19530"

@@ -38,7 +38,7 @@ from tests.service.test_docker import instructions
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "service.Dockerfile"
 NOT_RUN = ("apt-get ", "useradd ", "python3.11 -m venv ")  # the base system's steps, not the service's
-GPU_EXTRA, CPU_EXTRA = '".[gpu]"', '".[cpu]"'
+GPU_EXTRA, CPU_EXTRA = '".[gpu,milvus]"', '".[cpu,milvus]"'
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +137,7 @@ def test_the_service_image_serves_and_reports_healthy(tmp_path: Path) -> None:
                             cwd=app, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     config = [line for line in result.stderr.splitlines() if line.startswith("rtd index build: config {")]
-    assert len(config) == 1 and json.loads(config[0].split("config ", 1)[1])["kind"] == "flat"
+    assert len(config) == 1 and json.loads(config[0].split("config ", 1)[1])["kind"] == "auto"
     assert "indexed 10 products" in result.stdout
     result = subprocess.run([str(venv / "bin" / "rtd"), "index", "search", "--artifacts", str(world.artifacts),
                              "--index", str(tmp_path / "index2"), "--image", str(sorted(world.samples.iterdir())[3]),
