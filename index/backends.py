@@ -12,6 +12,8 @@ non-reference backend whose recorded parity is missing or failing.
                onnxruntime's. auto = bf16 when the CPU has bf16 units (OPTIMIZATION_CAPABILITIES lists BF16:
                AVX512-BF16 or AMX), else fp32. An explicit bf16 on a CPU without them is refused: OpenVINO
                would accept the hint and silently run fp32 (checked with OpenVINO 2026.4 on an AVX2-only CPU).
+               int8: the `<graph>.int8.onnx` files `rtd quantize` wrote beside the fp32 graphs
+               (index/quantize.py; a graph without one, e.g. the head, runs fp32); never chosen by auto.
 
 The choice comes from `--backend` / `--precision` flags or the RTD_BACKEND / RTD_PRECISION environment
 (`from_env`), so `rtd serve`, `rtd index build` and `rtd eval` choose the same way.
@@ -35,7 +37,7 @@ from index.errors import UserError
 log = logging.getLogger(__name__)
 
 REFERENCE = ("onnxruntime", "fp32")  # what parity is measured against; needs no gate
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 TRT = "TensorrtExecutionProvider"
 TRT_CACHE_ENV = "RTD_TRT_CACHE"  # TensorRT engine cache folder (building an engine takes minutes)
 CPU_EXTRA = "pip install 'rtdgan[cpu]'"
@@ -112,8 +114,10 @@ class OrtRunner:
 
 
 def _ort_resolve(precision: str) -> str:
-    if precision == "bf16":
-        raise UserError("onnxruntime runs fp32 (and fp16 on TensorRT); for bf16 use --backend openvino")
+    if precision in ("bf16", "int8"):
+        why = (" (onnxruntime ran the int8 graphs slower than fp32 here: docs/benchmarks.md)"
+               if precision == "int8" else "")
+        raise UserError(f"onnxruntime runs fp32 (and fp16 on TensorRT); for {precision} use --backend openvino{why}")
     if precision == "fp16":
         import onnxruntime as ort
 
@@ -162,13 +166,15 @@ def cpu_has_bf16() -> bool:
 
 def _ov_resolve(precision: str) -> str:
     if precision == "fp16":
-        raise UserError("openvino on CPU runs fp32 or bf16 (fp16 is onnxruntime's TensorRT, on GPU)")
+        raise UserError("openvino on CPU runs fp32, bf16 or int8 (fp16 is onnxruntime's TensorRT, on GPU)")
     if precision == "auto":
         return "bf16" if cpu_has_bf16() else "fp32"
     if precision == "bf16" and not cpu_has_bf16():
         caps = ", ".join(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         raise UserError(f"--precision bf16: this CPU has no bf16 units (OpenVINO lists {caps}); OpenVINO would "
                         f"run fp32 anyway. Use --precision fp32 or auto")
+    if precision == "int8" and "INT8" not in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        raise UserError("--precision int8: OpenVINO lists no INT8 capability on this CPU")
     return precision
 
 
@@ -200,8 +206,14 @@ class OpenVinoRunner:
 
 def _ov_load(backend: Backend, path: Path) -> Runner:
     core = openvino_core()
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[backend.precision],
-                              "PERFORMANCE_HINT": "LATENCY"}
+    if backend.precision == "int8":  # the quantized sibling; its int8 layers run int8 whatever the hint says
+        from index.quantize import int8_graph
+
+        quantized = int8_graph(path)
+        log.info("openvino int8: %s", f"{quantized.name} for {path.name}" if quantized else f"{path.name} stays fp32")
+        path = quantized or path
+    hint = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}[backend.precision]
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
     if backend.threads is not None:
         config["INFERENCE_NUM_THREADS"] = backend.threads
     try:
@@ -216,7 +228,7 @@ def _ov_load(backend: Backend, path: Path) -> Runner:
 
 KINDS: dict[str, Kind] = {
     "onnxruntime": Kind(("fp32", "fp16"), _ort_resolve, _ort_load),
-    "openvino": Kind(("fp32", "bf16"), _ov_resolve, _ov_load),
+    "openvino": Kind(("fp32", "bf16", "int8"), _ov_resolve, _ov_load),
 }
 
 

@@ -18,7 +18,8 @@ embedder cosine >= 0.995 while one generated pixel moved by 0.32 of the [-1, 1] 
 
 The result is written atomically (index/files.py) as `parity-<backend>-<precision>.json` into the artifacts'
 version folder, beside the graphs it was measured on: a new `rtd export` starts without any, and a record of
-other graphs (another embedder, generator or head; sha256 recorded) is refused like a missing one.
+other graphs (another embedder, generator or head; sha256 recorded; for int8 also the int8 graphs of
+`rtd quantize`, index/quantize.py) is refused like a missing one.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class CheckConfig:
     artifacts: Path = opt(help="artifacts folder from `rtd export` (the parity record is written into its version folder)")
     backend: str | None = opt(None, "backend to check (onnxruntime, openvino); none: every available one but "
                                     "the reference")
-    precision: str | None = opt(None, "precision to check (auto, fp32, bf16, fp16); none: each the backend runs here")
+    precision: str | None = opt(None, "precision to check (auto, fp32, bf16, fp16, int8); none: each the backend "
+                                      "runs here (int8 only where `rtd quantize` wrote int8 graphs)")
     photos: Path | None = opt(None, "street photos (a folder or one image); none: the images of model.json's "
                                     "generator data folder")
     gallery: Path | None = opt(None, "catalog images ranked by the queries (a folder); none: the photos themselves")
@@ -69,21 +71,25 @@ def parity_path(folder: Path, backend: Backend) -> Path:
     return Path(folder) / f"parity-{backend.key}.json"
 
 
-def _image_files(path: Path, limit: int) -> list[Path]:
+def _image_files(path: Path, limit: int, spread: bool = False) -> list[Path]:
     path = Path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise UserError(f"no such image or folder: {path}")
-    return sorted(p for p in path.rglob("*") if is_image_file(p))[:limit]
+    files = sorted(p for p in path.rglob("*") if is_image_file(p))
+    if spread and len(files) > limit:  # evenly over the sorted names: many products, not the first few
+        return [files[int(i)] for i in np.linspace(0, len(files) - 1, limit)]
+    return files[:limit]
 
 
-def load_images(path: Path, size: int, limit: int, what: str) -> np.ndarray:
-    """(N, 3, S, S): the first `limit` readable images under `path` through the shared preprocessing."""
+def load_images(path: Path, size: int, limit: int, what: str, spread: bool = False) -> np.ndarray:
+    """(N, 3, S, S): the first `limit` readable images under `path` (`spread`: `limit` evenly spaced over the
+    sorted names) through the shared preprocessing."""
     if limit < 1:
-        raise UserError(f"--{'limit' if what == 'photos' else 'gallery-limit'} must be >= 1, got {limit}")
+        raise UserError(f"--{'gallery-limit' if what == 'gallery images' else 'limit'} must be >= 1, got {limit}")
     arrays = []
-    for file in _image_files(path, limit):
+    for file in _image_files(path, limit, spread):
         try:
             arrays.append(preprocess(file, size))
         except ImageError:
@@ -166,10 +172,16 @@ def measure(artifacts: Path, backend: Backend, photos: np.ndarray, gallery: np.n
     return {"figures": figures, "k": k, "failures": failures, "passed": not failures}
 
 
-def _identity(info: Artifacts) -> dict:
+def _identity(info: Artifacts, backend: Backend) -> dict:
+    """The graphs a record is of: the artifacts' fp32 graphs and head, and for int8 the int8 graphs (int8.json)."""
+    from index.quantize import int8_identity
+
     head = read_head(info) if has_head(info) else None
-    return {"version": info.folder.name, "generator_sha256": info.model["generator"]["onnx_sha256"],
-            "embedder_sha256": info.embedder_sha256, "head_sha256": head.sha256 if head is not None else None}
+    identity = {"version": info.folder.name, "generator_sha256": info.model["generator"]["onnx_sha256"],
+                "embedder_sha256": info.embedder_sha256, "head_sha256": head.sha256 if head is not None else None}
+    if backend.precision == "int8":
+        identity["int8_sha256"] = int8_identity(info.folder)
+    return identity
 
 
 def _engines() -> dict:
@@ -191,7 +203,7 @@ def check_backend(artifacts: Path, backend: Backend, photos: np.ndarray, gallery
     info = read_artifacts(artifacts)
     result = measure(artifacts, backend, photos, gallery)
     doc = {"format_version": PARITY_FORMAT, **backend.describe(), "reference": "onnxruntime-fp32",
-           "artifacts": _identity(info), "passed": result["passed"], "failures": result["failures"],
+           "artifacts": _identity(info, backend), "passed": result["passed"], "failures": result["failures"],
            "figures": result["figures"],
            "thresholds": {"min_cosine": MIN_COSINE, "topk_agreement_mean": MIN_TOPK_AGREEMENT,
                           "generated_mean_abs": MAX_GENERATED_MEAN_ABS},
@@ -219,9 +231,8 @@ def require_parity(artifacts: Path, backend: Backend) -> dict | None:
         passed, failures, measured = doc["passed"], doc.get("failures", []), doc["artifacts"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise UserError(f"{path}: not a parity record ({type(e).__name__}: {e}); run {command}") from e
-    identity = _identity(info)
-    stale = [name for name in ("generator_sha256", "embedder_sha256", "head_sha256")
-             if measured.get(name) != identity[name]]
+    identity = _identity(info, backend)
+    stale = [name for name in identity if name != "version" and measured.get(name) != identity[name]]
     if stale:
         raise UserError(f"{path} was measured on other graphs ({', '.join(s.replace('_sha256', '') for s in stale)} "
                         f"differ): run {command} ({UNCHECKED_HINT})")
@@ -233,7 +244,10 @@ def require_parity(artifacts: Path, backend: Backend) -> dict | None:
 
 def candidates(cfg: CheckConfig) -> list[Backend]:
     """The backends `rtd check-backend` measures: the one asked for, else every one this machine runs (not
-    the reference), at each precision it runs here."""
+    the reference), at each precision it runs here (int8 unasked only where `rtd quantize` wrote graphs)."""
+    from index.artifacts import resolve_artifacts
+    from index.quantize import read_record
+
     names = [cfg.backend] if cfg.backend is not None else list(KINDS)
     found: list[Backend] = []
     errors: list[str] = []
@@ -246,6 +260,8 @@ def candidates(cfg: CheckConfig) -> list[Backend]:
             except UserError as e:  # not runnable here (no bf16 units, no TensorRT, no OpenVINO)
                 errors.append(str(e))
                 continue
+            if cfg.precision is None and precision == "int8" and read_record(resolve_artifacts(cfg.artifacts)) is None:
+                continue  # not quantized: nothing to check unless asked (then the load says how to quantize)
             if not backend.is_reference and backend not in found:
                 found.append(backend)
     if not found:

@@ -75,6 +75,8 @@ COMMANDS = (
     Command(("serve",), "service.serve_cli", "run the HTTP service (FastAPI + onnxruntime + FAISS)"),
     Command(("check-backend",), "index.parity_cli", "measure an inference backend (OpenVINO, TensorRT) against "
             "onnxruntime fp32 and record the parity gate `rtd serve` checks"),
+    Command(("quantize",), "training.quantize_cli", "int8 graphs of the embedder (and generator) beside the fp32 "
+            "ones, calibrated on a data folder; served after `rtd check-backend`", extra="train"),
     Command(("demo",), "training.demo_cli", "build the demo (data, generator, retrieval head, artifacts, index) if absent and serve it",
             extra="train"),
 )
