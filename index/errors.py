@@ -15,3 +15,8 @@ class ImageError(UserError):
         self.reason = reason
         self.status = status
         self.code = code
+
+
+class CatalogUnavailable(RuntimeError):
+    """The catalog engine failed after it was opened (a Milvus server went away, a timeout): not the caller's
+    bad input. The service answers 503 with Retry-After; the CLI prints one line."""

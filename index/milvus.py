@@ -56,7 +56,7 @@ from index.catalog import (
     exact_truth,
 )
 from index.catalogs import Location, milvus_token, parse_location
-from index.errors import UserError
+from index.errors import CatalogUnavailable, UserError
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _read_manifest(client: Any, where: Location) -> dict:
     return manifest
 
 
-class MilvusFailed(RuntimeError):
+class MilvusFailed(CatalogUnavailable):
     """A Milvus call failed after the catalog was opened (the server went away, a timeout, ...)."""
 
 
@@ -283,7 +283,7 @@ class MilvusCatalog:
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """A MilvusClient call; its failure as MilvusFailed naming the location (a server lost mid-request is not
-        the caller's bad input: the service answers 500, the CLI one line)."""
+        the caller's bad input: the service answers 503 with Retry-After, the CLI one line)."""
         try:
             with _quiet():
                 return getattr(self.client, method)(*args, **kwargs)

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from index.errors import ImageError, UserError
+from index.errors import CatalogUnavailable, ImageError, UserError
 from service.batching import QueueFull
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,12 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(QueueFull)
     async def _queue_full(request: Request, exc: QueueFull) -> JSONResponse:
         return error_response(503, "overloaded", str(exc), {"Retry-After": str(retry_after_s)})
+
+    @app.exception_handler(CatalogUnavailable)
+    async def _catalog_unavailable(request: Request, exc: CatalogUnavailable) -> JSONResponse:
+        log.warning("catalog engine unavailable: %s", exc)  # the server side's view; the client gets a retry
+        return error_response(503, "catalog_unavailable", "the catalog engine is unavailable: retry later",
+                              {"Retry-After": str(retry_after_s)})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

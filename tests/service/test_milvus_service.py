@@ -88,3 +88,23 @@ def test_serve_refuses_an_unreachable_milvus_in_one_line(tiny: Tiny) -> None:
                             env=os.environ | {"RTD_PROVIDERS": "CPUExecutionProvider"})
     assert result.returncode == 2, result.stderr
     assert "cannot reach Milvus at http://127.0.0.1:1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_milvus_server_lost_mid_service_is_a_503_with_retry_after(tiny: Tiny, tmp_path: Path) -> None:
+    """Not the client's fault and not a crash: the catalog engine is away, so /search says when to retry."""
+    from milvus_lite.adapter.grpc.server import start_server_in_thread
+
+    server, db, port = start_server_in_thread(str(tmp_path / "milvus-data"), host="127.0.0.1", port=0)
+    try:
+        location = f"milvus://127.0.0.1:{port}/shop"
+        build_index(tiny.artifacts, tiny.products.parent / "catalog.csv", location)
+        photo = png_bytes(new_product(3))
+        with running_client(settings_for(tiny, index=Path(location))) as client:
+            assert client.post("/search", files={"image": ("q.png", photo, "image/png")}, data={"k": "3"}).status_code == 200
+            server.stop(grace=0)
+            r = client.post("/search", files={"image": ("q.png", photo, "image/png")}, data={"k": "3"})
+            assert r.status_code == 503 and r.json()["error"] == "catalog_unavailable", r.text
+            assert int(r.headers["Retry-After"]) >= 1 and "retry" in r.json()["detail"]
+    finally:
+        server.stop(grace=0)
+        db.close()
