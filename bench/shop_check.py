@@ -1,11 +1,14 @@
 """The demo's check on any freshly drawn shop: R@1/5/10 of the served query and of the frozen kinds.
 
-Synthesizes a shop (300 products x 4 photos at 64 px, the given seed and framing; skipped when it exists),
+Synthesizes a shop (300 products x 4 LookBook-framed photos at 64 px, the given seed; skipped when it exists),
 embeds its catalog into an index through the artifacts (`index.build.build_index`: the head's catalog side when
-there is one), then runs `training.demo.measure` — `/search`'s own pipeline, every photo a query, the whole shop
-the gallery. Issue #13 reports its held-out figures with it (use a seed used for nothing else).
+there is one), then runs `training.demo.measure` — `/search`'s own pipeline (the person crop too, when the
+artifacts have one), every photo a query, the whole shop the gallery. `--framing street` queries with
+street-framed photos of the same products instead (the same seed, photos at --photo-size px), as the demo's check
+does. Issue #13 reports its held-out figures with it (use a seed used for nothing else).
 
     .venv/bin/python bench/shop_check.py --artifacts demo/artifacts --root /tmp/shops --seed 7100
+    .venv/bin/python bench/shop_check.py --artifacts demo/artifacts --root /tmp/shops --seed 7300 --framing street
 """
 
 from __future__ import annotations
@@ -31,19 +34,27 @@ def main() -> int:
     p.add_argument("--seed", type=int, required=True, help="the shop's seed (one used for nothing else)")
     p.add_argument("--framing", choices=("lookbook", "street"), default="lookbook")
     p.add_argument("--products", type=int, default=300)
+    p.add_argument("--photo-size", type=int, default=256, help="street photos' side (the crop cuts from it)")
     a = p.parse_args()
-    data = a.root / f"shop-{a.framing}-{a.seed}"
-    marker = data / "synth.json"
-    if not (marker.is_file() and json.loads(marker.read_text()).get("complete")):
-        synthesize(SynthConfig(out=data, products=a.products, photos_per_product=4, size=64, seed=a.seed, workers=2,
-                               framing=a.framing))
-    index = a.root / f"index-{a.framing}-{a.seed}"
+
+    def shop(framing: str, size: int) -> Path:
+        data = a.root / (f"shop-{framing}-{a.seed}" + (f"-{size}" if framing == "street" else ""))
+        marker = data / "synth.json"
+        if not (marker.is_file() and json.loads(marker.read_text()).get("complete")):
+            synthesize(SynthConfig(out=data, products=a.products, photos_per_product=4, size=size, seed=a.seed,
+                                   workers=2, framing=framing))
+        return data
+
+    data = shop("lookbook", 64)  # the catalog (and the LookBook-framed queries)
+    queries = shop("street", a.photo_size) if a.framing == "street" else None
+    index = a.root / f"index-lookbook-{a.seed}"
     if not (index / "index.json").is_file():
         build_index(a.artifacts, data, index)
     t = time.perf_counter()
-    m = measure(a.artifacts, index, data)
-    print(json.dumps({"seed": a.seed, "framing": a.framing, "queries": m["queries"], "catalog": m["catalog"],
-                      "recall": m["recall"], "seconds": round(time.perf_counter() - t, 1)}, indent=1))
+    m = measure(a.artifacts, index, data, queries_from=queries)
+    print(json.dumps({"seed": a.seed, "framing": a.framing, "photo_size": a.photo_size if queries else 64,
+                      "crop": m["crop"], "queries": m["queries"], "catalog": m["catalog"], "recall": m["recall"],
+                      "seconds": round(time.perf_counter() - t, 1)}, indent=1))
     return 0
 
 

@@ -28,7 +28,6 @@ written to ROOT/results.json after each stage and a table is printed.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import shutil
@@ -47,7 +46,7 @@ from bench.head_probe import export_demo_generator  # noqa: E402
 from index.artifacts import read_artifacts  # noqa: E402
 from index.crop import square_box  # noqa: E402
 from index.head import read_head  # noqa: E402
-from training.data import load_records  # noqa: E402
+from training.data import load_records, write_pairs_manifest  # noqa: E402
 from training.head import FitHeadConfig, cached_features, fit_head, frozen_recall, recall  # noqa: E402
 from training.split import SplitConfig, make_split  # noqa: E402
 from training.synth import SynthConfig, photo_person_box, synthesize  # noqa: E402
@@ -85,27 +84,6 @@ def synth(out: Path, products: int, seed: int, framing: str, size: int = 64) -> 
         return False
     synthesize(SynthConfig(out=out, products=products, photos_per_product=4, size=size, seed=seed, workers=1,
                            framing=framing))
-    return True
-
-
-def mixed_manifest(out: Path, worlds: dict[str, Path]) -> bool:
-    """A pairs manifest over several synthetic worlds (product ids prefixed by the world's key)."""
-    manifest = out / "pairs.csv"
-    if manifest.is_file():
-        return False
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for prefix, folder in worlds.items():
-        for r in load_records(folder).records:
-            for photo in r.photos:
-                rows.append([f"{prefix}{r.product_id}", f"../{folder.name}/{r.product_image.name}",
-                             f"../{folder.name}/{photo.name}", r.category or ""])
-    tmp = manifest.with_suffix(".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["product_id", "product_image", "photo_image", "category"])
-        w.writerows(rows)
-    tmp.replace(manifest)
     return True
 
 
@@ -200,7 +178,8 @@ def main() -> int:
                 res.time(f"oracle crop {name}", t)
             shop_folders[name] = out
     mixed = root / "train-mixed"
-    mixed_manifest(mixed, worlds)
+    if not (mixed / "pairs.csv").is_file():
+        write_pairs_manifest(mixed, [(prefix, folder, None) for prefix, folder in worlds.items()])
     split = root / "split.json"
     t = time.perf_counter()
     if not split.is_file():

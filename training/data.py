@@ -8,8 +8,11 @@ LookBook (Yoo et al. 2016) is one flat folder of `PID%06d_CLEAN1_IID%06d.jpg` (t
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,3 +197,31 @@ def load_split(path: Path) -> Split:
     info = {k: v for k, v in doc.items() if k not in ("train", "test")} | {"data": str(base)}
     return Split([_record_from_json(d, base) for d in doc["train"]],
                  [_record_from_json(d, base) for d in doc["test"]], info)
+
+
+def write_pairs_manifest(out: Path, worlds: Sequence[tuple[str, Path, Path | None]]) -> Path:
+    """Join data sets into one pairs manifest, out/pairs.csv (written atomically; paths relative to `out`).
+
+    `worlds`: (prefix, data, products) per data set: every photo of every product of `data`, the product id
+    prefixed (two synthetic worlds number their products alike), the product image taken from the same
+    product of `products` when given (e.g. the same synthetic world rendered at the catalog's size: street
+    photos at 256 px, product images at 64 px), else from `data`. Returns the manifest's path."""
+    out = Path(out)
+    rows = []
+    for prefix, data, products in worlds:
+        images = ({r.product_id: r.product_image for r in load_records(products).records}
+                  if products is not None else None)
+        for r in load_records(data).records:
+            image = r.product_image if images is None else images.get(r.product_id)
+            if image is None:
+                raise UserError(f"{products} has no product {r.product_id} of {data}")
+            for photo in r.photos:
+                rows.append([f"{prefix}{r.product_id}", os.path.relpath(image, out), os.path.relpath(photo, out),
+                             r.category or ""])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*MANIFEST_COLUMNS, "category"])
+    writer.writerows(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "pairs.csv", buffer.getvalue().encode("utf-8"))
+    return out / "pairs.csv"

@@ -13,10 +13,20 @@ head is committed too (models/pretrained/head-demo-64.pt: a RetrievalHead state 
 its card head-demo-64.json: sha256, the recipe, the validation recall, the sha256 of the generator weights
 file and the embedder and level it was fitted for). The build exports it to ONNX into the artifacts
 (`training.head.export_head`, parity-checked) only when its card matches the generator weights file in use
-and the embedder and level; otherwise it fits the head itself from the recipe (`head_*` fields of
-`DemoConfig`, `HEAD_RECIPE`: its own training world of 10,000 products x 4 LookBook-framed photos, seed
-3300, then `rtd fit-head`'s defaults; about an hour on 2 CPU cores, most of it the features). `rtd demo --retrain-head`
-reproduces the committed head and rewrites its card (`--retrain` does too: a new generator needs a new head).
+and the embedder and level and the person crop in use; otherwise it fits the head itself from the recipe (`head_*` fields of
+`DemoConfig`, `HEAD_RECIPE`: its own training world of 10,000 LookBook-framed products (seed 3300) and 2,000
+street-framed ones (seed 3400, photos at 256 px), 4 photos each, every photo cut by the person crop, then
+`rtd fit-head`'s defaults; about 1.5 hours on 2 CPU cores, most of it the features). `rtd demo --retrain-head`
+reproduces the committed head and rewrites its card (`--retrain` and `--retrain-crop` do too: a new generator or
+crop needs a new head).
+
+Street framing (issue #13): a person crop (index/crop.py, `rtd fit-crop`) cuts each query photo to its person
+before the generator. It is committed too (models/pretrained/crop-demo-64.onnx, 2 MB, as `rtd fit-crop` wrote
+it; its card crop-demo-64.json: sha256, the recipe, the crop.json it came with) and copied into the artifacts
+when its card matches the recipe (`crop_*` fields, `CROP_RECIPE`: a street- and a LookBook-framed world of 2,000
+products x 4 photos with the synthesizer's person boxes, then `rtd fit-crop`), else fitted (about 30 minutes);
+`--retrain-crop` reproduces it, `--no-crop` serves without one. The check measures the shop's LookBook-framed
+photos and street-framed photos of the same products (ROOT/street-data: the shop's seed, street framing, 256 px).
 The head is used only at the embed level it was fitted at (`head_embed_level`, 0): at another
 `--embed-level`, or with `--no-head`, the demo serves the frozen embedder (the paper's protocol) and says so.
 
@@ -24,9 +34,11 @@ Stages, each skipped when its output is already there (so a later run is ready i
   data      the shop: synthetic catalog + street photos + contact sheet    demo/data, demo/sheet.png
   model     committed weights, or train the recipe        demo/pretrained-run, or demo/run + demo/train-data
   export    generator.onnx + embedder.onnx (EfficientNet-Lite0, offline, embed level 0) + model.json   demo/artifacts
+  crop      the committed person crop, or fit the recipe, into the artifacts   (demo/crop-world when fitted)
   head      the committed head, or fit the recipe, exported into the artifacts   (demo/head-world when fitted)
   index     every catalog product (through the head's catalog side), exact FAISS   demo/index
-  check     held-out R@1 and R@10 of /search's path, with the head and without, printed   demo/check.json
+  check     held-out R@1 and R@10 of /search's path, with the head and without, LookBook- and street-framed
+            photos, printed                                        demo/check.json (demo/street-data: street photos)
   samples   one street photo per product, for the page                     demo/samples
 The build stages need the training extras (torch). Serving them (http://127.0.0.1:8000) is `rtd demo`'s
 last step, in training/demo_cli.py: the one module of training/ that calls into service/ (the CLI is the
@@ -56,10 +68,12 @@ if TYPE_CHECKING:  # torch is imported only by the stages that need it
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "models" / "pretrained" / "rtdgan-demo-64.pt"
 PRETRAINED_HEAD = PRETRAINED.with_name("head-demo-64.pt")
+PRETRAINED_CROP = PRETRAINED.with_name("crop-demo-64.onnx")  # crop.onnx as `rtd fit-crop` wrote it; its card below
 HEAD_WEIGHTS_FORMAT = 1
 CHECK_K = 10
 CHECK_KS = (1, 5, 10)
-CHECK_FORMAT = 2  # check.json: recall rows with and without the head (format 1: hit rates only)
+CHECK_FORMAT = 3  # check.json: recall rows with and without the head, LookBook and street photos (1: hit rates only;
+# 2: LookBook photos only)
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,27 @@ class DemoConfig:
                            "protocol, where the retrieval head is fitted; 2: 16 px, where the frozen embedder does "
                            "best); another level than the head's serves without the head; a change re-exports the "
                            "artifacts and rebuilds the index", metavar="L")
+    # Street framing (issue #13): the shop's products also photographed street-style (the person anywhere, 40-95 %
+    # of the height) at street_size px, checked beside the LookBook-framed photos; the person crop cuts each
+    # query photo to its person before the generator.
+    street_size: int = opt(256, cli=False)  # the street photos' side: the crop cuts from it (index/crop.py)
+    crop: bool = opt(True, "cut every query photo to its person first (the committed person crop, `rtd fit-crop`: "
+                     "street-framed photos); --no-crop: the photo as it comes")
+    crop_weights: Path | None = opt(PRETRAINED_CROP, cli=False)  # None: always fit (the tests' tiny demos)
+    retrain_crop: bool = opt(False, "reproduce the committed person crop: its recipe's two synthetic worlds and "
+                             "`rtd fit-crop` (about 30 CPU minutes); rewrites models/pretrained/crop-demo-64.onnx "
+                             "and its card (and refits the head: it learns on cropped photos)")
+    # The crop's recipe (CROP_RECIPE): a street-framed and a LookBook-framed world at `size` px with the
+    # synthesizer's person boxes, then `rtd fit-crop` with these settings.
+    crop_products: int = opt(2000, cli=False)
+    crop_photos_per_product: int = opt(4, cli=False)
+    crop_street_seed: int = opt(6100, cli=False)
+    crop_lookbook_seed: int = opt(6101, cli=False)
+    crop_input: int = opt(64, cli=False)
+    crop_width: int = opt(16, cli=False)
+    crop_epochs: int = opt(4, cli=False)
+    crop_fill: float = opt(0.875, cli=False)  # LookBook framing (index/crop.py LOOKBOOK_FILL)
+    crop_seed: int = opt(0, cli=False)
     # The retrieval head: committed weights when their card matches, else fitted from the recipe below.
     head: bool = opt(True, "serve with the fused retrieval head (generated image + photo; at its embed level "
                      "only); --no-head: the frozen embedder, the paper's protocol")
@@ -108,6 +143,11 @@ class DemoConfig:
     head_photos_per_product: int = opt(4, cli=False)
     head_seed: int = opt(3300, cli=False)
     head_framing: str = opt("lookbook", cli=False)
+    # ... and street-framed photos of products of another world (photos at head_street_size px, product images at
+    # `size`), so that the head learns the crop's cut-out people too (0: LookBook only). Both go through the crop.
+    head_street_products: int = opt(2000, cli=False)
+    head_street_seed: int = opt(3400, cli=False)
+    head_street_size: int = opt(256, cli=False)
     head_test_fraction: float = opt(0.1, cli=False)
     head_split_seed: int = opt(0, cli=False)
     head_mode: str = opt("fused", cli=False)
@@ -121,15 +161,18 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         for name in ("products", "photos_per_product", "train_products", "train_photos_per_product", "workers",
-                     "head_products", "head_photos_per_product"):
+                     "head_products", "head_photos_per_product", "crop_products", "crop_photos_per_product"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
 
 
 RECIPE = ("size", "framing", "train_products", "train_photos_per_product", "train_seed", "stages", "width",
           "epochs_fade", "epochs_stab", "epochs_extra", "batch_sizes", "lambda_con", "lambda_lap")
-HEAD_RECIPE = ("size", "head_products", "head_photos_per_product", "head_seed", "head_framing", "head_test_fraction",
-               "head_split_seed", "head_mode", "head_fit_seed", "head_embed_level")
+HEAD_RECIPE = ("size", "head_products", "head_photos_per_product", "head_seed", "head_framing", "head_street_products",
+               "head_street_seed", "head_street_size", "head_test_fraction", "head_split_seed", "head_mode",
+               "head_fit_seed", "head_embed_level")
+CROP_RECIPE = ("size", "crop_products", "crop_photos_per_product", "crop_street_seed", "crop_lookbook_seed", "crop_input",
+               "crop_width", "crop_epochs", "crop_fill", "crop_seed")
 
 
 def recipe(cfg: DemoConfig, names: tuple[str, ...] = RECIPE) -> dict:
@@ -149,14 +192,21 @@ def remove(root: Path, *names: str) -> None:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def _synth(out: Path, products: int, photos: int, cfg: DemoConfig, seed: int, framing: str | None = None) -> Path:
+def _synth(out: Path, products: int, photos: int, cfg: DemoConfig, seed: int, framing: str | None = None,
+           size: int | None = None) -> Path:
+    """A synthetic world (`rtd data synth`) unless one of these settings is complete there already."""
     from training.synth import SynthConfig, synthesize
 
+    want = {"products": products, "photos_per_product": photos, "size": size or cfg.size, "seed": seed,
+            "framing": framing or cfg.framing}
     marker = out / "synth.json"
-    if not (marker.is_file() and json.loads(marker.read_text()).get("complete")):
-        say(f"data: writing {products} products x {photos} photos at {cfg.size} px to {out}")
-        synthesize(SynthConfig(out=out, products=products, photos_per_product=photos, size=cfg.size, seed=seed,
-                               workers=cfg.workers, framing=framing or cfg.framing))
+    have = json.loads(marker.read_text()) if marker.is_file() else {}
+    if not (have.get("complete") and all(have.get(k) == v for k, v in want.items())):
+        if have and not out.is_symlink():  # another world's files: none may stay behind
+            shutil.rmtree(out)
+        say(f"data: writing {products} products x {photos} {want['framing']}-framed photos at {want['size']} px "
+            f"to {out}")
+        synthesize(SynthConfig(out=out, workers=cfg.workers, **want))
     return out
 
 
@@ -285,6 +335,98 @@ def build_model(cfg: DemoConfig, data: Path) -> Path:
     return artifacts
 
 
+# ---- the person crop ---------------------------------------------------------------------------------
+
+def _crop_card_problem(cfg: DemoConfig) -> str | None:
+    """Why the committed crop is not used (None: it is)."""
+    weights = cfg.crop_weights
+    if weights is None or not weights.is_file() or not card_path(weights).is_file():
+        return "absent"
+    card = json.loads(card_path(weights).read_text())
+    if card.get("sha256") != sha256_file(weights):
+        return f"{weights} does not match its card (sha256)"
+    if card.get("recipe") != recipe(cfg, CROP_RECIPE):
+        return f"{weights} was fitted with another recipe"
+    return None
+
+
+def _strip_crop(artifacts: Path) -> bool:
+    """Remove a person crop from the artifacts' current version folder (crop.json first); whether there was one."""
+    from index.artifacts import read_artifacts
+    from index.crop import CROP_JSON, CROP_ONNX
+
+    folder = read_artifacts(artifacts).folder
+    had = (folder / CROP_JSON).is_file()
+    for name in (CROP_JSON, CROP_ONNX):
+        (folder / name).unlink(missing_ok=True)
+    return had
+
+
+def crop_onnx_sha256(artifacts: Path) -> str | None:
+    """sha256 of the artifacts' crop.onnx (None: no crop): what a head fitted on cropped photos records."""
+    from index.artifacts import read_artifacts
+    from index.crop import has_crop, read_crop
+
+    art = read_artifacts(artifacts)
+    return read_crop(art).doc["onnx_sha256"] if has_crop(art) else None
+
+
+def fit_recipe_crop(cfg: DemoConfig, artifacts: Path) -> dict:
+    """`rtd fit-crop` on the recipe's two boxed worlds (street- and LookBook-framed), into the artifacts."""
+    from training.crop import FitCropConfig, fit_crop
+
+    world = cfg.root / "crop-world"
+    street = _synth(world / "street", cfg.crop_products, cfg.crop_photos_per_product, cfg, cfg.crop_street_seed,
+                    "street")
+    lookbook = _synth(world / "lookbook", cfg.crop_products, cfg.crop_photos_per_product, cfg, cfg.crop_lookbook_seed,
+                      "lookbook")
+    say(f"crop: fitting the person crop on {street} and {lookbook} (about 30 minutes on 2 CPU cores)")
+    return fit_crop(FitCropConfig(artifacts=artifacts, data=(street, lookbook), size=cfg.crop_input,
+                                  width=cfg.crop_width, epochs=cfg.crop_epochs, fill=cfg.crop_fill, seed=cfg.crop_seed))
+
+
+def build_crop(cfg: DemoConfig, artifacts: Path) -> None:
+    """The person crop in the artifacts (crop.onnx + crop.json, index/crop.py): the committed one when its card
+    matches the recipe, else fitted from it; none with --no-crop. A change of crop redoes the check (and the
+    head, whose card records the crop it was fitted with)."""
+    from index.artifacts import read_artifacts
+    from index.crop import CROP_JSON, CROP_ONNX, read_crop
+    from index.files import write_atomic
+
+    if not cfg.crop:
+        if _strip_crop(artifacts):
+            remove(cfg.root, "check.json")
+        say("crop: none (--no-crop): every photo goes to the generator whole")
+        return
+    art = read_artifacts(artifacts)
+    problem = "--retrain-crop" if cfg.retrain_crop else _crop_card_problem(cfg)
+    card = json.loads(card_path(cfg.crop_weights).read_text()) if problem is None and cfg.crop_weights else None
+    source = {"committed_sha256": card["sha256"]} if card is not None else {"fitted": recipe(cfg, CROP_RECIPE)}
+    path = art.folder / CROP_JSON
+    if not cfg.retrain_crop and path.is_file() and json.loads(path.read_text()).get("demo") == source:
+        return  # this crop is there already
+    remove(cfg.root, "check.json")
+    if card is not None:
+        assert cfg.crop_weights is not None
+        say(f"crop: the committed person crop {cfg.crop_weights} (`rtd demo --retrain-crop` reproduces it)")
+        write_atomic(art.folder / CROP_ONNX, cfg.crop_weights.read_bytes())
+        doc = card["crop_json"]
+    else:
+        if problem != "absent":
+            say(f"crop: {problem}: fitting the recipe's crop instead")
+        doc = fit_recipe_crop(cfg, artifacts)
+        if cfg.retrain_crop and cfg.crop_weights is not None:
+            write_atomic(cfg.crop_weights, (art.folder / CROP_ONNX).read_bytes())
+            card = {"sha256": sha256_file(cfg.crop_weights), "recipe": recipe(cfg, CROP_RECIPE), "crop_json": doc,
+                    "reproduce": "rtd demo --build-only --retrain-crop"}
+            write_atomic(card_path(cfg.crop_weights), (json.dumps(card, indent=1) + "\n").encode())
+            source = {"committed_sha256": card["sha256"]}
+            say(f"crop: {cfg.crop_weights} ({cfg.crop_weights.stat().st_size / 1e6:.1f} MB, validation IoU "
+                f"{doc['validation']['iou']:.3f})")
+    write_atomic(path, (json.dumps(doc | {"demo": source}, indent=1) + "\n").encode())
+    read_crop(art)  # what was written reads back (crop.onnx matches crop.json's sha256)
+
+
 # ---- the retrieval head ------------------------------------------------------------------------------
 
 def head_wanted(cfg: DemoConfig) -> bool:
@@ -292,7 +434,7 @@ def head_wanted(cfg: DemoConfig) -> bool:
     return cfg.head and cfg.embed_level == cfg.head_embed_level
 
 
-def _head_card_problem(cfg: DemoConfig, generator_sha: str | None, model: dict) -> str | None:
+def _head_card_problem(cfg: DemoConfig, generator_sha: str | None, model: dict, crop_sha: str | None = None) -> str | None:
     """Why the committed head cannot serve these artifacts (None: it can)."""
     weights = cfg.head_weights
     if weights is None or not weights.is_file() or not card_path(weights).is_file():
@@ -310,30 +452,43 @@ def _head_card_problem(cfg: DemoConfig, generator_sha: str | None, model: dict) 
     if (embedder.get("backbone"), embedder.get("level")) != (ours["backbone"], ours.get("level", 0)) or \
             embedder.get("weights_sha256") not in (None, ours.get("weights_sha256")):
         return f"{weights} was fitted for another embedder ({embedder.get('backbone')} at level {embedder.get('level')})"
+    if crop_sha is not None and card.get("crop_onnx_sha256") != crop_sha:  # without a crop any head serves
+        return f"{weights} was fitted on photos cut by another person crop"
     return None
 
 
 def head_training_set(cfg: DemoConfig) -> tuple[Path, Path]:
-    """The head's training world (synthesized by the recipe unless there) and its split file: (data, split)."""
+    """The head's training world (synthesized by the recipe unless there) and its split file: (data, split).
+
+    WORLD/lookbook: head_products LookBook-framed products; with head_street_products, WORLD/street: street-framed
+    photos of another seed's products at head_street_size px, whose product images come from WORLD/street-products
+    (the same products at the catalog's size); joined by one pairs manifest, WORLD/train-data/pairs.csv (ids
+    prefixed l / s), split as `rtd data split` does."""
+    from training.data import write_pairs_manifest
     from training.split import SplitConfig, make_split
-    from training.synth import SynthConfig, synthesize
 
     world = cfg.head_world if cfg.head_world is not None else cfg.root / "head-world"
     data, split = world / "train-data", world / "split.json"
-    want = {"products": cfg.head_products, "photos_per_product": cfg.head_photos_per_product, "size": cfg.size,
-            "seed": cfg.head_seed, "framing": cfg.head_framing}
-    marker = data / "synth.json"
-    have = json.loads(marker.read_text()) if marker.is_file() else {}
-    if have.get("complete") and any(have.get(k) != v for k, v in want.items()):
-        say(f"head: {data} is not the recipe's world ({ {k: have.get(k) for k in want} }): writing it again")
-        remove(world, "train-data", "split.json")
-        have = {}
-    if not have.get("complete"):
-        say(f"head: writing its training world, {cfg.head_products} products x {cfg.head_photos_per_product} "
-            f"photos ({cfg.head_framing} framing, seed {cfg.head_seed}) to {data}")
+    if not (world / "lookbook" / "synth.json").is_file() or (cfg.head_street_products and not (
+            world / "street" / "synth.json").is_file()):
+        say(f"head: writing its training world to {world}: {cfg.head_products} {cfg.head_framing}-framed products"
+            + (f" and {cfg.head_street_products} street-framed ones" if cfg.head_street_products else "")
+            + f", {cfg.head_photos_per_product} photos each")
+    worlds: list[tuple[str, Path, Path | None]] = [
+        ("l", _synth(world / "lookbook", cfg.head_products, cfg.head_photos_per_product, cfg, cfg.head_seed,
+                     cfg.head_framing), None)]
+    if cfg.head_street_products:
+        worlds.append(("s", _synth(world / "street", cfg.head_street_products, cfg.head_photos_per_product, cfg,
+                                   cfg.head_street_seed, "street", cfg.head_street_size),
+                       _synth(world / "street-products", cfg.head_street_products, 1, cfg, cfg.head_street_seed,
+                              "street")))
+    manifest = data / "pairs.csv"
+    joined = {"worlds": [[prefix, str(folder), str(products)] for prefix, folder, products in worlds]}
+    marker = data / "joined.json"
+    if not (manifest.is_file() and marker.is_file() and json.loads(marker.read_text()) == joined):
+        write_pairs_manifest(data, worlds)
+        marker.write_text(json.dumps(joined) + "\n")
         split.unlink(missing_ok=True)
-        synthesize(SynthConfig(out=data, products=cfg.head_products, photos_per_product=cfg.head_photos_per_product,
-                               size=cfg.size, seed=cfg.head_seed, workers=cfg.workers, framing=cfg.head_framing))
     doc = json.loads(split.read_text()) if split.is_file() else {}
     if (Path(doc.get("data", "")).resolve() != data.resolve() or doc.get("test_fraction") != cfg.head_test_fraction
             or doc.get("seed") != cfg.head_split_seed):
@@ -356,13 +511,15 @@ def fit_recipe_head(cfg: DemoConfig, artifacts: Path) -> FittedHead:
 _FIT_CONFIG_LOCAL = ("artifacts", "data", "split", "cache", "threads", "embed_batch")  # paths and speed, not the fit
 
 
-def head_card(cfg: DemoConfig, fitted: FittedHead, generator_sha: str | None, model: dict) -> dict:
+def head_card(cfg: DemoConfig, fitted: FittedHead, generator_sha: str | None, model: dict,
+              crop_sha: str | None = None) -> dict:
     """What describes a fitted head beyond its weights: the card written beside a saved head, and what
     head.json is rebuilt from."""
     doc = fitted.doc
     return {
         "recipe": recipe(cfg, HEAD_RECIPE),
         "generator_weights_sha256": generator_sha,
+        "crop_onnx_sha256": crop_sha,  # the person crop its photos were cut by (None: whole photos)
         "embedder": {"backbone": model["embedder"]["backbone"], "level": model["embedder"].get("level", 0),
                      "weights_sha256": model["embedder"].get("weights_sha256")},
         "size": doc["trained_with"]["size"],
@@ -492,13 +649,14 @@ def build_head(cfg: DemoConfig, artifacts: Path, data: Path) -> None:
         return
     art = read_artifacts(artifacts)
     generator_sha = generator_weights_sha256(cfg)
-    retrain = cfg.retrain_head or cfg.retrain
-    problem = "--retrain-head" if retrain else _head_card_problem(cfg, generator_sha, art.model)
+    crop_sha = crop_onnx_sha256(artifacts)
+    retrain = cfg.retrain_head or cfg.retrain or cfg.retrain_crop
+    problem = "--retrain-head" if retrain else _head_card_problem(cfg, generator_sha, art.model, crop_sha)
     assert cfg.head_weights is not None or problem is not None
     # What head.json's "demo" records of where the head came from: a later run keeps a head of the same source.
     source = ({"committed_sha256": json.loads(card_path(cfg.head_weights).read_text())["sha256"]}
               if problem is None and cfg.head_weights is not None else
-              {"fitted": recipe(cfg, HEAD_RECIPE), "generator_weights_sha256": generator_sha})
+              {"fitted": recipe(cfg, HEAD_RECIPE), "generator_weights_sha256": generator_sha}) | {"crop": crop_sha}
     head_json = art.folder / HEAD_JSON
     if not retrain and head_json.is_file() and json.loads(head_json.read_text()).get("demo") == source:
         return  # this head is there already
@@ -513,10 +671,10 @@ def build_head(cfg: DemoConfig, artifacts: Path, data: Path) -> None:
         if problem != "absent":
             say(f"head: {problem}: fitting the recipe's head instead")
         fitted = fit_recipe_head(cfg, artifacts)
-        head, card = fitted.head, head_card(cfg, fitted, generator_sha, art.model)
+        head, card = fitted.head, head_card(cfg, fitted, generator_sha, art.model, crop_sha)
         if retrain and cfg.head_weights is not None:
             card = save_head(cfg, head, card)
-            source = {"committed_sha256": card["sha256"]}
+            source = {"committed_sha256": card["sha256"], "crop": crop_sha}
     export_demo_head(artifacts, data, head, card, generator_sha, source)
 
 
@@ -539,8 +697,9 @@ def _recall(ranks: list[int], queries: int) -> dict[str, float]:
     return {str(k): round(sum(0 <= r < k for r in ranks) / queries, 4) for k in CHECK_KS}
 
 
-def measure(artifacts: Path, index: Path, data: Path, batch: int = 32) -> dict:
-    """R@1/5/10 of the shop's held-out street photos, every photo a query and the whole shop the gallery:
+def measure(artifacts: Path, index: Path, data: Path, batch: int = 32, queries_from: Path | None = None) -> dict:
+    """R@1/5/10 of the shop's held-out street photos, every photo a query and the whole shop the gallery
+    (`queries_from`: photos of the same products in another data folder, e.g. street-framed ones):
 
     - the served query: `/search`'s own path (index/pipeline.py: ONNX generator -> ONNX embedder [-> the head's
       query side] -> the demo's FAISS index), the default query (with a head: its mode, fused);
@@ -554,7 +713,7 @@ def measure(artifacts: Path, index: Path, data: Path, batch: int = 32) -> dict:
     served = Pipeline.open(artifacts, index)
     frozen = Pipeline.open(artifacts, head=False, generator=False)
     records = load_records(data).records
-    queries = [(photo, r.product_id) for r in records for photo in r.photos]
+    queries = [(photo, r.product_id) for r in load_records(queries_from or data).records for photo in r.photos]
     served_name = f"head {served.default_query}" if served.head is not None else f"frozen {served.default_query}"
     if served.head is None:  # the served index is the frozen embedder's space already
         frozen.catalog = served.catalog
@@ -570,14 +729,16 @@ def measure(artifacts: Path, index: Path, data: Path, batch: int = 32) -> dict:
 
     for start in range(0, len(queries), batch):
         chunk = queries[start:start + batch]
-        photos = np.stack([served.preprocess(path) for path, _ in chunk])  # (B, 3, S, S)
+        # As /search takes them: (B, 3, S, S), or with a person crop the decoded photos the crop stage cuts.
+        prepared = [served.prepare(path) for path, _ in chunk]
+        photos = prepared if served.cropper is not None else np.stack(prepared)  # type: ignore[arg-type]
         result = served.query(photos, CHECK_K)  # the served query; its embedder features come back with it
         features = result.features
-        if "photo" not in features:
-            features["photo"] = served.embed(photos)
-        if "generated" not in features:
-            features["generated"] = served.embed(result.generated if result.generated is not None
-                                                 else served.generate(photos))
+        if "photo" not in features or "generated" not in features:
+            cut = served.crop(photos)  # the frozen rows see the photo as the served query does
+            features.setdefault("photo", served.embed(cut))
+            features.setdefault("generated", served.embed(result.generated if result.generated is not None
+                                                          else served.generate(cut)))
         truths = [truth for _, truth in chunk]
         ranks[served_name] += [rank(t, found) for t, found in zip(truths, result.hits, strict=True)]
         for kind in FROZEN_KINDS:
@@ -591,6 +752,7 @@ def measure(artifacts: Path, index: Path, data: Path, batch: int = 32) -> dict:
     return {"format": CHECK_FORMAT, "k": CHECK_K, "queries": n, "catalog": catalog,
             "embed_level": served.artifacts.model["embedder"].get("level", 0),
             "head": served.head.describe() if served.head is not None else None,
+            "crop": served.cropper.info.describe() if served.cropper is not None else None,
             "served": served_name, "recall": recall,
             # The served query's top-10 hit rate (/search's path), and the photo itself as the query (frozen).
             "hit_rate": recall[served_name][str(CHECK_K)],
@@ -598,22 +760,37 @@ def measure(artifacts: Path, index: Path, data: Path, batch: int = 32) -> dict:
             "chance": min(1.0, CHECK_K / catalog), "chance_recall": {str(k): min(1.0, k / catalog) for k in CHECK_KS}}
 
 
+def street_photos(cfg: DemoConfig) -> Path:
+    """The shop's products photographed street-style (the person anywhere, 40-95 % of the height) at street_size px:
+    the same seed draws the same products, so the demo's index is their gallery."""
+    return _synth(cfg.root / "street-data", cfg.products, cfg.photos_per_product, cfg, cfg.seed, "street",
+                  cfg.street_size)
+
+
 def check(cfg: DemoConfig, artifacts: Path, index: Path, data: Path) -> dict:
-    """Measure (once) and print how often the demo's /search finds the product of a held-out photo."""
+    """Measure (once) and print how often the demo's /search finds the product of a held-out photo: the shop's
+    LookBook-framed photos (check.json's top level) and street-framed photos of the same products ("street")."""
     path = cfg.root / "check.json"
     result = json.loads(path.read_text()) if path.is_file() else {}
     if result.get("format") != CHECK_FORMAT:
+        street = street_photos(cfg)
         start = time.perf_counter()
         result = measure(artifacts, index, data) | {"seconds": 0.0}
+        result["street"] = measure(artifacts, index, data, queries_from=street) | {
+            "photos": {"framing": "street", "size": cfg.street_size}}
         result["seconds"] = round(time.perf_counter() - start, 1)
         path.write_text(json.dumps(result, indent=1) + "\n")
-    say(f"check: {result['queries']} held-out street photos of {result['catalog']} products, the whole shop the "
-        f"gallery, embed level {result['embed_level']}: the true product's rank")
-    say(f"  {'query':<36} {'R@1':>6} {'R@10':>6}")
-    for name, r in result["recall"].items():
-        label = f"{name} (served by /search)" if name == result["served"] else name
-        say(f"  {label:<36} {r['1']:>6.3f} {r['10']:>6.3f}")
-    say(f"  {'chance':<36} {result['chance_recall']['1']:>6.3f} {result['chance_recall']['10']:>6.3f}")
+    crop = "through the person crop" if result.get("crop") else "no person crop"
+    for name, rows in (("LookBook-framed", result), ("street-framed", result.get("street"))):
+        if rows is None:
+            continue
+        say(f"check: {rows['queries']} held-out {name} photos of {rows['catalog']} products ({crop}), the whole "
+            f"shop the gallery, embed level {rows['embed_level']}: the true product's rank")
+        say(f"  {'query':<36} {'R@1':>6} {'R@10':>6}")
+        for query, r in rows["recall"].items():
+            label = f"{query} (served by /search)" if query == rows["served"] else query
+            say(f"  {label:<36} {r['1']:>6.3f} {r['10']:>6.3f}")
+        say(f"  {'chance':<36} {rows['chance_recall']['1']:>6.3f} {rows['chance_recall']['10']:>6.3f}")
     return result
 
 
@@ -657,11 +834,14 @@ def build_demo(cfg: DemoConfig) -> Built:
     if cfg.retrain_head and not head_wanted(cfg):
         raise UserError(f"--retrain-head fits the head at embed level {cfg.head_embed_level}, its recipe's: drop "
                         f"--embed-level {cfg.embed_level}" if cfg.head else "--retrain-head and --no-head: choose one")
+    if cfg.retrain_crop and not cfg.crop:
+        raise UserError("--retrain-crop and --no-crop: choose one")
     cfg.root.mkdir(parents=True, exist_ok=True)
     if cfg.retrain:  # everything downstream of the generator is rebuilt (an interrupted run/ resumes)
         remove(cfg.root, "artifacts", "index", "check.json")
     data = build_data(cfg)
     artifacts = build_model(cfg, data)
+    build_crop(cfg, artifacts)
     build_head(cfg, artifacts, data)
     index = build_index(cfg, artifacts, data)
     check(cfg, artifacts, index, data)
@@ -669,7 +849,7 @@ def build_demo(cfg: DemoConfig) -> Built:
     (cfg.root / "demo.json").write_text(json.dumps(asdict(cfg), default=str, indent=1) + "\n")
     if cfg.retrain and cfg.weights is not None:
         _record_check(cfg.weights, cfg.root)
-    if (cfg.retrain_head or cfg.retrain) and head_wanted(cfg) and cfg.head_weights is not None:
+    if (cfg.retrain_head or cfg.retrain or cfg.retrain_crop) and head_wanted(cfg) and cfg.head_weights is not None:
         _record_check(cfg.head_weights, cfg.root)
     say(f"built: {artifacts}, {index}, {samples}")
     return Built(artifacts, index, samples)
