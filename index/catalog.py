@@ -157,6 +157,17 @@ def check_space(manifest: dict, folder: Path, embedder_sha256: str, head_sha256:
     raise UserError(f"index {folder} was built {why}; rebuild it with `rtd index build`")
 
 
+def product_ids(products: Sequence[ProductMeta]) -> list[str]:
+    """The ids of one add's products, checked (every engine's rule): non-empty strings, none twice."""
+    pids = [p.product_id for p in products]
+    if any(not isinstance(p, str) or not p for p in pids):
+        raise UserError("every product needs a non-empty string product_id")
+    if len(set(pids)) != len(pids):
+        dup = next(p for p in pids if pids.count(p) > 1)
+        raise UserError(f"product id {dup!r} appears twice in one add")
+    return pids
+
+
 def _unit_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
     """(Q, D) float32 C-contiguous unit vectors, or ValueError."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -451,12 +462,7 @@ class Catalog:
             raise ValueError(f"{len(products)} products but {len(x)} vectors")
         if not products:
             return
-        pids = [p.product_id for p in products]
-        if any(not isinstance(p, str) or not p for p in pids):
-            raise UserError("every product needs a non-empty string product_id")
-        if len(set(pids)) != len(pids):
-            dup = next(p for p in pids if pids.count(p) > 1)
-            raise UserError(f"product id {dup!r} appears twice in one add")
+        pids = product_ids(products)
         with self._lock:
             self.remove(pids)
             start = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'products'").fetchone()

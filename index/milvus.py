@@ -54,6 +54,7 @@ from index.catalog import (
     _unit_rows,
     check_space,
     exact_truth,
+    product_ids,
 )
 from index.catalogs import Location, milvus_token, parse_location
 from index.errors import CatalogUnavailable, UserError
@@ -392,12 +393,7 @@ class MilvusCatalog:
         x = _unit_rows(vectors, self.dim) if len(products) else np.empty((0, self.dim), np.float32)
         if len(products) != len(x):
             raise ValueError(f"{len(products)} products but {len(x)} vectors")
-        pids = [p.product_id for p in products]
-        if any(not isinstance(p, str) or not p for p in pids):
-            raise UserError("every product needs a non-empty string product_id")
-        if len(set(pids)) != len(pids):
-            dup = next(p for p in pids if pids.count(p) > 1)
-            raise UserError(f"product id {dup!r} appears twice in one add")
+        product_ids(products)  # checked as every engine checks them
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         rows = []
         for p in products:
