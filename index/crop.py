@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,8 @@ import numpy as np
 from PIL import Image
 
 from index.artifacts import Artifacts
-from index.errors import UserError
-from index.images import letterbox, to_array, to_image
+from index.errors import ImageError, UserError
+from index.images import decode_image, letterbox, preprocess_many, to_array, to_image
 from index.onnx import OnnxModel, sha256_file
 
 CROP_FORMAT = 1
@@ -146,3 +147,21 @@ class Cropper:
             images = [to_image(a) for a in images]
         return np.stack([to_array(letterbox(img.crop(square), size))
                          for img, square in zip(images, self.squares(images), strict=True)])
+
+
+def query_photos(pool: Executor, paths: Sequence[Path], size: int, cropper: Cropper | None) -> list[np.ndarray | str]:
+    """Query photos from files as the pipeline's generate stage takes them: (3, S, S) each, cut to the person
+    first by `cropper` when there is one (from the photo decoded at about CROP_SOURCE_SIDE px, as `/search` does),
+    or why a file could not be read ("name: reason"), so a batch job (`rtd fit-head`, `rtd eval`) skips it."""
+    if cropper is None:
+        return preprocess_many(pool, paths, size)
+
+    def decode(path: Path) -> Image.Image | str:
+        try:
+            return decode_image(path, reduce_to=CROP_SOURCE_SIDE)
+        except ImageError as e:
+            return f"{Path(path).name}: {e.reason}"
+    decoded = list(pool.map(decode, paths))
+    good = [d for d in decoded if not isinstance(d, str)]
+    crops = iter(cropper(good, size) if good else ())
+    return [d if isinstance(d, str) else next(crops) for d in decoded]

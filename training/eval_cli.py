@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = parser
     p.add_argument("--artifacts", type=Path, help="folder from `rtd export` (generator.onnx, embedder.onnx, model.json)")
-    p.add_argument("--data", type=Path, help="data folder the split was made from")
-    p.add_argument("--split", type=Path, help="split file from `rtd data split`; its test part is evaluated")
+    p.add_argument("--data", type=Path, help="data folder (the split was made from it)")
+    p.add_argument("--split", type=Path, help="split file from `rtd data split`; its test part is evaluated "
+                   "(default: every product of --data, e.g. a held-out shop)")
     p.add_argument("--out", type=Path, help="report folder (report.json, report.md, recall.png, samples.png, queries.csv)")
     ks = _default("ks")
     p.add_argument("--k", type=_ks, default=ks, help=f"Recall@K cut-offs (default: {','.join(map(str, ks))})")
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         print((Path(args.out) / "compare.md").read_text(encoding="utf-8"))
         print(json.dumps({"out": str(args.out), "rows": len(merged["rows"])}))
         return 0
-    missing = [f"--{name}" for name in ("artifacts", "data", "split", "out") if getattr(args, name) is None]
+    missing = [f"--{name}" for name in ("artifacts", "data", "out") if getattr(args, name) is None]
     if missing:
         raise UserError(f"missing {', '.join(missing)} (or use `rtd eval compare REPORT... --out DIR`)")
     cfg = EvalConfig(artifacts=args.artifacts, data=args.data, split=args.split, out=args.out, ks=tuple(args.k),

@@ -39,15 +39,17 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from index.artifacts import Artifacts
 from index.catalog import Catalog, ProductMeta
 from index.configs import opt
+from index.crop import Cropper, has_crop, query_photos, read_crop
 from index.errors import UserError
 from index.head import HeadInfo
 from index.images import preprocess_many, to_image
 from index.onnx import OnnxGenerator
 from index.pipeline import FROZEN_KINDS, Pipeline
 from training import registry
-from training.data import ProductRecord, load_split
+from training.data import ProductRecord, load_records, load_split
 from training.metrics import bootstrap_recall, recall_at_k, rmse, ssim, true_ranks
 from training.plots import Curve, recall_plot, report_curve
 
@@ -67,9 +69,10 @@ class EvalConfig:
     """`rtd eval`: which artifacts, which test split, where to write, which K and queries."""
 
     artifacts: Path = opt(help="folder from `rtd export` (generator.onnx, embedder.onnx, model.json)")
-    data: Path = opt(help="data folder the split was made from")
-    split: Path = opt(help="split file from `rtd data split`; its test part is evaluated")
+    data: Path = opt(help="data folder (the split was made from it)")
     out: Path = opt(help="report folder (report.json, report.md, recall.png, samples.png, queries.csv)")
+    split: Path | None = opt(None, "split file from `rtd data split`; its test part is evaluated (default: every "
+                             "product of --data, e.g. a held-out shop)")
     ks: tuple[int, ...] = opt((1, 5, 10, 20, 60, 100), "Recall@K cut-offs, e.g. 1,5,10,20,60,100", flag="--k")
     query: Literal["all", "generated", "photo", "head", "both"] = opt(
         "all", "all: every kind the artifacts answer, side by side (generated and photo with the frozen embedder, "
@@ -135,7 +138,7 @@ def open_kinds(cfg: EvalConfig) -> list[EvalKind]:
     generated and photo share a pipeline without the head (the paper's protocol, even when the artifacts have
     one); the head's kind has its own. Both use the same embedder and generator sessions, and the generator
     remembers its last batch (`GenerateOnce`), so a photo batch is generated once for all kinds."""
-    base = Pipeline.open(cfg.artifacts, generator=cfg.query != "photo", head=cfg.query in ("all", "head"))
+    base = Pipeline.open(cfg.artifacts, generator=cfg.query != "photo", head=cfg.query in ("all", "head"), crop=False)
     art, head = base.artifacts, base.head
     if cfg.query == "head" and head is None:
         raise UserError(f"--query head: {cfg.artifacts} has no retrieval head (head.json); train one with "
@@ -153,6 +156,24 @@ def open_kinds(cfg: EvalConfig) -> list[EvalKind]:
         image = "generated" if "generated" in head.query_inputs else "photo"
         kinds.append(EvalKind("head", headed, head.mode, image, method_label(art.model, "head", head)))
     return kinds
+
+
+def test_records(cfg: EvalConfig) -> list[ProductRecord]:
+    """The products evaluated: the split's test part, or every product of --data without a split."""
+    if cfg.split is None:
+        return load_records(cfg.data).records
+    split = load_split(cfg.split)
+    if split.data.resolve() != Path(cfg.data).resolve():
+        raise UserError(f"{cfg.split} was made from {split.data}, not from --data {cfg.data}")
+    if not split.test:
+        raise UserError(f"{cfg.split}: the test split is empty")
+    return split.test
+
+
+def person_crop(art: Artifacts) -> Cropper | None:
+    """The artifacts' person crop (crop.json), which cuts each query photo before every kind; None without one.
+    (The kinds' pipelines have no crop stage of their own, so no photo is cut twice.)"""
+    return Cropper(read_crop(art)) if has_crop(art) else None
 
 
 def query_list(products: list[ProductRecord], limit: int | None) -> list[tuple[Path, int]]:
@@ -198,17 +219,14 @@ def category_of(record: ProductRecord) -> str:
 def evaluate(cfg: EvalConfig) -> dict:
     """Evaluate the artifacts on the split's test photos; writes the report files and returns report.json."""
     validate(cfg)
-    split = load_split(cfg.split)
-    if split.data.resolve() != Path(cfg.data).resolve():
-        raise UserError(f"{cfg.split} was made from {split.data}, not from --data {cfg.data}")
-    if not split.test:
-        raise UserError(f"{cfg.split}: the test split is empty")
+    test = test_records(cfg)
     kinds = open_kinds(cfg)
     pipelines = list({id(k.pipeline): k.pipeline for k in kinds}.values())  # one gallery per vector space
     art = pipelines[0].artifacts
     S, model = art.size, art.model
     head = next((k.pipeline.head for k in kinds if k.method == "head"), None)
     shown_kind = kinds[-1] if head is not None else kinds[0]  # the default query: the head's, else generated
+    cropper = person_crop(art)  # every kind sees the photo as `/search` does: cut once, here
     backbone = model["embedder"].get("backbone", "unknown")
     skipped: list[str] = []
     start = time.perf_counter()
@@ -217,8 +235,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         # ---- gallery: the test products, embedded once per pipeline; kept as uint8 (lossless) for RMSE/SSIM and the grid
         products, gallery = [], []
         vectors: list[list[np.ndarray]] = [[] for _ in pipelines]
-        for first in range(0, len(split.test), cfg.batch_size):
-            chunk = split.test[first:first + cfg.batch_size]
+        for first in range(0, len(test), cfg.batch_size):
+            chunk = test[first:first + cfg.batch_size]
             arrays = preprocess_many(pool, [r.product_image for r in chunk], S)
             good = [(r, a) for r, a in zip(chunk, arrays, strict=True) if isinstance(a, np.ndarray)]
             skipped += [f"product {r.product_id}: {a}" for r, a in zip(chunk, arrays, strict=True) if isinstance(a, str)]
@@ -229,7 +247,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                 for p, pipeline in enumerate(pipelines):
                     vectors[p].append(pipeline.embed_catalog(batch))  # (b, D), or (b, E) through a head
         if not products:
-            raise UserError(f"none of the {len(split.test)} test product images could be read")
+            raise UserError(f"none of the {len(test)} test product images could be read")
         gallery_u8 = np.concatenate(gallery)  # (P, 3, S, S)
         for pipeline, vecs in zip(pipelines, vectors, strict=True):
             pipeline.catalog = gallery_catalog(pipeline, products, np.concatenate(vecs))
@@ -244,7 +262,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         with tqdm(total=len(queries), desc="eval", unit="query", dynamic_ncols=True) as bar:
             for first in range(0, len(queries), cfg.batch_size):
                 chunk = queries[first:first + cfg.batch_size]
-                arrays = preprocess_many(pool, [p for p, _ in chunk], S)
+                arrays = query_photos(pool, [p for p, _ in chunk], S, cropper)  # cut to the person, as /search
                 skipped += [a for a in arrays if isinstance(a, str)]
                 good = [(q, a) for q, a in zip(chunk, arrays, strict=True) if isinstance(a, np.ndarray)]
                 bar.update(len(chunk))
@@ -309,7 +327,9 @@ def evaluate(cfg: EvalConfig) -> dict:
         "embedder": {"backbone": backbone, "onnx_sha256": art.embedder_sha256,
                      "dim": pipelines[0].embedder.dim or model["embedder"].get("dim")},  # the frozen features' D
         "head": head.describe() if head is not None else None,
-        "test_set": {"split": str(cfg.split), "products": len(products), "queries": len(kept),
+        "test_set": {"split": str(cfg.split) if cfg.split is not None else f"all of {cfg.data}",
+                     "products": len(products), "queries": len(kept),
+                     "crop": cropper.info.describe() if cropper is not None else None,
                      "skipped": skipped, "chance_recall": chance_recall(len(products), cfg.ks),
                      "categories": {name: {"products": sum(category_of(r) == name for r in products),
                                            "queries": int((category == name).sum())} for name in names}},

@@ -52,11 +52,11 @@ from tqdm import tqdm
 
 from index.artifacts import Artifacts, read_artifacts
 from index.configs import opt, to_json_dict
-from index.crop import CROP_SOURCE_SIDE, has_crop, read_crop
-from index.errors import ImageError, UserError
+from index.crop import has_crop, query_photos, read_crop
+from index.errors import UserError
 from index.files import write_atomic
 from index.head import CATALOG_ONNX, HEAD_FORMAT, HEAD_JSON, QUERY_ONNX, query_features, read_head
-from index.images import decode_image, preprocess_many
+from index.images import preprocess_many
 from index.onnx import CPU, OnnxHead, sha256_file
 from models.head import HeadConfig, RetrievalHead
 from training.data import ProductRecord, load_split
@@ -181,21 +181,6 @@ def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch
     pipeline = Pipeline.open(artifacts, threads=threads, crop=crop)
     size = pipeline.size
 
-    def query_photos(pool: ThreadPoolExecutor, paths: list[Path]) -> list[np.ndarray | str]:
-        """The photos as the pipeline's plan takes them: (3, S, S), cut to the person first with a crop."""
-        if pipeline.cropper is None:
-            return preprocess_many(pool, paths, size)
-
-        def decode(path: Path) -> object:
-            try:
-                return decode_image(path, reduce_to=CROP_SOURCE_SIDE)
-            except ImageError as e:
-                return f"{Path(path).name}: {e.reason}"
-        decoded = list(pool.map(decode, paths))
-        good = [d for d in decoded if not isinstance(d, str)]
-        crops = iter(pipeline.crop(good) if good else ())
-        return [d if isinstance(d, str) else next(crops) for d in decoded]
-
     ids, products, owner, photos, generated, skipped = [], [], [], [], [], []
     total = sum(1 + len(r.photos) for r in records)
     with ThreadPoolExecutor(DECODE_THREADS) as pool, \
@@ -215,7 +200,7 @@ def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch
             bar.update(sum(len(r.photos) for r, a in zip(chunk, arrays, strict=True) if isinstance(a, str)))
             for start in range(0, len(queue), batch):
                 part = queue[start:start + batch]
-                pics = query_photos(pool, [p for _, p in part])
+                pics = query_photos(pool, [p for _, p in part], size, pipeline.cropper)
                 skipped += [p for p in pics if isinstance(p, str)]
                 kept = [(row, a) for (row, _), a in zip(part, pics, strict=True) if isinstance(a, np.ndarray)]
                 bar.update(len(part))

@@ -26,6 +26,7 @@ from index.errors import UserError
 from index.images import preprocess
 from index.onnx import sha256_file
 from tests.helpers import make_lookbook
+from tests.service.conftest import make_crop
 from training import eval_cli
 from training.data import load_records, write_split
 from training.evaluate import EvalConfig, compare_reports, evaluate
@@ -82,7 +83,7 @@ def config(testset: tuple[Path, Path], artifacts: Path, out: Path, **kw: object)
 def test_identity_generator_gives_perfect_scores_and_every_file(testset: tuple[Path, Path], tmp_path: Path) -> None:
     art = write_graph_artifacts(tmp_path / "art", "Identity")
     report = evaluate(config(testset, art, tmp_path / "rep", batch_size=4))
-    assert report["test_set"] == {"split": str(testset[1]), "products": 6, "queries": 18, "skipped": [],
+    assert report["test_set"] == {"split": str(testset[1]), "products": 6, "queries": 18, "crop": None, "skipped": [],
                                   "chance_recall": pytest.approx({"1": 1 / 6, "5": 5 / 6, "6": 1.0}),
                                   "categories": {"(none)": {"products": 6, "queries": 18}}}
     assert report["head"] is None and report["bootstrap"]["resamples"] == 1000
@@ -134,10 +135,27 @@ def test_photo_query_and_limit(testset: tuple[Path, Path], tmp_path: Path) -> No
     assert Image.open(tmp_path / "rep" / "samples.png").size[1] < 3 * 96 + 40  # 2 rows
 
 
+def test_without_a_split_every_product_is_evaluated_and_a_person_crop_cuts_every_photo(
+        testset: tuple[Path, Path], tmp_path: Path) -> None:
+    """A held-out shop needs no split; with crop.json each photo is cut to its person before every kind, as /search
+    cuts it (here a constant box: the centre half, so the identity generator no longer returns the product)."""
+    art = write_graph_artifacts(tmp_path / "art", "Identity")
+    whole = evaluate(EvalConfig(artifacts=art, data=testset[0], split=None, out=tmp_path / "a", ks=(1, 6)))
+    t = whole["test_set"]
+    assert t["split"] == f"all of {testset[0]}" and t["products"] == 6 and t["queries"] == 18 and t["crop"] is None
+    rows = {r["method"]: r for r in whole["results"]}
+    assert rows["generated"]["rmse"] < 1e-6 and rows["generated"]["recall"]["1"] == 1.0
+    make_crop(art, (0.25, 0.25, 0.75, 0.75), input_size=16)
+    cut = evaluate(EvalConfig(artifacts=art, data=testset[0], split=None, out=tmp_path / "b", ks=(1, 6)))
+    assert cut["test_set"]["crop"]["input_size"] == 16
+    rows = {r["method"]: r for r in cut["results"]}
+    assert rows["generated"]["rmse"] > 0.05 and rows["photo"]["rmse"] == rows["generated"]["rmse"]
+
+
 def test_bad_inputs_are_one_line_errors(testset: tuple[Path, Path], tmp_path: Path) -> None:
     art = write_graph_artifacts(tmp_path / "art", "Identity")
     with pytest.raises(UserError, match="was made from"):
-        evaluate(EvalConfig(art, tmp_path, testset[1], tmp_path / "rep"))
+        evaluate(EvalConfig(art, tmp_path, tmp_path / "rep", testset[1]))
     with pytest.raises(UserError, match="--query"):
         evaluate(config(testset, art, tmp_path / "rep", query="street"))
     (art / "embedder.onnx").write_bytes(b"not the exported file")

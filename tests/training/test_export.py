@@ -327,7 +327,7 @@ pipeline = Pipeline.open(art, out / "index")
 own = sorted(data.glob("*_CLEAN1_*"))[4]
 hit = pipeline.search_image(own, k=3, query="photo")[0]
 generated = pipeline.search_image(sorted(data.glob("*_CLEAN0_*"))[0], k=3)
-report = evaluate(EvalConfig(art, data, split, out / "report", ks=(1, 3), limit=4))
+report = evaluate(EvalConfig(art, data, out / "report", split, ks=(1, 3), limit=4))
 print(json.dumps({"own": own.name[3:9], "hit": hit.product_id, "score": hit.score, "k": len(generated),
                   "queries": report["test_set"]["queries"], "embedder": report["results"][0]["embedder"]}))
 """
