@@ -4,8 +4,9 @@
 
 Two `rtd serve` processes on the same machine, side by side in one run: one on the artifacts with their head
 (index built through the head's catalog side; the query is fused: the generated image and the photo in one
-embedder call, then the head), one on a copy of the artifacts without the head files (the frozen protocol:
-the generated image alone). Requests alternate between them one at a time (concurrency 1), so both see the
+embedder call, then the head; and the person crop first when the artifacts have one), one on a copy of the
+artifacts without the head files and, unless --keep-crop, without the crop (the path before issue #13: the
+frozen protocol, the generated image of the whole photo). Requests alternate between them one at a time (concurrency 1), so both see the
 same machine load; the p50 ratio is the head's cost. Indexes are built into a temporary folder.
 """
 
@@ -26,6 +27,7 @@ import httpx  # noqa: E402
 from bench.bench_service import free_port, load_photos, one_request, percentile, start_server  # noqa: E402
 from index.artifacts import read_artifacts  # noqa: E402
 from index.build import build_index  # noqa: E402
+from index.crop import CROP_JSON, CROP_ONNX  # noqa: E402
 from index.head import CATALOG_ONNX, HEAD_JSON, QUERY_ONNX, has_head  # noqa: E402
 
 
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=200, help="requests per server")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads per session")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
+    p.add_argument("--keep-crop", action="store_true", help="keep the person crop in the frozen copy too (the head's "
+                   "cost alone); default: the frozen copy has neither head nor crop")
     args = p.parse_args(argv)
     art = read_artifacts(args.artifacts)
     if not has_head(art):
@@ -64,10 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rtd-head-bench-") as tmp:
         frozen = Path(tmp) / "artifacts-frozen"
         shutil.copytree(art.folder, frozen)
-        for name in (HEAD_JSON, QUERY_ONNX, CATALOG_ONNX):
-            (frozen / name).unlink()
-        variants = {"frozen (generated)": (frozen, Path(tmp) / "index-frozen"),
-                    f"head ({json.loads((art.folder / HEAD_JSON).read_text())['mode']})": (art.folder, Path(tmp) / "index-head")}
+        for name in (HEAD_JSON, QUERY_ONNX, CATALOG_ONNX) + (() if args.keep_crop else (CROP_JSON, CROP_ONNX)):
+            (frozen / name).unlink(missing_ok=True)
+        cropped = (art.folder / CROP_JSON).is_file()
+        frozen_name = "frozen (generated" + (", crop)" if cropped and args.keep_crop else ")")
+        variants = {frozen_name: (frozen, Path(tmp) / "index-frozen"),
+                    f"head ({json.loads((art.folder / HEAD_JSON).read_text())['mode']}{', crop' if cropped else ''})":
+                        (art.folder, Path(tmp) / "index-head")}
         try:
             for name, (artifacts, index) in variants.items():
                 build_index(artifacts, args.catalog, index)
