@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 REFERENCE = ("onnxruntime", "fp32")  # what parity is measured against; needs no gate
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+# What each precision means, for every --precision flag (rtd serve, rtd index build, rtd eval).
+PRECISION_HELP = ("auto, fp32, bf16 (openvino), int8 (openvino, graphs from `rtd quantize`) or fp16 (onnxruntime "
+                  "TensorRT); auto: bf16 on a CPU with bf16 units, else fp32")
 TRT = "TensorrtExecutionProvider"
 TRT_CACHE_ENV = "RTD_TRT_CACHE"  # TensorRT engine cache folder (building an engine takes minutes)
 CPU_EXTRA = "pip install 'rtdgan[cpu]'"

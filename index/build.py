@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from index import factory as factories
 from index.artifacts import current_artifacts, read_artifacts
-from index.backends import Backend, from_env
+from index.backends import PRECISION_HELP, Backend, from_env
 from index.catalog import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, KINDS, ProductMeta
 from index.catalogs import build_catalog, parse_location
 from index.configs import opt
@@ -73,8 +73,7 @@ class BuildConfig:
     ef_search: int = opt(DEFAULT_EF_SEARCH, "HNSW (and an IVF's HNSW quantizer): search breadth per query")
     backend: str | None = opt(None, "inference backend, onnxruntime or openvino (index/backends.py); none: "
                                     "$RTD_BACKEND, else onnxruntime. The query side must run the same embedder")
-    precision: str | None = opt(None, "auto, fp32, bf16 (openvino) or fp16 (onnxruntime TensorRT); none: "
-                                      "$RTD_PRECISION, else auto")
+    precision: str | None = opt(None, f"{PRECISION_HELP}; none: $RTD_PRECISION, else auto")
 
 
 def _title(row: dict[str, str]) -> str | None:

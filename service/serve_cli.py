@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from index.backends import PRECISION_HELP
 from index.configs import print_config
 from index.errors import UserError
 
@@ -49,8 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"{text} ({_setting_default(field)})".replace("%", "%%"))
     parser.add_argument("--backend", default=None, help=f"inference backend: onnxruntime or openvino "
                         f"(index/backends.py; {_setting_default('backend')})")
-    parser.add_argument("--precision", default=None, help=f"auto, fp32, bf16 (openvino) or fp16 (onnxruntime "
-                        f"TensorRT); auto: bf16 on a CPU with bf16 units, else fp32 ({_setting_default('precision')})")
+    parser.add_argument("--precision", default=None, help=f"{PRECISION_HELP} ({_setting_default('precision')})")
     parser.add_argument("--allow-unchecked-backend", dest="backend_unchecked", action="store_const", const=True,
                         default=None, help="serve a backend without a passing `rtd check-backend` record "
                         "(default: $RTD_BACKEND_UNCHECKED, else no)")

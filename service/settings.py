@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     # Inference backend (index/backends.py): onnxruntime (the reference) or openvino; precision auto resolves per
     # machine. A non-reference backend needs a passing `rtd check-backend` record unless backend_unchecked.
     backend: str = "onnxruntime"
-    precision: str = "auto"  # auto | fp32 | bf16 (openvino) | fp16 (onnxruntime TensorRT, GPU)
+    precision: str = "auto"  # auto | fp32 | bf16 | int8 | fp16: index.backends.PRECISION_HELP
     backend_unchecked: bool = False  # serve a backend without a passing parity record (index/parity.py)
     max_batch: int = Field(default=16, ge=1)  # requests fused into one inference call
     max_wait_ms: float = Field(default=0.0, ge=0)  # extra wait for company before a batch; 0 = greedy (service/batching.py)

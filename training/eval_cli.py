@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from index.backends import from_env
+from index.backends import PRECISION_HELP, from_env
 from index.configs import print_config
 from index.errors import UserError
 
@@ -61,8 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=_default("seed"), help="seed of the bootstrap (default: %(default)s)")
     p.add_argument("--backend", default=None, help="inference backend, onnxruntime or openvino (index/backends.py; "
                    "default: $RTD_BACKEND, else onnxruntime)")
-    p.add_argument("--precision", default=None, help="auto, fp32, bf16 (openvino) or fp16 (onnxruntime TensorRT) "
-                   "(default: $RTD_PRECISION, else auto)")
+    p.add_argument("--precision", default=None, help=f"{PRECISION_HELP} (default: $RTD_PRECISION, else auto)")
     sub = p.add_subparsers(dest="eval_command", parser_class=type(p))
     c = sub.add_parser("compare", help="merge several report.json files into one table and one plot")
     c.add_argument("reports", type=Path, nargs="+", help="report.json files (or their folders)")
