@@ -250,7 +250,8 @@ def build_index(artifacts: Path, catalog: Path, out: str | Path, kind: str = fac
     index = build_catalog(out, [replace(p, image_path=relative_image_path(p.image_path, root)) if p.image_path else p
                                 for p in kept], matrix, embedder_name=name, embedder_sha256=sha256,
                           head=head.describe() if head is not None else None, factory=spec, nprobe=nprobe,
-                          ef_search=ef_search, catalog_root=str(root), recall_k=RECALL_K)
+                          ef_search=ef_search, catalog_root=str(root), recall_k=RECALL_K,
+                          embedder_backend=backend.describe())
     manifest = index.manifest()
     return {"out": str(where), "engine": where.engine, "count": manifest["count"], "kind": manifest["kind"],
             "factory": manifest["factory"], "dim": index.dim, "size": size, "embedder": {"name": name, "sha256": sha256},

@@ -186,6 +186,11 @@ def is_milvus(location: object) -> bool:
     return str(location).startswith("milvus:")
 
 
+def embedder_doc(name: str, sha256: str, backend: dict | None = None) -> dict:
+    """index.json's "embedder": the model that embedded the catalog, and the backend it ran on when known."""
+    return {"name": name, "sha256": sha256} | ({"backend": dict(backend)} if backend else {})
+
+
 def manifest_factory(manifest: dict) -> str | None:
     """The factory string index.json records; for a folder from before factory strings, its kind's expansion
     (None: not known until the first add)."""
@@ -213,6 +218,9 @@ class Catalog:
             self.index = None  # an empty catalog whose index the first add makes (a placeholder in the file)
         self.embedder_name: str = manifest["embedder"]["name"]
         self.embedder_sha256: str = manifest["embedder"]["sha256"]
+        # What the vectors were embedded on ({"backend", "precision"}, index/backends.py), None in indexes from
+        # before it was recorded; a service on another one warns (index.pipeline.backend_mismatch).
+        self.embedder_backend: dict | None = manifest["embedder"].get("backend")
         # The learned retrieval head whose catalog side embedded the products ({mode, sha256, ...}), or None:
         # the embedder's own space (index/head.py).
         self.head: dict | None = manifest.get("head")
@@ -242,7 +250,8 @@ class Catalog:
 
     @classmethod
     def create(cls, dim: int, embedder_name: str, embedder_sha256: str, factory: str = "flat", *,
-               nprobe: int = DEFAULT_NPROBE, ef_search: int = DEFAULT_EF_SEARCH, head: dict | None = None) -> Catalog:
+               nprobe: int = DEFAULT_NPROBE, ef_search: int = DEFAULT_EF_SEARCH, head: dict | None = None,
+               embedder_backend: dict | None = None) -> Catalog:
         """An empty in-memory catalog for embeddings of size dim (in the space of `head`, when given); `factory`:
         an alias (flat, hnsw, ivf), `auto` (by size at the first add) or any FAISS index-factory string."""
         if dim < 1:
@@ -254,7 +263,7 @@ class Catalog:
         db.executescript(SCHEMA)
         concrete = None if factories.is_deferred(factory) else factories.resolve(factory, 0)
         manifest = {"dim": dim, "kind": factory, "factory": concrete,
-                    "embedder": {"name": embedder_name, "sha256": embedder_sha256},
+                    "embedder": embedder_doc(embedder_name, embedder_sha256, embedder_backend),
                     "params": {"nprobe": nprobe, "ef_search": ef_search}, "head": head}
         catalog = cls(None, db, manifest)  # type: ignore[arg-type]
         catalog.spec, catalog.factory = factory, concrete
@@ -551,7 +560,8 @@ class Catalog:
             params |= {"hnsw_m": hnsw.hnsw.nb_neighbors(1), "ef_construction": hnsw.hnsw.efConstruction}
         if self.nlist is not None:
             params["nlist"] = self.nlist
-        return {"format_version": FORMAT_VERSION, "embedder": {"name": self.embedder_name, "sha256": self.embedder_sha256},
+        return {"format_version": FORMAT_VERSION,
+                "embedder": embedder_doc(self.embedder_name, self.embedder_sha256, self.embedder_backend),
                 "head": self.head, "count": self._count, "dim": self.dim, "kind": self.kind,
                 "factory": self.factory, "params": params, "recall": self.recall,
                 "catalog_root": self.catalog_root}

@@ -128,7 +128,7 @@ def open_catalog(location: str | Path, expect_embedder_sha256: str | None = None
 
 def build_catalog(location: str | Path, products: Sequence[ProductMeta], vectors: np.ndarray, *, embedder_name: str,
                   embedder_sha256: str, head: dict | None, factory: str, nprobe: int, ef_search: int,
-                  catalog_root: str | None, recall_k: int | None) -> CatalogEngine:
+                  catalog_root: str | None, recall_k: int | None, embedder_backend: dict | None = None) -> CatalogEngine:
     """Write a whole catalog to `location`, replacing what is there (a folder: atomically, as a new generation;
     Milvus: a new collection that takes the old one's name once complete). With `recall_k`, recall@k against
     exact search is measured on the finished index and recorded with it, unless the index is exact."""
@@ -138,9 +138,10 @@ def build_catalog(location: str | Path, products: Sequence[ProductMeta], vectors
 
         return MilvusCatalog.build(where, products, vectors, embedder_name=embedder_name,
                                    embedder_sha256=embedder_sha256, head=head, factory=factory, nprobe=nprobe,
-                                   ef_search=ef_search, catalog_root=catalog_root, recall_k=recall_k)
+                                   ef_search=ef_search, catalog_root=catalog_root, recall_k=recall_k,
+                                   embedder_backend=embedder_backend)
     catalog = Catalog.create(vectors.shape[1], embedder_name, embedder_sha256, factory, nprobe=nprobe,
-                             ef_search=ef_search, head=head)
+                             ef_search=ef_search, head=head, embedder_backend=embedder_backend)
     catalog.catalog_root = catalog_root
     catalog.add(products, vectors)
     if recall_k is not None and catalog.factory != "Flat":

@@ -53,6 +53,7 @@ from index.catalog import (
     ProductMeta,
     _unit_rows,
     check_space,
+    embedder_doc,
     exact_truth,
     product_ids,
 )
@@ -180,6 +181,7 @@ class MilvusCatalog:
         self.dim: int = manifest["dim"]
         self.embedder_name: str = manifest["embedder"]["name"]
         self.embedder_sha256: str = manifest["embedder"]["sha256"]
+        self.embedder_backend: dict | None = manifest["embedder"].get("backend")
         self.head: dict | None = manifest.get("head")
         self.factory: str = manifest["factory"]
         self.index_type: str = manifest.get("milvus_index", {}).get("type", "FLAT")
@@ -218,7 +220,7 @@ class MilvusCatalog:
     @classmethod
     def build(cls, where: Location, products: Sequence[ProductMeta], vectors: np.ndarray, *, embedder_name: str,
               embedder_sha256: str, head: dict | None, factory: str, nprobe: int, ef_search: int,
-              catalog_root: str | None, recall_k: int | None) -> MilvusCatalog:
+              catalog_root: str | None, recall_k: int | None, embedder_backend: dict | None = None) -> MilvusCatalog:
         """A new collection with every product, then the alias swapped onto it (module docstring, "Builds")."""
         from pymilvus import DataType, MilvusClient
 
@@ -235,7 +237,7 @@ class MilvusCatalog:
                                 f"choose another collection name")
         generation = f"{alias}_g{time.time_ns() // 1_000_000}"
         manifest = {"format_version": FORMAT_VERSION, "engine": "milvus",
-                    "embedder": {"name": embedder_name, "sha256": embedder_sha256}, "head": head,
+                    "embedder": embedder_doc(embedder_name, embedder_sha256, embedder_backend), "head": head,
                     "dim": int(x.shape[1]), "kind": factories.kind_of(resolved), "factory": resolved,
                     "milvus_index": {"type": index_type, "params": index_build},
                     "params": {"nprobe": nprobe, "ef_search": ef_search}, "recall": None,

@@ -26,6 +26,7 @@ the photo's embedding both see the crop. `Pipeline.open(..., crop=False)` ignore
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from index.errors import UserError
 from index.head import QUERY_INPUTS, HeadInfo, has_head, query_features, read_head
 from index.images import DEFAULT_MAX_PIXELS, Source, decode_image, letterbox, preprocess, to_array
 from index.onnx import OnnxEmbedder, OnnxGenerator, OnnxHead
+
+log = logging.getLogger(__name__)
 
 QueryKind = Literal["generated", "photo", "fused"]
 QUERY_KINDS: tuple[QueryKind, ...] = ("generated", "photo", "fused")
@@ -67,6 +70,19 @@ def check_index(artifacts: Artifacts, index: Path, head: HeadInfo | None = None)
     manifest = read_manifest(index)
     check_space(manifest, Path(index), artifacts.embedder_sha256, head.sha256 if head is not None else None)
     return manifest
+
+
+def backend_mismatch(catalog: Catalog | None, backend: Backend) -> str | None:
+    """Why the catalog's vectors and this backend's queries may differ (the index was embedded on another backend
+    or precision, as index.json records since issue #16), or None. Not refused: the parity gate measured the
+    candidate against an fp32-built gallery too; an index embedded at a lower precision and queried at another is
+    a choice to make knowingly (README, "Choosing a backend")."""
+    built = getattr(catalog, "embedder_backend", None)
+    if not built or built == backend.describe():
+        return None
+    return (f"the index was embedded on {built.get('backend')} {built.get('precision')}, queries run on "
+            f"{backend.name} {backend.precision}: rebuild the index on this backend (`rtd index build --backend "
+            f"{backend.name} --precision {backend.precision}`) to compare like with like")
 
 
 def _ms(start: float) -> float:
@@ -115,6 +131,8 @@ class Pipeline:
         catalog = (Catalog.open(index, expect_embedder_sha256=info.embedder_sha256,
                                 expect_head_sha256=head_info.sha256 if head_info else None)
                    if index is not None else None)
+        if (why := backend_mismatch(catalog, backend)) is not None:
+            log.warning("%s", why)
         return cls(info, gen, emb, catalog, head_info, sessions, cropper)
 
     @property

@@ -40,9 +40,11 @@ def test_build_from_lookbook_folder(artifacts: Path, lookbook: Path, tmp_path: P
     assert summary["recall"] is None  # exact search needs no recall check
     manifest = read_manifest(tmp_path / "index")
     sha = sha256_file(artifacts / "embedder.onnx")
-    assert manifest["embedder"] == {"name": "tiny_avgpool", "sha256": sha}
+    fp32 = {"backend": "onnxruntime", "precision": "fp32"}  # what embedded the catalog (issue #16)
+    assert manifest["embedder"] == {"name": "tiny_avgpool", "sha256": sha, "backend": fp32}
     assert (manifest["count"], manifest["dim"], manifest["kind"]) == (10, TINY_DIM, "flat")
     catalog = Catalog.open(tmp_path / "index", expect_embedder_sha256=sha)
+    assert catalog.embedder_backend == fp32 and catalog.manifest()["embedder"]["backend"] == fp32  # kept on save
     product = lookbook / "PID000003_CLEAN1_IID000012.jpg"
     hit = catalog.search(embed(artifacts, product), 3)[0][0]
     assert (hit.product_id, hit.category, hit.title) == ("000003", "shirt", "red striped shirt")

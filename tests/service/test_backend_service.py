@@ -45,6 +45,8 @@ def test_serve_on_openvino_answers_search_over_http(tiny: Tiny, tmp_path: Path) 
         ready = httpx.get(f"{base}/health/ready").json()
         precision = "bf16" if B.cpu_has_bf16() else "fp32"
         assert (ready["backend"], ready["precision"], ready["providers"]) == ("openvino", precision, ["OpenVINO/CPU"])
+        # index.json records what the catalog was embedded on; a service on another backend says so.
+        assert ready["index_backend"] == {"backend": "onnxruntime", "precision": "fp32"}
         for pid in ("P003", "P006"):
             response = httpx.post(f"{base}/search", files={"image": ("q.png", tiny.query_for(pid), "image/png")})
             assert response.status_code == 200, response.text
@@ -55,6 +57,7 @@ def test_serve_on_openvino_answers_search_over_http(tiny: Tiny, tmp_path: Path) 
         server.terminate()
         server.wait(timeout=30)
     assert f"backend openvino {precision}" in log.read_text()  # the choice is logged at start
+    assert f"the index was embedded on onnxruntime fp32, queries run on openvino {precision}" in log.read_text()
 
 
 def test_unknown_backend_is_one_line(tiny: Tiny) -> None:
