@@ -285,6 +285,15 @@ def table(docs: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def _check_each(artifacts: Path, chosen: list[Backend], photos: np.ndarray, gallery: np.ndarray | None,
+                sources: dict, who: str) -> list[dict]:
+    docs = []
+    for backend in chosen:
+        print(f"{who}: {backend.key} on {len(photos)} photos ...", file=sys.stderr)
+        docs.append(check_backend(artifacts, backend, photos, gallery, sources))
+    return docs
+
+
 def run_check(cfg: CheckConfig) -> list[dict]:
     """`rtd check-backend`: measure each candidate, record it, print the table; the records."""
     info = read_artifacts(cfg.artifacts)
@@ -293,9 +302,24 @@ def run_check(cfg: CheckConfig) -> list[dict]:
     photos = load_images(photos_from, info.size, cfg.limit, "photos")
     gallery = load_images(cfg.gallery, info.size, cfg.gallery_limit, "gallery images") if cfg.gallery else None
     sources = {"photos_from": str(photos_from), "gallery_from": str(cfg.gallery or photos_from)}
-    docs = []
-    for backend in chosen:
-        print(f"rtd check-backend: {backend.key} on {len(photos)} photos ...", file=sys.stderr)
-        docs.append(check_backend(cfg.artifacts, backend, photos, gallery, sources))
+    docs = _check_each(cfg.artifacts, chosen, photos, gallery, sources, "rtd check-backend")
     print(table(docs))
+    return docs
+
+
+def gate_after_write(artifacts: Path, photos: np.ndarray, photos_from: str, who: str,
+                     threads: int | None = None) -> list[dict]:
+    """The gate as the commands that write graphs run it once they have (`rtd export`, `rtd fit-head`, the demo's
+    build; issue #16: "at export"): every backend this machine runs besides the reference, measured on `photos`
+    (the photos themselves the gallery) and recorded, so a service on any of them starts without a manual
+    `rtd check-backend`; the table on stderr. None to check (no OpenVINO): one line, nothing recorded. A
+    failing backend is recorded as failing (the service refuses it); the write itself stands."""
+    try:
+        chosen = candidates(CheckConfig(artifacts=artifacts, threads=threads))
+    except UserError as e:
+        print(f"{who}: parity gate: nothing checked ({e})", file=sys.stderr)
+        return []
+    docs = _check_each(artifacts, chosen, photos, None, {"photos_from": photos_from, "gallery_from": photos_from},
+                       f"{who}: parity gate")
+    print(table(docs), file=sys.stderr)
     return docs

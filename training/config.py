@@ -86,3 +86,5 @@ class ExportConfig:
                                   "upsampled (bilinear) to the full resolution")
     parity_data: Path | None = opt(None, "photos for the parity check (LookBook folder or pairs manifest) when the "
                                          "run's own data is not on this machine; None: the run's")
+    check_backends: bool = opt(True, "once exported, run the backend parity gate (`rtd check-backend`) on every "
+                                     "backend this machine runs besides onnxruntime fp32, so they serve at once")

@@ -96,6 +96,8 @@ class FitHeadConfig:
     cache: Path | None = opt(None, "folder of the feature cache (default: head-cache/ beside the split file)")
     embed_batch: int = opt(64, "images per onnxruntime call while extracting features")
     threads: int | None = opt(None, "CPU threads for onnxruntime and torch (default: theirs)")
+    check_backends: bool = opt(True, "once written, run the backend parity gate (`rtd check-backend`) on every "
+                                     "backend this machine runs besides onnxruntime fp32 (the head changed the graphs)")
 
     def __post_init__(self) -> None:
         if self.mode not in ("fused", "generated", "photo"):
@@ -440,6 +442,16 @@ def fit_head(cfg: FitHeadConfig) -> dict:
     read_head(art)  # what was written reads back
     say(f"wrote {QUERY_ONNX}, {CATALOG_ONNX}, {HEAD_JSON} to {art.folder} in {time.perf_counter() - start:.0f} s "
         f"(parity: max |onnx - torch| {max(doc['parity']['query']['max_abs_error'], doc['parity']['catalog']['max_abs_error']):.1e})")
+    if cfg.check_backends:  # the records measured before the head are stale now (index/parity.py)
+        from index.parity import gate_after_write
+        from training.export import GATE_PHOTOS
+
+        records = training_records(cfg)
+        paths = [r.photos[0] for r in records[:: max(1, len(records) // GATE_PHOTOS)] if r.photos][:GATE_PHOTOS]
+        with ThreadPoolExecutor(DECODE_THREADS) as pool:
+            photos = [a for a in preprocess_many(pool, paths, art.size) if isinstance(a, np.ndarray)]
+        if photos:  # the features were read from these files: a corrupt one here is rare
+            gate_after_write(cfg.artifacts, np.stack(photos), str(cfg.data), "rtd fit-head", threads=cfg.threads)
     return doc
 
 

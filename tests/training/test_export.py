@@ -25,8 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from index.artifacts import read_artifacts, read_model_json
+from index.backends import make_backend
 from index.errors import UserError
 from index.onnx import CPU, OnnxEmbedder, OnnxGenerator, sha256_file
+from index.parity import require_parity
 from models.embedders import Embedder, EmbedderInfo, at_input_size
 from models.pyramid import pyramid_down
 from service import cli
@@ -98,6 +100,19 @@ def test_each_architecture_exports_with_parity(runs: dict[str, Path], tmp_path: 
     assert product.shape == (3, 3, size, size) and np.abs(product).max() <= 1.0
     assert [p.name for p in tmp_path.iterdir()] == ["artifacts"]  # no temporary folder left behind
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "v-000001"]
+
+
+def test_export_runs_the_parity_gate_on_every_other_backend(runs: dict[str, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("openvino", reason="the gate needs a backend besides the reference")
+    openvino = make_backend("openvino", "fp32")
+    export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "a"), embedder=tiny_embedder(32))
+    record = require_parity(tmp_path / "a", openvino)  # served at once: no manual `rtd check-backend`
+    assert record["passed"] and record["inputs"]["photos"] >= 4
+    assert "rtd export: parity gate" in capsys.readouterr().err
+    export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "b", check_backends=False), embedder=tiny_embedder(32))
+    with pytest.raises(UserError, match="no recorded parity"):
+        require_parity(tmp_path / "b", openvino)
 
 
 def test_intermediate_stage_is_upsampled_from_its_own_checkpoint(runs: dict[str, Path], tmp_path: Path) -> None:

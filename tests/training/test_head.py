@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -16,8 +17,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from index.artifacts import read_artifacts
+from index.backends import make_backend
 from index.errors import UserError
 from index.head import read_head
+from index.parity import require_parity
 from models.head import HeadConfig, RetrievalHead
 from tests.helpers import make_lookbook
 from training import head as H
@@ -185,6 +188,9 @@ def test_fit_head_writes_a_checked_head_and_reuses_the_feature_cache(world: tupl
 
     # The head read back through onnxruntime gives the same vectors as the features through PyTorch would.
     info = read_head(read_artifacts(artifacts))
+    if importlib.util.find_spec("openvino") is not None:  # the parity gate ran on the graphs with this head
+        record = require_parity(artifacts, make_backend("openvino", "fp32"))
+        assert record["passed"] and record["artifacts"]["head_sha256"] == info.sha256
     query, catalog = info.sessions(providers=["CPUExecutionProvider"])
     feats, cache_file, reused = H.cached_features(artifacts, load_records(data).records, split.parent / "head-cache")
     assert reused and cache_file.is_file()
