@@ -120,6 +120,29 @@ class CatalogEngine(Protocol):
     def manifest(self) -> dict: ...
 
 
+IMAGES_DIR = "images"  # admin-added product images live under INDEX/images/ (Milvus: under the catalog root)
+
+
+def catalog_image(product: ProductMeta, root: Path | None, images_home: Path | None) -> Path | None:
+    """The catalog image of a product on disk, if present. An absolute path is used as stored; an admin-added
+    image (images/...) is under `images_home` (the index folder; with Milvus, the catalog root); any other
+    relative path is under `root` (the catalog root). Never a path outside them ("..")."""
+    if not product.image_path:
+        return None
+    path = Path(product.image_path)
+    if ".." in path.parts:
+        return None  # index/build.py stores no such path
+    if path.is_absolute():
+        file = path
+    elif path.parts[:1] == (IMAGES_DIR,) and images_home is not None and (images_home / path).is_file():
+        file = images_home / path
+    elif root is not None:
+        file = root / path
+    else:
+        return None
+    return file if file.is_file() else None
+
+
 def open_catalog(location: str | Path, expect_embedder_sha256: str | None = None,
                  expect_head_sha256: str | None = None) -> CatalogEngine:
     """Open the catalog at any location; with `expect_embedder_sha256`, refuse one built in another space."""

@@ -28,6 +28,7 @@ from PIL import Image
 from index.artifacts import Artifacts, read_artifacts
 from index.backends import Backend, make_backend
 from index.catalog import Catalog, ProductMeta, StaleCatalog, compact
+from index.catalogs import IMAGES_DIR, catalog_image
 from index.errors import UserError
 from index.files import write_atomic
 from index.head import has_head, read_head
@@ -40,7 +41,6 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 PRODUCT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-IMAGES_DIR = "images"  # admin-added product images live under INDEX/images/ (Milvus: under the catalog root)
 # A leftover younger than this may belong to a write in progress in another replica: it is left alone.
 ORPHAN_MIN_AGE_S = 600.0
 
@@ -273,23 +273,12 @@ class Engine:
         return None
 
     def image_file(self, product: ProductMeta) -> Path | None:
-        """The catalog image of a product on disk, if present. An absolute path is used as stored; an admin-added
-        image (images/...) is under the index folder; any other relative path is under the catalog root:
-        RTD_CATALOG (settings.catalog), else the root `rtd index build` recorded in index.json, else (an index
-        from before roots were recorded) the index folder."""
-        if not product.image_path:
-            return None
-        path = Path(product.image_path)
-        if ".." in path.parts:
-            return None  # never outside the folders above (index/build.py stores no such path)
-        if path.is_absolute():
-            file = path
-        elif path.parts[:1] == (IMAGES_DIR,) and self._images_home() and (self._images_home() / path).is_file():
-            file = self._images_home() / path
-        else:
-            recorded = self.catalog.catalog_root if self.catalog is not None else None
-            file = (self.settings.catalog or (Path(recorded) if recorded else self.settings.index)) / path
-        return file if file.is_file() else None
+        """The catalog image of a product on disk, if present (index.catalogs.catalog_image): relative paths
+        under RTD_CATALOG (settings.catalog), else the root `rtd index build` recorded in index.json, else (an
+        index from before roots were recorded) the index folder; admin-added images under images_home."""
+        recorded = self.catalog.catalog_root if self.catalog is not None else None
+        root = self.settings.catalog or (Path(recorded) if recorded else self.settings.index)
+        return catalog_image(product, root, self._images_home())
 
     # ---- admin -------------------------------------------------------------------------------------
 
