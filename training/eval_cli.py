@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--split", type=Path, help="split file from `rtd data split`; its test part is evaluated "
                    "(default: every product of --data, e.g. a held-out shop)")
     p.add_argument("--out", type=Path, help="report folder (report.json, report.md, recall.png, samples.png, queries.csv)")
+    p.add_argument("--catalog", metavar="LOCATION", default=None,
+                   help="rank against this prebuilt catalog (an index folder from `rtd index build`, "
+                        "milvus:///abs.db[/coll] or milvus://host:19530/coll) instead of the test products alone; it "
+                        "must hold every test product; ranks are read down to the largest K (default: the test "
+                        "products, exact, every rank known)")
     ks = _default("ks")
     p.add_argument("--k", type=_ks, default=ks, help=f"Recall@K cut-offs (default: {','.join(map(str, ks))})")
     p.add_argument("--query", choices=QUERY_CHOICES, default=_default("query"),
@@ -82,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     missing = [f"--{name}" for name in ("artifacts", "data", "out") if getattr(args, name) is None]
     if missing:
         raise UserError(f"missing {', '.join(missing)} (or use `rtd eval compare REPORT... --out DIR`)")
-    cfg = EvalConfig(artifacts=args.artifacts, data=args.data, split=args.split, out=args.out, ks=tuple(args.k),
+    cfg = EvalConfig(artifacts=args.artifacts, data=args.data, split=args.split, out=args.out,
+                     catalog=str(args.catalog) if args.catalog is not None else None, ks=tuple(args.k),
                      query=args.query, limit=args.limit, batch_size=args.batch_size, samples=args.samples,
                      bootstrap=args.bootstrap, seed=args.seed)
     print_config("eval", cfg)

@@ -26,6 +26,7 @@ report.json files into one table and one plot (recall.png, recall.svg).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
@@ -40,12 +41,13 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from index.artifacts import Artifacts
-from index.catalog import Catalog, ProductMeta
+from index.catalog import Catalog, ProductMeta, check_space
+from index.catalogs import CatalogEngine, catalog_image, open_catalog
 from index.configs import opt
 from index.crop import Cropper, has_crop, query_photos, read_crop
-from index.errors import UserError
+from index.errors import ImageError, UserError
 from index.head import HeadInfo
-from index.images import preprocess_many, to_image
+from index.images import preprocess, preprocess_many, to_image
 from index.onnx import OnnxGenerator
 from index.pipeline import FROZEN_KINDS, Pipeline
 from training import registry
@@ -73,6 +75,10 @@ class EvalConfig:
     out: Path = opt(help="report folder (report.json, report.md, recall.png, samples.png, queries.csv)")
     split: Path | None = opt(None, "split file from `rtd data split`; its test part is evaluated (default: every "
                              "product of --data, e.g. a held-out shop)")
+    catalog: str | None = opt(None, "rank against this prebuilt catalog (an index folder, milvus:///abs.db[/coll] "
+                              "or milvus://host:19530/coll) instead of the test products alone: its index, exact or "
+                              "approximate, and its other products are what is measured; it must hold every test "
+                              "product. Only ranks up to the largest K are known there", metavar="LOCATION")
     ks: tuple[int, ...] = opt((1, 5, 10, 20, 60, 100), "Recall@K cut-offs, e.g. 1,5,10,20,60,100", flag="--k")
     query: Literal["all", "generated", "photo", "head", "both"] = opt(
         "all", "all: every kind the artifacts answer, side by side (generated and photo with the frozen embedder, "
@@ -203,6 +209,89 @@ def gallery_catalog(pipeline: Pipeline, products: list[ProductRecord], vectors: 
     return catalog
 
 
+def catalog_kinds(cfg: EvalConfig, kinds: list[EvalKind]) -> tuple[CatalogEngine, list[EvalKind]]:
+    """--catalog: the prebuilt catalog, set as the gallery of the kinds whose vectors live in its space (the
+    frozen embedder's, or the head's catalog side: `rtd index build` recorded which); UserError when none do."""
+    assert cfg.catalog is not None
+    catalog = open_catalog(cfg.catalog)  # checked per kind below: a catalog holds one space
+    manifest = catalog.manifest()
+    fits, why = [], []
+    for kind in kinds:
+        head = kind.pipeline.head
+        try:
+            check_space(manifest, Path(cfg.catalog), kind.pipeline.artifacts.embedder_sha256,
+                        head.sha256 if head is not None else None)
+            fits.append(kind)
+        except UserError as e:
+            why.append(str(e))
+    if not fits:
+        raise UserError(f"--catalog: no query of {cfg.artifacts} is in its space ({why[0]})")
+    if len(fits) < len(kinds):
+        print(f"rtd eval: --catalog {cfg.catalog} holds {'head' if manifest.get('head') else 'frozen embedder'} "
+              f"vectors: evaluating {', '.join(k.method for k in fits)} only", file=sys.stderr)
+    for pipeline in {id(k.pipeline): k.pipeline for k in fits}.values():
+        pipeline.catalog = catalog  # type: ignore[assignment]  # any engine answers search()
+    return catalog, fits
+
+
+def missing_products(catalog: CatalogEngine, products: list[ProductRecord], where: str) -> None:
+    """UserError unless the catalog holds every test product (a missing one could never be found: recall
+    would count it as a miss of the model)."""
+    missing = [r.product_id for r in products if catalog.get(r.product_id) is None]
+    if missing:
+        raise UserError(f"--catalog {where}: {len(missing)} of the {len(products)} test products are not in it "
+                        f"(e.g. {', '.join(missing[:3])}); build it from a catalog that has them, or evaluate "
+                        f"without --catalog")
+
+
+def hit_ranks(hits: list[list], truth_ids: list[str], depth: int) -> np.ndarray:
+    """1-based rank of each query's true product in its hit list (the catalog's order), or depth + 1 when it is
+    not among the first `depth`: beyond the deepest K, ranks are not known (the catalog ranked only those)."""
+    ranks = np.full(len(hits), depth + 1, np.int64)
+    for q, (row, pid) in enumerate(zip(hits, truth_ids, strict=True)):
+        for position, hit in enumerate(row[:depth]):
+            if hit.product_id == pid:
+                ranks[q] = position + 1
+                break
+    return ranks
+
+
+class CatalogTiles:
+    """The sample grid's tiles of catalog products that are not test products, read from the catalog's
+    image files (index.catalogs.catalog_image); a grey tile when the file is not on this machine."""
+
+    def __init__(self, catalog: CatalogEngine, size: int, first: int) -> None:
+        self.catalog, self.size, self.first = catalog, size, first
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []  # the product of each tile
+        self.tiles: list[np.ndarray] = []
+
+    def __call__(self, product_id: str) -> int:
+        """The tile's row in the grid's image array (after the `first` test products)."""
+        if product_id not in self.index:
+            meta = self.catalog.get(product_id)
+            root = Path(self.catalog.catalog_root) if self.catalog.catalog_root else None
+            file = catalog_image(meta, root, self.catalog.folder) if meta is not None else None
+            tile = np.zeros((3, self.size, self.size), np.float32)  # mid grey in [-1, 1]
+            if file is not None:
+                with contextlib.suppress(ImageError):
+                    tile = preprocess(file, self.size)
+            self.index[product_id] = self.first + len(self.tiles)
+            self.ids.append(product_id)
+            self.tiles.append(_u8(tile[None])[0])
+        return self.index[product_id]
+
+
+def gallery_doc(catalog: CatalogEngine | None, location: str | None, products: int, depth: int) -> dict:
+    """report.json's account of what was ranked: the test products (exact, every rank known), or a catalog."""
+    if catalog is None:
+        return {"kind": "test products", "products": products, "index": "Flat (exact, in memory)", "ranks": "all"}
+    manifest = catalog.manifest()
+    return {"kind": "catalog", "location": location, "products": len(catalog), "index": manifest.get("factory"),
+            "params": manifest.get("params"), "recall_at_build": manifest.get("recall"),
+            "ranks": f"first {depth} (beyond: unknown, counted as misses at every K up to {depth})"}
+
+
 def score_matrix(hits: list[list], column: dict[str, int]) -> np.ndarray:
     """(Q, P) cosine scores from full-gallery hit lists (every product ranked), for ranks with ties."""
     scores = np.full((len(hits), len(column)), -np.inf, np.float32)
@@ -221,6 +310,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     validate(cfg)
     test = test_records(cfg)
     kinds = open_kinds(cfg)
+    catalog, kinds = catalog_kinds(cfg, kinds) if cfg.catalog is not None else (None, kinds)
+    depth = max(*cfg.ks, *CATEGORY_KS)  # with --catalog, how far down each query's ranking is read
     pipelines = list({id(k.pipeline): k.pipeline for k in kinds}.values())  # one gallery per vector space
     art = pipelines[0].artifacts
     S, model = art.size, art.model
@@ -245,13 +336,18 @@ def evaluate(cfg: EvalConfig) -> dict:
                 products += [r for r, _ in good]
                 gallery.append(_u8(batch))
                 for p, pipeline in enumerate(pipelines):
-                    vectors[p].append(pipeline.embed_catalog(batch))  # (b, D), or (b, E) through a head
+                    if catalog is None:  # with --catalog the gallery is the catalog's, embedded already
+                        vectors[p].append(pipeline.embed_catalog(batch))  # (b, D), or (b, E) through a head
         if not products:
             raise UserError(f"none of the {len(test)} test product images could be read")
         gallery_u8 = np.concatenate(gallery)  # (P, 3, S, S)
-        for pipeline, vecs in zip(pipelines, vectors, strict=True):
-            pipeline.catalog = gallery_catalog(pipeline, products, np.concatenate(vecs))
+        if catalog is None:
+            for pipeline, vecs in zip(pipelines, vectors, strict=True):
+                pipeline.catalog = gallery_catalog(pipeline, products, np.concatenate(vecs))
+        else:
+            missing_products(catalog, products, str(cfg.catalog))
         column = {r.product_id: i for i, r in enumerate(products)}
+        tiles = CatalogTiles(catalog, S, len(products)) if catalog is not None else None
 
         # ---- queries: every test photo, in every kind (the generator runs once per batch for all of them)
         queries = query_list(products, cfg.limit)
@@ -275,24 +371,37 @@ def evaluate(cfg: EvalConfig) -> dict:
                 images = {"photo": photos}
                 quality: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # image name -> (RMSE, SSIM), (b,) each
                 for kind in kinds:
-                    found = kind.pipeline.query(photos, len(products), query=kind.query)  # every product ranked
+                    # Without --catalog every product is ranked (ranks and ties all known); with it, the top `depth`.
+                    found = kind.pipeline.query(photos, len(products) if catalog is None else depth, query=kind.query)
                     if found.generated is not None:
                         images["generated"] = found.generated  # (b, 3, S, S)
                     if kind.image not in quality:
                         quality[kind.image] = rmse(images[kind.image], target), ssim(images[kind.image], target)
-                    scores = score_matrix(found.hits, column)  # (b, P) cosine
-                    ranks = true_ranks(scores, truth)
+                    if catalog is None:
+                        scores = score_matrix(found.hits, column)  # (b, P) cosine
+                        ranks = true_ranks(scores, truth)
+                    else:
+                        ranks = hit_ranks(found.hits, [products[i].product_id for i in truth], depth)
                     per[kind.method]["rank"].append(ranks)
                     per[kind.method]["rmse"].append(quality[kind.image][0])
                     per[kind.method]["ssim"].append(quality[kind.image][1])
                     if kind is shown_kind:
                         for j in range(min(len(good), cfg.samples - len(shown))):
-                            top = np.argsort(-scores[j], kind="stable")[:TOP_SHOWN]
+                            if tiles is None:
+                                top = np.argsort(-scores[j], kind="stable")[:TOP_SHOWN]
+                                top_ids, top_scores = top.tolist(), scores[j, top].tolist()
+                                score = float(scores[j, truth[j]])
+                            else:  # catalog products outside the test set get tiles of their own
+                                row = found.hits[j][:TOP_SHOWN]
+                                top_ids = [column[h.product_id] if h.product_id in column else tiles(h.product_id)
+                                           for h in row]
+                                top_scores = [h.score for h in row]
+                                own = [h.score for h in found.hits[j] if h.product_id == products[truth[j]].product_id]
+                                score = float(own[0]) if own else float("nan")
                             shown.append({"path": str(good[j][0][0]), "photo": photos[j],
                                           "generated": images.get("generated", photos)[j],
-                                          "truth": int(truth[j]), "top": top.tolist(),
-                                          "top_scores": scores[j, top].tolist(), "rank": int(ranks[j]),
-                                          "score": float(scores[j, truth[j]])})
+                                          "truth": int(truth[j]), "top": top_ids, "top_scores": top_scores,
+                                          "rank": int(ranks[j]), "score": score})
         seconds = time.perf_counter() - t_queries
     if not kept:
         raise UserError(f"none of the {len(queries)} test photos could be read")
@@ -302,21 +411,26 @@ def evaluate(cfg: EvalConfig) -> dict:
     print(f"rtd eval: {len(kept)} queries x {len(kinds)} kind(s) in {seconds:.1f} s = {qps:.1f} queries/s "
           f"({'generator + ' if generates else ''}embedder on {providers[0]})", file=sys.stderr)
 
+    grid_ids = [r.product_id for r in products] + (tiles.ids if tiles is not None else [])
+    grid_u8 = np.concatenate([gallery_u8, np.stack(tiles.tiles)]) if tiles is not None and tiles.tiles else gallery_u8
     owners = np.array([i for _, i in kept])  # (Q,) each query's true product
     category = np.array([category_of(products[i]) for i in owners])  # (Q,)
     names = sorted({str(c) for c in category})
     columns = {k: {m: np.concatenate(v) for m, v in per[k].items()} for k in per}
+    known = catalog is None  # every rank known; with --catalog only those up to `depth` (depth + 1: beyond)
     results = []
     for kind in kinds:
         c = columns[kind.method]
         ci = bootstrap_recall(c["rank"], owners, cfg.ks, cfg.bootstrap, cfg.seed, CONFIDENCE)
+        median = float(np.median(c["rank"]))
         results.append({
             "method": kind.method, "query": kind.query, "label": kind.label, "embedder": backbone,
             "head": kind.pipeline.head.describe() if kind.pipeline.head is not None else None,
             "rmse": float(c["rmse"].mean()), "ssim": float(c["ssim"].mean()),
             "recall": {str(k): v for k, (v, _, _) in ci.items()},
             "recall_ci": {str(k): [lo, hi] for k, (_, lo, hi) in ci.items()},
-            "median_rank": float(np.median(c["rank"])), "mean_rank": float(c["rank"].mean()),
+            "median_rank": median if known or median <= depth else None,  # None: beyond the ranks read
+            "mean_rank": float(c["rank"].mean()) if known else None,
             "by_category": {name: {str(k): v for k, v in recall_at_k(c["rank"][category == name], CATEGORY_KS).items()}
                             for name in names},
         })
@@ -330,15 +444,19 @@ def evaluate(cfg: EvalConfig) -> dict:
         "test_set": {"split": str(cfg.split) if cfg.split is not None else f"all of {cfg.data}",
                      "products": len(products), "queries": len(kept),
                      "crop": cropper.info.describe() if cropper is not None else None,
-                     "skipped": skipped, "chance_recall": chance_recall(len(products), cfg.ks),
+                     "gallery": gallery_doc(catalog, cfg.catalog, len(products), depth),
+                     "skipped": skipped,
+                     "chance_recall": chance_recall(len(catalog) if catalog is not None else len(products), cfg.ks),
                      "categories": {name: {"products": sum(category_of(r) == name for r in products),
                                            "queries": int((category == name).sum())} for name in names}},
         "ks": list(cfg.ks),
         "bootstrap": {"unit": "product", "resamples": cfg.bootstrap, "seed": cfg.seed, "confidence": CONFIDENCE,
                       "interval": "percentile"},
         "samples": {"method": shown_kind.method, "label": shown_kind.label,  # samples.png's rows, as drawn
-                    "rows": [{"photo": s["path"], "product": products[s["truth"]].product_id, "rank": s["rank"],
-                              "score": round(s["score"], 6), "top": [products[i].product_id for i in s["top"]]}
+                    "rows": [{"photo": s["path"], "product": products[s["truth"]].product_id,
+                              "rank": s["rank"] if s["rank"] <= depth or known else None,
+                              "score": round(s["score"], 6) if s["score"] == s["score"] else None,
+                              "top": [grid_ids[i] for i in s["top"]]}
                              for s in shown]},
         "results": results,
         "throughput": {"queries": len(kept), "seconds": round(seconds, 3), "queries_per_s": round(qps, 2),
@@ -349,12 +467,13 @@ def evaluate(cfg: EvalConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
-    write_queries_csv(out / "queries.csv", kept, products, columns)
+    write_queries_csv(out / "queries.csv", kept, products, columns, None if known else depth)
     recall_plot([*map(report_curve, results), chance_curve(report)], out / "recall.png",
                 f"Recall@K ({backbone} embeddings, {len(kept)} queries, {len(products)} products)")
     if shown:
-        draw_samples(shown, gallery_u8, out / "samples.png",
-                     f"ranked by: {shown_kind.label}; under the ground truth its rank, under each tile its cosine")
+        draw_samples(shown, grid_u8, out / "samples.png",
+                     f"ranked by: {shown_kind.label}; under the ground truth its rank, under each tile its cosine"
+                     + (f" (catalog {cfg.catalog})" if catalog is not None else ""), None if known else depth)
     return report
 
 
@@ -363,23 +482,34 @@ def chance_recall(products: int, ks: tuple[int, ...]) -> dict[str, float]:
     return {str(k): min(1.0, k / products) for k in ks}
 
 
+def gallery_size(test_set: dict) -> int:
+    """How many products were ranked: the test products, or the whole --catalog."""
+    return int(test_set.get("gallery", {}).get("products", test_set["products"]))
+
+
 def chance_curve(report: dict) -> Curve:
     """The chance line of a report's plot."""
     chance = report["test_set"]["chance_recall"]
-    return Curve(f"chance (K / {report['test_set']['products']})", [int(k) for k in chance], list(chance.values()),
+    return Curve(f"chance (K / {gallery_size(report['test_set'])})", [int(k) for k in chance], list(chance.values()),
                  kind="chance")
 
 
+def rank_text(rank: int, depth: int | None) -> str:
+    """A rank as written: '7', or '>60' past the deepest rank read (`depth`, with --catalog)."""
+    return f">{depth}" if depth is not None and rank > depth else str(int(rank))
+
+
 def write_queries_csv(path: Path, queries: list[tuple[Path, int]], products: list[ProductRecord],
-                      columns: dict[str, dict[str, np.ndarray]]) -> None:
-    """One row per query: photo, product id, category, and per kind the true product's rank, RMSE and SSIM."""
+                      columns: dict[str, dict[str, np.ndarray]], depth: int | None = None) -> None:
+    """One row per query: photo, product id, category, and per kind the true product's rank ('>K' past the
+    deepest rank read, with --catalog), RMSE and SSIM."""
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["photo", "product", "category"] + [f"{m}_{k}" for k in columns for m in ("rank", "rmse", "ssim")])
         for q, (photo, i) in enumerate(queries):
             row = [str(photo), products[i].product_id, products[i].category or ""]
             for c in columns.values():
-                row += [int(c["rank"][q]), f"{c['rmse'][q]:.6f}", f"{c['ssim'][q]:.6f}"]
+                row += [rank_text(c["rank"][q], depth), f"{c['rmse'][q]:.6f}", f"{c['ssim'][q]:.6f}"]
             w.writerow(row)
 
 
@@ -436,7 +566,9 @@ def report_markdown(report: dict) -> str:
     t, g = report["test_set"], report["model"].get("generator", {})
     b, ks = report["bootstrap"], report["ks"]
     intervals = ["| Method | " + " | ".join(f"Recall@{k}" for k in ks) + " | Median rank |", "|" + "---|" * (len(ks) + 2)]
-    intervals += ["| " + " | ".join([r["label"], *(_interval(r, k) for k in ks), f"{r['median_rank']:g}"]) + " |"
+    deepest = f">{max(*ks, *CATEGORY_KS)}"  # a median past the ranks read (--catalog)
+    intervals += ["| " + " | ".join([r["label"], *(_interval(r, k) for k in ks),
+                                     deepest if r["median_rank"] is None else f"{r['median_rank']:g}"]) + " |"
                   for r in report["results"]]
     categories: list[str] = []
     if has_categories(report):
@@ -450,14 +582,18 @@ def report_markdown(report: dict) -> str:
                      f"sha256 {h['sha256'][:12]}) against a gallery embedded through its catalog side; the other rows "
                      "use the frozen embedder's features (the paper's protocol). A head row's RMSE and SSIM are those of the "
                      "image its query uses (the generated one when it uses it).")
+    gallery = t.get("gallery", {})
+    ranked = (f"{t['products']} products (the gallery)" if gallery.get("kind") != "catalog" else
+              f"{t['products']} products, ranked among the {gallery['products']} of the catalog `{gallery['location']}` "
+              f"({gallery['index']}; ranks read: {gallery['ranks']})")
     lines = [f"# Evaluation of {report['config']['artifacts']}", "",
-             f"Test split `{t['split']}`: {t['products']} products (the gallery), {t['queries']} query photos, "
+             f"Test split `{t['split']}`: {ranked}, {t['queries']} query photos, "
              f"{len(t['skipped'])} unreadable files skipped. Images at S = {report['model']['preprocessing']['size']} px.",
              f"Generator: {g.get('architecture')} (stages {g.get('stages')}, exported stage {g.get('stage')}, native "
              f"{g.get('native_size')} px, {g.get('training_steps')} training steps).", "",
              *_table(report["results"], report["ks"], False), "",
              f"Recall@K: retrieval features from **{report['embedder']['backbone']}** (the paper used DenseNet-121); "
-             f"ties count against the query; a random ranking would score K / {t['products']}. RMSE: per image on a [0, 1] scale, averaged. SSIM: grayscale "
+             f"ties count against the query; a random ranking would score K / {gallery_size(t)}. RMSE: per image on a [0, 1] scale, averaged. SSIM: grayscale "
              "(ITU-R BT.601 luma), Wang et al. 2004 via scikit-image, 11x11 Gaussian window, sigma 1.5. The photo "
              "row compares the street photo itself with the product image." + head_note, "",
              f"Recall@K with 95 % intervals ({b['resamples']} bootstrap resamples of the test products, seed "
@@ -473,7 +609,8 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def draw_samples(shown: list[dict], gallery_u8: np.ndarray, path: Path, title: str = "") -> None:
+def draw_samples(shown: list[dict], gallery_u8: np.ndarray, path: Path, title: str = "",
+                 depth: int | None = None) -> None:
     """Rows: photo | generated | ground truth | top-5 retrieved; the true product framed in green. Under the
     ground truth its rank and cosine score, under each retrieved product its score (the kind named in `title`)."""
     S = gallery_u8.shape[-1]
@@ -498,7 +635,8 @@ def draw_samples(shown: list[dict], gallery_u8: np.ndarray, path: Path, title: s
                 d.rectangle([x, y, x + cell - 1, y + cell - 1], outline=HIT if hit else MISS, width=border if hit else 1)
                 text, colour = f"{row['top_scores'][c - 3]:.3f}", HIT if hit else "black"
             elif c == 2:
-                text, colour = f"rank {row['rank']}, {row['score']:.3f}", HIT if row["rank"] == 1 else "black"
+                score = f", {row['score']:.3f}" if row["score"] == row["score"] else ""  # NaN: not retrieved
+                text, colour = f"rank {rank_text(row['rank'], depth)}{score}", HIT if row["rank"] == 1 else "black"
             else:
                 continue
             d.text((x + cell / 2, y + cell + caption / 2), text, fill=colour, font=font, anchor="mm")
@@ -522,7 +660,7 @@ def compare_reports(paths: list[Path], out: Path) -> dict:
             raise UserError(f"{path}: not a report written by `rtd eval`")
         ks |= set(report["ks"])
         if "chance_recall" in report["test_set"]:
-            chance.setdefault(report["test_set"]["products"], report)
+            chance.setdefault(gallery_size(report["test_set"]), report)
         g = report["model"].get("generator", {})
         for r in report["results"]:
             # One photo baseline per (embedder, test set, queries): every report over the same split has it.

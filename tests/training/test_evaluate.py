@@ -22,6 +22,7 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
+from index.build import build_index
 from index.errors import UserError
 from index.images import preprocess
 from index.onnx import sha256_file
@@ -84,6 +85,8 @@ def test_identity_generator_gives_perfect_scores_and_every_file(testset: tuple[P
     art = write_graph_artifacts(tmp_path / "art", "Identity")
     report = evaluate(config(testset, art, tmp_path / "rep", batch_size=4))
     assert report["test_set"] == {"split": str(testset[1]), "products": 6, "queries": 18, "crop": None, "skipped": [],
+                                  "gallery": {"kind": "test products", "products": 6, "index": "Flat (exact, in memory)",
+                                              "ranks": "all"},
                                   "chance_recall": pytest.approx({"1": 1 / 6, "5": 5 / 6, "6": 1.0}),
                                   "categories": {"(none)": {"products": 6, "queries": 18}}}
     assert report["head"] is None and report["bootstrap"]["resamples"] == 1000
@@ -118,6 +121,62 @@ def test_negating_generator_ranks_the_true_product_last(testset: tuple[Path, Pat
     expected = np.sqrt(((x - (1 - x)) ** 2).mean(axis=(1, 2, 3))).mean()
     assert generated["rmse"] == pytest.approx(expected, rel=1e-5)
     assert generated["ssim"] < 0.5
+
+
+def shop_catalog_csv(testset: tuple[Path, Path], root: Path, drop: str | None = None) -> Path:
+    """A shop's catalog as `rtd index build` reads it: the 6 test products and 20 other products (D00..D19)."""
+    others = make_lookbook(root / "others", products=20, photos=1, size=SIZE, seed=11)
+    rows = [f"{r.product_id},{r.product_image}" for r in load_records(testset[0]).records if r.product_id != drop]
+    rows += [f"D{i:02d},{path}" for i, path in enumerate(sorted(others.glob("*_CLEAN1_*")))]
+    (root / "catalog.csv").write_text("id,image\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return root / "catalog.csv"
+
+
+@pytest.mark.parametrize("engine", ["file", "milvus-lite"])
+def test_against_a_prebuilt_catalog_ranks_are_read_down_to_the_largest_k(testset: tuple[Path, Path], tmp_path: Path,
+                                                                        engine: str) -> None:
+    if engine == "milvus-lite":
+        pytest.importorskip("pymilvus")
+        pytest.importorskip("milvus_lite")
+    location = str(tmp_path / "index") if engine == "file" else f"milvus://{tmp_path / 'catalog.db'}/shop"
+    art = write_graph_artifacts(tmp_path / "art", "Neg")
+    build_index(art, shop_catalog_csv(testset, tmp_path), location)
+    report = evaluate(config(testset, art, tmp_path / "rep", catalog=location, query="both", samples=2))
+    gallery = report["test_set"]["gallery"]
+    assert (gallery["kind"], gallery["products"], gallery["location"]) == ("catalog", 26, location)
+    assert report["test_set"]["chance_recall"] == pytest.approx({"1": 1 / 26, "5": 5 / 26, "6": 6 / 26})
+    generated, photo = report["results"]
+    assert photo["recall"] == {"1": 1.0, "5": 1.0, "6": 1.0} and photo["median_rank"] == 1
+    # The negated query ranks its product last of 26: past the 10 ranks read (max of K and the category K).
+    assert generated["recall"] == {"1": 0.0, "5": 0.0, "6": 0.0} and generated["by_category"]["(none)"]["10"] == 0.0
+    assert generated["median_rank"] is None and generated["mean_rank"] is None
+    rows = list(csv.DictReader((tmp_path / "rep" / "queries.csv").open()))
+    assert {r["rank_generated"] for r in rows} == {">10"} and {r["rank_photo"] for r in rows} == {"1"}
+    shown = report["samples"]["rows"]  # the default kind's grid: generated, its top tiles other products
+    assert len(shown) == 2 and all(row["rank"] is None and row["score"] is None for row in shown)
+    assert any(pid.startswith("D") for row in shown for pid in row["top"])  # tiles read from the catalog's files
+    assert all(row["product"] not in row["top"] for row in shown)
+    assert "ranked among the 26 of the catalog" in (tmp_path / "rep" / "report.md").read_text()
+    assert Image.open(tmp_path / "rep" / "samples.png").size[0] > 100
+
+
+def test_a_catalog_without_a_test_product_or_in_another_space_is_refused(testset: tuple[Path, Path],
+                                                                        tmp_path: Path) -> None:
+    art = write_graph_artifacts(tmp_path / "art", "Identity")
+    first = load_records(testset[0]).records[0].product_id
+    build_index(art, shop_catalog_csv(testset, tmp_path / "a", drop=first), tmp_path / "a" / "index")
+    with pytest.raises(UserError, match=f"1 of the 6 test products are not in it \\(e.g. {first}\\)"):
+        evaluate(config(testset, art, tmp_path / "rep", catalog=str(tmp_path / "a" / "index")))
+    other = write_graph_artifacts(tmp_path / "other", "Identity")
+    graph = onnx.load(str(other / "embedder.onnx"))
+    graph.doc_string = "another embedder"  # other bytes, another sha256
+    onnx.save(graph, str(other / "embedder.onnx"))
+    doc = json.loads((other / "model.json").read_text())
+    doc["embedder"]["onnx_sha256"] = sha256_file(other / "embedder.onnx")
+    (other / "model.json").write_text(json.dumps(doc))
+    build_index(other, shop_catalog_csv(testset, tmp_path / "b"), tmp_path / "b" / "index")
+    with pytest.raises(UserError, match="no query of .* is in its space .*another embedder"):
+        evaluate(config(testset, art, tmp_path / "rep", catalog=str(tmp_path / "b" / "index")))
 
 
 def test_photo_query_and_limit(testset: tuple[Path, Path], tmp_path: Path) -> None:
