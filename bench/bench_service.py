@@ -90,6 +90,9 @@ def start_server(args: argparse.Namespace, port: int, log: Path, log_level: str 
         env["RTD_PROVIDERS"] = args.providers
     if args.threads:
         env["RTD_THREADS"] = str(args.threads)
+    for name in ("backend", "precision"):  # optional: bench_backends_http.py serves each backend in turn
+        if getattr(args, name, None):
+            env[f"RTD_{name.upper()}"] = getattr(args, name)
     server = subprocess.Popen([sys.executable, "-m", "service.serve_cli", "--artifacts", str(args.artifacts),
                                "--index", str(args.index), "--host", "127.0.0.1", "--port", str(port),
                                "--log-level", log_level], env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
