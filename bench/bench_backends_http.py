@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seconds", type=float, default=20.0, help="throughput phase per server")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads per graph (RTD_THREADS)")
+    p.add_argument("--request-timeout-ms", type=int, default=30_000, help="RTD_REQUEST_TIMEOUT_MS of the servers: "
+                   "long enough that the paper-size model's queue is measured, not shed (default: %(default)s)")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = p.parse_args(argv)
     pairs = [tuple(item.split(":")) for item in args.backends.split(",")]
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                     run_check(CheckConfig(artifacts=artifacts, backend=name, precision=precision, photos=args.photos,
                                           threads=args.threads))
                 ns = argparse.Namespace(artifacts=artifacts, index=index, max_batch=16, max_wait_ms=2.0, queue_size=64,
-                                        request_timeout_ms=None, providers="", threads=args.threads,
+                                        request_timeout_ms=args.request_timeout_ms, providers="", threads=args.threads,
                                         backend=name, precision=precision)
                 port = free_port()
                 servers.append(start_server(ns, port, Path(tmp) / f"server-{name}-{precision}.log"))
