@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from bench.bench_head_latency import alternate  # noqa: E402
-from bench.bench_service import drive, free_port, load_photos, percentile, start_server  # noqa: E402
+from bench.bench_service import drive, free_port, load_photos, paper_size_world, percentile, start_server  # noqa: E402
 from index.backends import make_backend  # noqa: E402
 from index.build import build_index  # noqa: E402
 from index.errors import UserError  # noqa: E402
@@ -44,13 +44,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads per graph (RTD_THREADS)")
     p.add_argument("--request-timeout-ms", type=int, default=30_000, help="RTD_REQUEST_TIMEOUT_MS of the servers: "
                    "long enough that the paper-size model's queue is measured, not shed (default: %(default)s)")
+    p.add_argument("--paper-size", type=int, default=None, help="replace the generator by an untrained rtdGAN at this "
+                   "size (the paper's: 256; bench_service.paper_size_world, needs torch) with the embedder re-exported")
+    p.add_argument("--generator-width", type=int, default=64, help="its width (the paper's: 64)")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = p.parse_args(argv)
     pairs = [tuple(item.split(":")) for item in args.backends.split(",")]
     photos = load_photos(args.photos)
     servers, bases = [], {}
     with tempfile.TemporaryDirectory(prefix="rtd-backends-http-") as tmp:
-        artifacts = Path(shutil.copytree(args.artifacts, Path(tmp) / "artifacts"))
+        if args.paper_size:
+            from index.artifacts import read_artifacts
+
+            artifacts, _ = paper_size_world(read_artifacts(args.artifacts).folder, args.catalog, Path(tmp) / "paper",
+                                            args.paper_size, args.generator_width)
+        else:
+            artifacts = Path(shutil.copytree(args.artifacts, Path(tmp) / "artifacts"))
         index = Path(tmp) / "index"
         build_index(artifacts, args.catalog, index, backend=make_backend("onnxruntime", "fp32"))
         try:
