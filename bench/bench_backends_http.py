@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--request-timeout-ms", type=int, default=30_000, help="RTD_REQUEST_TIMEOUT_MS of the servers: "
                    "long enough that the paper-size model's queue is measured, not shed (default: %(default)s)")
     p.add_argument("--paper-size", type=int, default=None, help="replace the generator by an untrained rtdGAN at this "
-                   "size (the paper's: 256; bench_service.paper_size_world, needs torch) with the embedder re-exported")
+                   "size (the paper's: 256; bench_service.paper_size_world, needs torch) with the embedder re-exported; no head "
+                   "or crop")
     p.add_argument("--generator-width", type=int, default=64, help="its width (the paper's: 64)")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = p.parse_args(argv)
