@@ -14,6 +14,7 @@ the way the service does. Then, side by side in one run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -60,7 +61,50 @@ def with_searches(catalog: Catalog, queries: np.ndarray, work, seconds: float | 
     return latencies
 
 
-def run(n: int, dim: int, kind: str, writes: int, seed: int = 0) -> dict:
+class Phases:
+    """--phases: where each write's time goes. Wraps the write path's steps (the log append with its fsync, each
+    `_apply_log` including its wait for the lock searches hold, the writer lock) and keeps the time of each step
+    per write, so the slowest writes can be taken apart."""
+
+    def __init__(self) -> None:
+        import index.catalog as C
+
+        self.current: dict[str, float] = {}
+        self.writes: list[dict[str, float]] = []
+        for owner, name in ((C.catalog_log, "append"), (C.Catalog, "_apply_log"), (C, "read_manifest")):
+            setattr(owner, name, self._timed(getattr(owner, name), name))
+        lock = C._writer_lock
+
+        @contextlib.contextmanager
+        def timed_lock(folder: Path):  # noqa: ANN202
+            start = time.perf_counter()
+            with lock(folder):
+                self._add("writer_lock_wait", start)
+                yield
+        C._writer_lock = timed_lock
+
+    def _add(self, name: str, start: float) -> None:
+        self.current[name] = self.current.get(name, 0.0) + (time.perf_counter() - start) * 1000
+
+    def _timed(self, fn, name: str):  # noqa: ANN001, ANN202
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if threading.current_thread() is threading.main_thread():  # the writes, not the search thread
+                    self._add(name, start)
+        return wrapper
+
+    def done(self, total_ms: float, what: str) -> None:
+        other = total_ms - sum(self.current.values())  # the wait for the search lock before the first apply, get()
+        self.writes.append({"write": what, "total": round(total_ms, 2)} | {k: round(v, 2) for k, v in self.current.items()}
+                           | {"other (search-lock wait, reads)": round(other, 2)})
+        self.current = {}
+
+
+def run(n: int, dim: int, kind: str, writes: int, seed: int = 0, phases: Phases | None = None,
+        settle: bool = True) -> dict:
     rng = np.random.default_rng(seed)
     vectors = clustered(rng, n + writes, dim)
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,6 +116,8 @@ def run(n: int, dim: int, kind: str, writes: int, seed: int = 0) -> dict:
             built.add([ProductMeta(f"p{i}", category=f"c{i % 20}") for i in chunk], vectors[chunk.start:chunk.stop])
         built.save(folder)
         build_s = time.perf_counter() - t
+        if settle:  # a service starts on an index written earlier: flush the build's gigabytes of dirty pages first,
+            os.sync()  # or every write's fsync below waits for them (ext4 commits them in the same journal)
         del built
         queries = vectors[rng.integers(0, n, 200)]
         vectors = vectors[n:].copy()  # only the writes' vectors from here on (memory: 1M x 1280 is 5 GB)
@@ -86,9 +132,13 @@ def run(n: int, dim: int, kind: str, writes: int, seed: int = 0) -> dict:
                 t0 = time.perf_counter()
                 catalog.write([ProductMeta(f"new{i}", category="c0")], vectors[i:i + 1])
                 add_ms.append((time.perf_counter() - t0) * 1000)
+                if phases is not None:
+                    phases.done(add_ms[-1], f"add {i}")
                 t0 = time.perf_counter()
                 catalog.write(removed=[f"p{i}"])
                 delete_ms.append((time.perf_counter() - t0) * 1000)
+                if phases is not None:
+                    phases.done(delete_ms[-1], f"delete {i}")
 
         busy = with_searches(catalog, queries, do_writes)
         t = time.perf_counter()
@@ -109,9 +159,16 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--kind", choices=KINDS, default="ivf")
     parser.add_argument("--writes", type=int, default=50, help="adds (and as many deletes) per size")
+    parser.add_argument("--phases", action="store_true", help="also print where the 5 slowest writes spent their time")
+    parser.add_argument("--no-settle", dest="settle", action="store_false", help="measure the writes while the "
+                        "build's files are still being written back (before session 9, every run did)")
     args = parser.parse_args()
     for n in (int(s) for s in args.sizes.split(",")):
-        print(run(n, args.dim, args.kind, args.writes), flush=True)
+        phases = Phases() if args.phases else None
+        print(run(n, args.dim, args.kind, args.writes, phases=phases, settle=args.settle), flush=True)
+        if phases is not None:
+            for row in sorted(phases.writes, key=lambda r: -r["total"])[:5]:
+                print("  slow write:", row, flush=True)
 
 
 if __name__ == "__main__":
