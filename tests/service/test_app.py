@@ -144,7 +144,8 @@ def test_health_live_and_ready(client: TestClient) -> None:
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "products": 10, "image_size": SIZE,
                             "providers": ["CPUExecutionProvider"], "query": "generated",
-                            "backend": "onnxruntime", "precision": "fp32", "head": None, "crop": None}
+                            "backend": "onnxruntime", "precision": "fp32",
+                            "index_backend": {"backend": "onnxruntime", "precision": "fp32"}, "head": None, "crop": None}
 
 
 def test_metrics_counts_requests_and_batches(client: TestClient, tiny: Tiny) -> None:
