@@ -18,6 +18,11 @@ known. Recall@K comes with a 95 % bootstrap interval over products (training/met
 RMSE and SSIM compare a query image with the true product image at S (the generated image for the kinds
 that use it, else the photo).
 
+With `--catalog LOCATION` (an index folder or a Milvus location) the gallery is that prebuilt catalog instead,
+searched with its own index (exact or approximate) among all its products: it must hold every test product,
+only the kinds in its vector space are evaluated, and only the first max(K) hits of each query are read, so a
+true product past them ranks ">K" (a miss at every K reported; its median rank is then unknown).
+
 Writes into OUT: report.json, report.md (Table 1's form, intervals, categories), recall.png and recall.svg
 (Recall@K curves with their intervals, training/plots.py), samples.png (photo | generated | ground truth | top-5 of the default kind, the true product framed
 in green, its rank and score written under the row) and queries.csv. `compare_reports` merges several
