@@ -46,6 +46,7 @@ MIN_TOPK_AGREEMENT = 0.9
 MAX_GENERATED_MEAN_ABS = 0.01
 TOP_K = 10
 BATCH = 8  # images per call while measuring
+GATE_PHOTOS = 32  # photos a backend is measured on (`--limit`; the gate `rtd export` and `rtd fit-head` run)
 UNCHECKED_HINT = "RTD_BACKEND_UNCHECKED=1 / --allow-unchecked-backend skips this check"
 
 
@@ -61,7 +62,7 @@ class CheckConfig:
     photos: Path | None = opt(None, "street photos (a folder or one image); none: the images of model.json's "
                                     "generator data folder")
     gallery: Path | None = opt(None, "catalog images ranked by the queries (a folder); none: the photos themselves")
-    limit: int = opt(32, "photos used (the first N files, sorted)")
+    limit: int = opt(GATE_PHOTOS, "photos used (the first N files, sorted)")
     gallery_limit: int = opt(200, "gallery images used (the first N files, sorted)")
     threads: int | None = opt(None, "CPU threads per graph (both backends)")
 
@@ -309,8 +310,8 @@ def run_check(cfg: CheckConfig) -> list[dict]:
 
 def gate_after_write(artifacts: Path, photos: np.ndarray, photos_from: str, who: str,
                      threads: int | None = None) -> list[dict]:
-    """The gate as the commands that write graphs run it once they have (`rtd export`, `rtd fit-head`, the demo's
-    build; issue #16: "at export"): every backend this machine runs besides the reference, measured on `photos`
+    """The gate as the commands that write graphs run it once they have (`rtd export`, `rtd fit-head`; issue #16:
+    "at export"): every backend this machine runs besides the reference, measured on `photos`
     (the photos themselves the gallery) and recorded, so a service on any of them starts without a manual
     `rtd check-backend`; the table on stderr. None to check (no OpenVINO): one line, nothing recorded. A
     failing backend is recorded as failing (the service refuses it); the write itself stands."""

@@ -153,9 +153,6 @@ def eval_records(cfg: TrainConfig) -> list[ProductRecord]:
     return load_records(Path(cfg.data)).records
 
 
-GATE_PHOTOS = 32  # photos the parity gate at export measures each other backend on (rtd check-backend's --limit)
-
-
 def parity_sample(cfg: TrainConfig, count: int = PARITY_IMAGES, minimum: int | None = None) -> np.ndarray:
     """(count, 3, S, S): real test photos of the run through the shared preprocessing, one per product first;
     with `minimum`, as many as there are when that many (or more) are readable."""
@@ -358,7 +355,7 @@ def export_run(cfg: ExportConfig, embedder: tuple[Embedder, EmbedderInfo] | None
     print(f"rtd export: {cfg.out} written in {time.perf_counter() - start:.1f} s as {version.name} "
           f"(max |onnx - torch| {metrics['generator_max_abs_error']:.2e})", file=sys.stderr)
     if cfg.check_backends:  # issue #16: the parity gate at export, on the run's held-out photos
-        from index.parity import gate_after_write
+        from index.parity import GATE_PHOTOS, gate_after_write
 
         gate_after_write(out, parity_sample(photos, GATE_PHOTOS, minimum=len(sample)), str(photos.data), "rtd export")
     return doc

@@ -443,8 +443,7 @@ def fit_head(cfg: FitHeadConfig) -> dict:
     say(f"wrote {QUERY_ONNX}, {CATALOG_ONNX}, {HEAD_JSON} to {art.folder} in {time.perf_counter() - start:.0f} s "
         f"(parity: max |onnx - torch| {max(doc['parity']['query']['max_abs_error'], doc['parity']['catalog']['max_abs_error']):.1e})")
     if cfg.check_backends:  # the records measured before the head are stale now (index/parity.py)
-        from index.parity import gate_after_write
-        from training.export import GATE_PHOTOS
+        from index.parity import GATE_PHOTOS, gate_after_write
 
         records = training_records(cfg)
         paths = [r.photos[0] for r in records[:: max(1, len(records) // GATE_PHOTOS)] if r.photos][:GATE_PHOTOS]
