@@ -62,6 +62,36 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None
             data(f)
 
 
+# Paced write-back: a large file is synced every this many bytes as it is written (`PacedWriter`).
+WRITE_PACE = 16 << 20
+
+
+class PacedWriter:
+    """Writes to an open binary file, fdatasync-ing every `pace` bytes, so at most `pace` bytes of it wait in the
+    page cache at any time.
+
+    A multi-GB file written in one go (a catalog's FAISS index at a save or a compaction) leaves gigabytes dirty,
+    and every small fsync on the same disk meanwhile — the catalog log's, that is, each admin write's — queues
+    behind their write-back: hundreds of ms. Synced as it goes, the file costs the same disk time and the small
+    fsyncs wait for at most `pace` bytes (bench/bench_fsync.py --pace-mb; docs/benchmarks.md, issue #15)."""
+
+    def __init__(self, f: BinaryIO, pace: int = WRITE_PACE) -> None:
+        self.f, self.pace, self.unsynced = f, pace, 0
+
+    def write(self, data: bytes) -> int:
+        n = self.f.write(data)
+        self.unsynced += n
+        if self.unsynced >= self.pace:
+            self.sync()
+        return n
+
+    def sync(self) -> None:
+        """The data written so far to disk (fdatasync)."""
+        self.f.flush()
+        os.fdatasync(self.f.fileno())
+        self.unsynced = 0
+
+
 def read_csv_rows(path: Path) -> list[dict[str, str]]:
     """A UTF-8 CSV with a header as a list of dicts; UserError when it is not UTF-8."""
     try:

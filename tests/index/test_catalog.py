@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import faiss
 import numpy as np
 import pytest
 
-from index.catalog import CRASH_ENV, KINDS, Catalog, ProductMeta, read_manifest
+from index.catalog import CRASH_ENV, KINDS, Catalog, ProductMeta, read_manifest, write_faiss, write_sqlite
 from index.errors import UserError
 from tests.index.conftest import unit_vectors
 
@@ -170,6 +171,33 @@ def test_save_and_reopen(tmp_path: Path, kind: str) -> None:
     names = sorted(p.name for p in (tmp_path / "index").iterdir() if p.name != ".lock")
     assert names == ["catalog-000002.faiss", "catalog-000002.sqlite", "index.json"]
     assert Catalog.open(tmp_path / "index").search(vectors[3], 1)[0][0].product_id == "extra"
+
+
+def test_base_files_are_written_with_paced_write_back(tmp_path: Path, monkeypatch) -> None:
+    """Issue #15: a save or compaction syncs its big files as it writes them (at most `pace` bytes dirty, so the
+    log's fsyncs never queue behind gigabytes of write-back), and the files read back the same."""
+    syncs: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (syncs.append(fd), real(fd))[1])
+    x = unit_vectors(np.random.default_rng(3), 2000, 64)  # 512 KB of vectors
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(64))
+    index.add_with_ids(x, np.arange(2000, dtype=np.int64) + 7)
+    write_faiss(index, tmp_path / "a.faiss", pace=64 << 10)
+    assert len(syncs) >= (2000 * 64 * 4) // (64 << 10) - 1
+    back = faiss.read_index(str(tmp_path / "a.faiss"))
+    assert np.array_equal(faiss.vector_to_array(back.id_map), np.arange(2000) + 7)
+    assert np.array_equal(back.index.reconstruct_n(0, 2000), x)
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)")
+    with db:  # committed, as the catalog's own writes are (a backup waits for an open transaction)
+        db.executemany("INSERT INTO t (s) VALUES (?)", [(f"{i:0200d}",) for i in range(3000)])  # ~700 KB
+    syncs.clear()
+    write_sqlite(db, tmp_path / "a.sqlite", pace=64 << 10)
+    assert len(syncs) >= 5
+    copy = sqlite3.connect(tmp_path / "a.sqlite")
+    assert copy.execute("SELECT COUNT(*), MAX(s) FROM t").fetchone() == (3000, f"{2999:0200d}")
+    copy.close()
 
 
 def test_open_refuses_another_embedder_and_non_index_folders(tmp_path: Path) -> None:
