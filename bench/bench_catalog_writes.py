@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from index.catalog import KINDS, Catalog, ProductMeta  # noqa: E402
+from index.files import WRITE_PACE  # noqa: E402
 
 
 def clustered(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -103,8 +104,43 @@ class Phases:
         self.current = {}
 
 
+def during_compaction(folder: Path, vectors: np.ndarray, pace: int, first: int) -> dict:
+    """Adds one after another (20 ms apart) while `compact` folds the folder's log into new base files in a
+    thread, as the service does once the log passes RTD_COMPACT_LOG_BYTES; the base files written with a sync
+    every `pace` bytes (index.files.WRITE_PACE). Returns the adds' latencies and the compaction's time."""
+    import index.files as files
+    from index.catalog import StaleCatalog, compact
+
+    files.WRITE_PACE = pace
+    os.sync()  # each round starts with a clean page cache
+    catalog = Catalog.open(folder)
+    done: dict = {}
+    thread = threading.Thread(target=lambda: done.setdefault("generation", compact(folder)))
+    latencies: list[float] = []
+    start = time.perf_counter()
+    thread.start()
+    i = first
+    while thread.is_alive():
+        time.sleep(0.02)
+        t0 = time.perf_counter()
+        try:
+            catalog.write([ProductMeta(f"c{i}", category="c0")], vectors[i % len(vectors)][None])
+        except StaleCatalog:  # the compaction committed: a service reloads here
+            break
+        latencies.append((time.perf_counter() - t0) * 1000)
+        i += 1
+    thread.join()
+    seconds = time.perf_counter() - start
+    del catalog
+    latencies.sort()
+    return {"pace_mb": pace >> 20 if pace < 1 << 40 else None, "compaction_s": round(seconds, 1), "adds": len(latencies),
+            "add_ms_p50": round(statistics.median(latencies), 2) if latencies else None,
+            "add_ms_p90": round(latencies[int(0.9 * (len(latencies) - 1))], 2) if latencies else None,
+            "add_ms_max": round(latencies[-1], 2) if latencies else None, "next_id": i}
+
+
 def run(n: int, dim: int, kind: str, writes: int, seed: int = 0, phases: Phases | None = None,
-        settle: bool = True) -> dict:
+        settle: bool = True, compaction_rounds: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     vectors = clustered(rng, n + writes, dim)
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,13 +180,20 @@ def run(n: int, dim: int, kind: str, writes: int, seed: int = 0, phases: Phases 
         t = time.perf_counter()
         catalog.save(folder)  # what each admin write did before the log
         save_s = time.perf_counter() - t
+        catalog = None  # its memory back before each compaction loads a snapshot of its own
+        compactions, next_id = [], 0
+        for _ in range(compaction_rounds):  # unpaced (every base file left to the page cache, as before) and paced
+            for pace in (1 << 62, WRITE_PACE):
+                compactions.append(during_compaction(folder, vectors, pace, next_id))
+                next_id = compactions[-1].pop("next_id")
     return {"n": n, "dim": dim, "kind": kind, "build_s": round(build_s, 1),
             "add_ms_p50": round(statistics.median(add_ms), 2), "add_ms_max": round(max(add_ms), 2),
             "delete_ms_p50": round(statistics.median(delete_ms), 2), "delete_ms_max": round(max(delete_ms), 2),
             "search_ms_p50_idle": round(statistics.median(idle), 2), "search_ms_max_idle": round(max(idle), 2),
             "search_ms_max_during_writes": round(max(busy), 2),
             "longest_stall_ms": round(max(0.0, max(busy) - max(idle)), 2),
-            "full_save_s (before: every write)": round(save_s, 2)}
+            "full_save_s (before: every write)": round(save_s, 2)} | (
+            {"during_compaction": compactions} if compactions else {})
 
 
 def main() -> None:
@@ -162,10 +205,15 @@ def main() -> None:
     parser.add_argument("--phases", action="store_true", help="also print where the 5 slowest writes spent their time")
     parser.add_argument("--no-settle", dest="settle", action="store_false", help="measure the writes while the "
                         "build's files are still being written back (before session 9, every run did)")
+    parser.add_argument("--compaction-rounds", type=int, default=0, help="then this many rounds of adds during a "
+                        "compaction, its base files written unpaced and paced (index.files.PacedWriter), side by side")
     args = parser.parse_args()
+    if args.compaction_rounds < 0 or args.writes < 1:
+        parser.error("--writes must be >= 1 and --compaction-rounds >= 0")
     for n in (int(s) for s in args.sizes.split(",")):
         phases = Phases() if args.phases else None
-        print(run(n, args.dim, args.kind, args.writes, phases=phases, settle=args.settle), flush=True)
+        print(run(n, args.dim, args.kind, args.writes, phases=phases, settle=args.settle,
+                  compaction_rounds=args.compaction_rounds), flush=True)
         if phases is not None:
             for row in sorted(phases.writes, key=lambda r: -r["total"])[:5]:
                 print("  slow write:", row, flush=True)

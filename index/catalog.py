@@ -54,9 +54,10 @@ import numpy as np
 
 from index import catalog_log
 from index import factory as factories
+from index import files as _files
 from index.catalog_log import LogRecord
 from index.errors import UserError
-from index.files import WRITE_PACE, PacedWriter
+from index.files import PacedWriter
 from index.files import fsync_path as _fsync
 
 FORMAT_VERSION = 1
@@ -690,9 +691,10 @@ class Catalog:
         return False
 
 
-def write_faiss(index: faiss.Index, path: Path, pace: int = WRITE_PACE) -> None:
-    """A FAISS index to a new file, durably, with paced write-back (index.files.PacedWriter: a catalog's
-    gigabytes never sit dirty in the page cache in front of the log's fsyncs)."""
+def write_faiss(index: faiss.Index, path: Path, pace: int | None = None) -> None:
+    """A FAISS index to a new file, durably, with paced write-back every `pace` bytes (default index.files.WRITE_PACE;
+    PacedWriter: a catalog's gigabytes never sit dirty in the page cache in front of the log's fsyncs)."""
+    pace = _files.WRITE_PACE if pace is None else pace  # read at call time: a benchmark varies it
     with open(path, "wb") as f:
         paced = PacedWriter(f, pace)
         faiss.write_index(index, faiss.PyCallbackIOWriter(paced.write, min(pace, 1 << 20)))  # chunks <= pace
@@ -700,13 +702,16 @@ def write_faiss(index: faiss.Index, path: Path, pace: int = WRITE_PACE) -> None:
         os.fsync(f.fileno())
 
 
-def write_sqlite(db: sqlite3.Connection, path: Path, pace: int = WRITE_PACE) -> None:
-    """An SQLite database copied to a new file, durably, synced every `pace` bytes as the backup goes."""
+def write_sqlite(db: sqlite3.Connection, path: Path, pace: int | None = None) -> None:
+    """An SQLite database copied to a new file, durably, synced every `pace` bytes (default index.files.WRITE_PACE) as the
+    backup goes."""
+    pace = _files.WRITE_PACE if pace is None else pace  # read at call time: a benchmark varies it
     with closing(sqlite3.connect(path)) as target:
         page_size = db.execute("PRAGMA page_size").fetchone()[0]
         fd = os.open(path, os.O_RDONLY)
         try:
-            db.backup(target, pages=max(1, pace // page_size), progress=lambda *_: os.fdatasync(fd))
+            steps = max(1, pace // page_size)  # pages per step; -1: all in one
+            db.backup(target, pages=steps if steps < 1 << 31 else -1, progress=lambda *_: os.fdatasync(fd))
         finally:
             os.close(fd)
     _fsync(path)
