@@ -5,7 +5,8 @@ in memory, so data loading and disk are left out. Each variant is measured side 
 printed as images/s and as the ratio to the first variant (fp32):
   fp32             what `--precision fp32` trains with (and the default on a CPU without bf16 units);
   bf16             `--precision bf16`: the forward passes under bf16 autocast (training/steps.py);
-  fp32+cl, bf16+cl the networks and batches in channels_last memory format (the loop's choice on CUDA);
+  fp32+cl, bf16+cl the networks and batches in channels_last memory format (`--memory-format auto`'s choice
+                   on CUDA, and for rtdGAN on CPU: measured here; the other variants run contiguous);
   fp32+compile     the generator under torch.compile (inductor; the critic's gradient penalty needs a double
                    backward, which compiled graphs do not support, so the critic stays eager).
 Defaults: 64 px, widths 16 and 64, CPU. The median step time is used: the machine may be shared.
@@ -39,10 +40,8 @@ VARIANTS = {  # name: (precision, channels_last, compile)
 def prepare(cfg: TrainConfig, device: torch.device, channels_last: bool, compile_g: bool):
     """The nets of `cfg` (seeded, so every variant starts from the same weights) in the variant's form."""
     torch.manual_seed(0)
+    cfg = replace(cfg, memory_format="channels_last" if channels_last else "contiguous")
     nets = build_nets(cfg, device, distributed=False)
-    if channels_last:
-        for net in (nets.generator, nets.critic):
-            net.to(memory_format=torch.channels_last)
     if compile_g:
         nets.generator_train = torch.compile(nets.generator)
     return nets

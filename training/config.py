@@ -22,6 +22,7 @@ ModelName = Literal[MODEL_NAMES]  # type: ignore[valid-type]
 Model = ModelName  # the name older imports use
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16"]
+MemoryFormat = Literal["auto", "channels_last", "contiguous"]
 
 # Retrieval embedders with ImageNet weights (training/weights.py loads them, models/embedders.py builds them).
 EMBEDDERS = ("densenet121", "efficientnet_lite0")
@@ -53,7 +54,11 @@ class TrainConfig:
     seed: int = opt(0, "seeds the initial weights and the data order")
     workers: int = opt(0, "data loader processes")
     resume: bool = opt(False, "continue from OUT/checkpoints/last.pt")
-    device: Device = opt("auto", "auto: cuda if available (channels_last on cuda)")
+    device: Device = opt("auto", "auto: cuda if available")
+    memory_format: MemoryFormat = opt("auto", "networks and batches in channels_last (NHWC) or contiguous (NCHW) "
+                                              "memory; auto: channels_last on cuda, and on CPU for rtdgan (1.3-1.5x "
+                                              "at 64 px here, bench/bench_train.py), contiguous for the other models "
+                                              "on CPU (no faster); config.json records the one used")
     precision: Precision = opt("auto", "forward passes in bf16 autocast (losses, DoG and gradient penalty stay fp32) "
                                        "or fp32; auto: bf16 on cuda or on a CPU with AMX/AVX512-BF16 units, else "
                                        "fp32 (config.json records the one used); bf16 without such units is emulated, ~20x slower")

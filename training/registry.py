@@ -66,6 +66,9 @@ class ModelSpec:
     step_fn: Ref  # one optimiser step of G and one of D (training/steps.py)
     native_size: Callable[[int], int] = _same_size  # S -> side of the full network's own output (= data side)
     check: Callable[[TrainConfig], None] = _no_check  # model-specific one-line UserErrors
+    # `--memory-format auto` on CPU: channels_last where it measured faster on CPU (bench/bench_train.py), else
+    # contiguous; on CUDA auto is always channels_last (training/steps.py resolve_memory_format)
+    cpu_channels_last: bool = False
 
     @property
     def step(self) -> StepFn:
@@ -170,7 +173,7 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
               config_class=Ref("models.generator:GeneratorConfig"),
               generator_class=Ref("models.generator:ProgressiveGenerator"),
               config_fields=_rtdgan_fields, critics=_rtdgan_critics, step_fn=Ref("training.steps:rtdgan_step"),
-              check=_rtdgan_check),
+              check=_rtdgan_check, cpu_channels_last=True),  # 64 px stage 1.3-1.5x (docs/benchmarks.md)
     ModelSpec("pix2pix", "pix2pix", staged=False, betas=(0.5, 0.999),  # Isola et al. 2017
               config_class=Ref("models.pix2pix:Pix2PixConfig"), generator_class=Ref("models.pix2pix:UNetGenerator"),
               config_fields=_pix2pix_fields, critics=_pix2pix_critics, step_fn=Ref("training.steps:pix2pix_step"),

@@ -54,7 +54,7 @@ def build_nets(cfg: TrainConfig, device: torch.device, distributed: bool) -> Net
     """The networks and optimisers of `cfg.model`, on `device`, wrapped in DDP when distributed."""
     spec = registry.get(cfg.model)
     generator, critic, domain = spec.build(cfg)
-    fmt = torch.channels_last if device.type == "cuda" else torch.preserve_format
+    fmt = torch_format(resolve_memory_format(cfg.memory_format, device, cfg.model))
     for net in (generator, critic, domain):
         if net is not None:
             net.to(device=device, memory_format=fmt).train()
@@ -102,6 +102,19 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
     return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else "fp32"
+
+
+def resolve_memory_format(memory_format: str, device: torch.device, model: str) -> str:
+    """channels_last or contiguous: as given; auto: channels_last on CUDA, and on CPU for the models whose registry
+    entry says it measured faster there (rtdGAN: its 64 px stage 1.3-1.5x on a 2-core AVX2 CPU at width 16, batch
+    16; pix2pix gained nothing, 1.05x: bench/bench_train.py, docs/benchmarks.md)."""
+    if memory_format != "auto":
+        return memory_format
+    return "channels_last" if device.type == "cuda" or registry.get(model).cpu_channels_last else "contiguous"
+
+
+def torch_format(memory_format: str) -> torch.memory_format:
+    return torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:

@@ -50,7 +50,7 @@ from training.data import ProductRecord, load_records, load_split
 from training.dataset import PairDataset
 from training.progress import Progress
 from training.schedule import Phase, Plan, describe, epoch_order, make_plan, schedule_at
-from training.steps import Nets, autocast, build_nets, resolve_precision
+from training.steps import Nets, autocast, build_nets, resolve_memory_format, resolve_precision, torch_format
 
 SAMPLE_COUNT = 8  # photos in each sample grid
 # Options that fix the schedule and the data order: a resumed run must use the checkpoint's values.
@@ -66,6 +66,8 @@ def resolve_device(cfg: TrainConfig) -> TrainConfig:
         cfg = replace(cfg, device="cuda" if torch.cuda.is_available() else "cpu")
     if cfg.precision == "auto" and cfg.device in ("cpu", "cuda"):
         cfg = replace(cfg, precision=resolve_precision("auto", torch.device(cfg.device)))
+    if cfg.memory_format == "auto" and cfg.device in ("cpu", "cuda"):
+        cfg = replace(cfg, memory_format=resolve_memory_format("auto", torch.device(cfg.device), cfg.model))
     return cfg
 
 
@@ -254,13 +256,15 @@ def train(cfg: TrainConfig) -> Path:
         # Reads back as it was written: `rtd train --config RUN/config.json` (flags given as well override it).
         write_atomic(out / "config.json", (json.dumps(to_json_dict(cfg), indent=1) + "\n").encode("utf-8"))
         print(f"rtd train: {cfg.model} on {items} items ({len(train_records)} products), {world} process(es), "
-              f"{cfg.device} {resolve_precision(cfg.precision, device)}", file=sys.stderr)
+              f"{cfg.device} {resolve_precision(cfg.precision, device)} "
+              f"{resolve_memory_format(cfg.memory_format, device, cfg.model)}", file=sys.stderr)
         for line in describe(plan, world):
             print(f"rtd train: {line}", file=sys.stderr)
 
     # ---- networks: the same initial weights on every rank, then per-rank noise (GP mixing, dropout)
     seed_everything(cfg.seed)
     nets = build_nets(cfg, device, distributed)
+    fmt = torch_format(resolve_memory_format(cfg.memory_format, device, cfg.model))  # the batches' too
     seed_everything(cfg.seed + rank)
     version = code_version()
     train_step = registry.get(cfg.model).step
@@ -328,9 +332,7 @@ def train(cfg: TrainConfig) -> Path:
                                               num_workers=cfg.workers, pin_memory=device.type == "cuda",
                                               generator=torch.Generator()))  # keeps the global RNG untouched
                 photo, product = (t.to(device, non_blocking=True) for t in next(batches))  # (B, 3, S, S)
-                if device.type == "cuda":
-                    photo = photo.contiguous(memory_format=torch.channels_last)
-                    product = product.contiguous(memory_format=torch.channels_last)
+                photo, product = photo.contiguous(memory_format=fmt), product.contiguous(memory_format=fmt)
 
                 terms = train_step(cfg, nets, photo, product, phase)
 
