@@ -23,7 +23,7 @@ from training import train_cli
 from training.checkpoint import load_checkpoint
 from training.data import load_records, write_split
 from training.dataset import PairDataset
-from training.steps import resolve_precision
+from training.steps import resolve_memory_format, resolve_precision
 from training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -305,8 +305,9 @@ def test_config_json_reads_back_with_config_and_flags_override_it(tiny_lookbook:
     train(cfg)
     saved = tmp_path / "run" / "config.json"
     again = train_parser.parse_args(["--config", str(saved)])
-    # "auto" is saved as resolved: cpu, and bf16 or fp32 as this CPU has bf16 units or not
-    resolved = replace(cfg, device="cpu", precision=resolve_precision("auto", torch.device("cpu")))
+    # "auto" is saved as resolved: cpu, bf16 or fp32 as this CPU has bf16 units or not, and rtdGAN's memory format
+    resolved = replace(cfg, device="cpu", precision=resolve_precision("auto", torch.device("cpu")),
+                       memory_format=resolve_memory_format("auto", torch.device("cpu"), cfg.model))
     assert configs.from_args(TrainConfig, again) == resolved
     over = train_parser.parse_args(["--config", str(saved), "--lr", "0.5", "--resume", "--batch-sizes", "4,4"])
     assert configs.from_args(TrainConfig, over) == replace(resolved, lr=0.5, resume=True, batch_sizes=(4, 4))
