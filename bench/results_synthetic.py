@@ -380,7 +380,9 @@ def write_doc(e: Experiment, command: str) -> None:
 - Paper settings (Sec. 4.1) kept: Adam lr 2e-4, WGAN-GP weight 10, critic and losses as in Sec. 3. One
   departure, for every rtdGAN alike: content and Laplacian weights 10 instead of 1 (at 1, this budget learns
   only the mean garment); pix2pix keeps its own L1 weight 100 (Isola et al.), PLDT its own losses.
-  Width {e.width}, precision `{e.precision}` (fp32 on this CPU: it has no bf16 units).
+  Width {e.width}, precision `{e.precision}` (fp32 on this CPU: it has no bf16 units); memory layout as
+  `rtd train --memory-format auto` picks (channels_last for rtdGAN since session 10, from N = 1's step 18,037 on;
+  the same arithmetic, 1.3-1.5x faster here; the wall times are on a 2-core machine shared with other work).
 - Evaluation: `rtd eval --query all` on the exported ONNX files over a held-out shop (seed {e.shop_seed},
   {shop['products'] if shop else e.shop_products} products as the gallery, {shop['queries'] if shop else '?'}
   photos as queries); Recall@K with **{EMBEDDER}** embeddings (the paper used DenseNet-121, whose weights cannot
