@@ -16,6 +16,10 @@ the fused query (generated image + photo) beside a photo-only head, the row with
 A model costs 1.5-2.5 hours on 2 CPU cores, more than a working session has to spare, so the experiment
 runs a model at a time (`--only`) and keeps what it needs to carry on:
 - training resumes from ROOT/runs/NAME/checkpoints/last.pt (a checkpoint every 1,000 steps);
+- a run stopped before it finished (SIGTERM or Ctrl-C: training writes its checkpoint first) is also packed into
+  docs/results-synthetic/carry/NAME.pt (weights and optimiser moments in bf16, about 15 MB at width 16, with the
+  wall time trained so far), to be committed: a later session on a fresh machine, whose ROOT is empty, resumes
+  from it (`--pack-carry` packs a run stopped by an older checkout); the file is removed when the run finishes;
 - each finished model's evaluation (report.json, without its per-query lists) and sample grid are copied
   into docs/results-synthetic/ and committed: the tables are drawn from those files, so a model evaluated in
   one session stays in the tables of the next, whatever happened to ROOT.
@@ -39,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 DOC = ROOT / "docs" / "results-synthetic.md"
 RESULTS = ROOT / "docs" / "results-synthetic"  # committed: one JSON (and sample grid) per evaluated model
+CARRY = RESULTS / "carry"  # committed while a run is unfinished: its bf16 checkpoint, for the next session
 BEGIN, END = "<!-- results:begin (written by bench/results_synthetic.py) -->", "<!-- results:end -->"
 EMBEDDER = "efficientnet_lite0"
 PRETRAINED = ROOT / "models" / "pretrained" / "rtdgan-demo-64.pt"
@@ -139,7 +144,6 @@ def pretrained_matches(e: Experiment) -> str | None:
 
 def train_model(e: Experiment, name: str, world: Path, timings: dict) -> Path:
     """The model's run folder: the committed weights for N = 3 when they match, else trained (resuming)."""
-    from training.checkpoint import load_checkpoint
     from training.demo import weights_run
     from training.train import TrainConfig, train
 
@@ -152,20 +156,74 @@ def train_model(e: Experiment, name: str, world: Path, timings: dict) -> Path:
     if name == "rtdgan-n3":
         say(f"training rtdgan-n3 itself: {problem}")
     fields = models(e)[name]
-    final = run / "checkpoints" / f"stage_{fields['stages'] if fields['model'] == 'rtdgan' else 1}.pt"
     last = run / "checkpoints" / "last.pt"
-    # Finished: the last stage's checkpoint is written when the stage ends, extra epochs included.
-    if not (final.is_file() and load_checkpoint(final)["config"].get("epochs_extra") == fields["epochs_extra"]):
+    if not finished(e, name):
+        if not last.is_file() and (CARRY / f"{name}.pt").is_file():
+            unpack_carry(e, name, timings)
         say(f"training {name} ({'resuming' if last.is_file() else 'from scratch'})")
         t = time.perf_counter()
         try:
             train(TrainConfig(data=str(world), out=str(run), resolution=e.size, width=e.width, seed=0,
                               device="auto", log_every=100, resume=last.is_file(), **fields, **precision(e)))
-        finally:  # an interrupted run still counts the time it trained
-            entry = timings.setdefault(name, {})
-            entry["train_s"] = entry.get("train_s", 0.0) + time.perf_counter() - t
-            save_timings(e, timings)
+        except KeyboardInterrupt:  # training.train.Stopped (a signal) or Ctrl-C: carry what was trained
+            record_train_time(e, name, timings, t)
+            if last.is_file():
+                pack_carry(e, name, timings)
+            raise
+        except BaseException:  # an interrupted run still counts the time it trained
+            record_train_time(e, name, timings, t)
+            raise
+        record_train_time(e, name, timings, t)
+    (CARRY / f"{name}.pt").unlink(missing_ok=True)
     return run
+
+
+def finished(e: Experiment, name: str) -> bool:
+    """Whether the model's run is complete: its last stage's checkpoint, written when the stage ends (extra
+    epochs included), carries this experiment's schedule."""
+    from training.checkpoint import load_checkpoint
+
+    fields = models(e)[name]
+    final = e.root / "runs" / name / "checkpoints" / f"stage_{fields['stages'] if fields['model'] == 'rtdgan' else 1}.pt"
+    return final.is_file() and load_checkpoint(final)["config"].get("epochs_extra") == fields["epochs_extra"]
+
+
+def record_train_time(e: Experiment, name: str, timings: dict, since: float) -> None:
+    """Add the wall time trained since `since` (perf_counter) to the model's train_s."""
+    entry = timings.setdefault(name, {})
+    entry["train_s"] = entry.get("train_s", 0.0) + time.perf_counter() - since
+    save_timings(e, timings)
+
+
+def pack_carry(e: Experiment, name: str, timings: dict) -> Path:
+    """ROOT/runs/NAME/checkpoints/last.pt, its floats in bf16, with the model's timings, as CARRY/NAME.pt."""
+    import torch
+
+    from training.checkpoint import cast_floats, load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(e.root / "runs" / name / "checkpoints" / "last.pt")
+    packed = cast_floats(state, torch.float32, torch.bfloat16) | {"carry": {"timings": timings.get(name, {})}}
+    target = CARRY / f"{name}.pt"
+    save_checkpoint(target, packed)
+    say(f"packed {name} at step {state['step']} into {target} ({target.stat().st_size / 2**20:.1f} MB): commit it "
+        f"to resume on another machine")
+    return target
+
+
+def unpack_carry(e: Experiment, name: str, timings: dict) -> None:
+    """CARRY/NAME.pt back into ROOT/runs/NAME/checkpoints/last.pt (fp32), its wall time into timings."""
+    import torch
+
+    from training.checkpoint import cast_floats, load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(CARRY / f"{name}.pt")
+    carried = state.pop("carry")
+    save_checkpoint(e.root / "runs" / name / "checkpoints" / "last.pt",
+                    cast_floats(state, torch.bfloat16, torch.float32))
+    if "train_s" not in timings.get(name, {}):
+        timings[name] = timings.get(name, {}) | carried["timings"]
+        save_timings(e, timings)
+    say(f"resuming {name} from the carried checkpoint {CARRY / f'{name}.pt'} (step {state['step']})")
 
 
 def precision(e: Experiment) -> dict:
@@ -414,6 +472,9 @@ def main() -> int:
                                                            "in docs/results-synthetic/ are still written)")
     p.add_argument("--no-head", action="store_true", help="skip fitting and evaluating the learned retrieval heads "
                                                             "(issue #13) for the models")
+    p.add_argument("--pack-carry", action="store_true", help="only pack each --only model's unfinished run into "
+                                                               "docs/results-synthetic/carry/ (a run stopped by an "
+                                                               "older checkout)")
     p.add_argument("--threads", type=int, default=Experiment.threads, help="torch and onnxruntime CPU threads")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=Experiment.precision)
     a = p.parse_args()
@@ -423,6 +484,15 @@ def main() -> int:
         p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     e = Experiment(root=a.root, threads=a.threads, precision=a.precision)
     command = ".venv/bin/python bench/results_synthetic.py --root ROOT"
+    if a.pack_carry:
+        timings_path = e.root / "timings.json"
+        timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+        for name in names:
+            if not (e.root / "runs" / name / "checkpoints" / "last.pt").is_file() or finished(e, name):
+                say(f"{name}: no unfinished run under {e.root / 'runs'}")
+                return 1
+            pack_carry(e, name, timings)
+        return 0
     if not a.doc_only:
         import torch
 

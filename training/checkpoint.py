@@ -82,3 +82,19 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: not an rtdgan checkpoint (format {CHECKPOINT_FORMAT})")
     return state
+
+
+def cast_floats(state: Any, source: torch.dtype, target: torch.dtype) -> Any:
+    """A copy of a checkpoint's nested dicts/lists with every `source`-dtype tensor cast to `target`.
+
+    `cast_floats(state, torch.float32, torch.bfloat16)` halves a training checkpoint (weights and the optimisers'
+    moments) for carrying it where space counts — bench/results_synthetic.py commits an unfinished run's so the
+    next session resumes it; the reverse cast restores the dtypes training expects. Other tensors (the RNG
+    states' bytes) and 0-d ones (Adam's step counters, which bf16 would round) are left as they are."""
+    if isinstance(state, torch.Tensor):
+        return state.to(target) if state.dtype == source and state.dim() > 0 else state
+    if isinstance(state, dict):
+        return {k: cast_floats(v, source, target) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(cast_floats(v, source, target) for v in state)
+    return state

@@ -1,0 +1,94 @@
+"""bench/results_synthetic.py carries an unfinished run across machines: packed in bf16 when stopped, resumed
+from the packed file on a machine whose experiment folder is empty, and the file removed once the run ends."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.checkpoint import cast_floats, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def results():
+    spec = importlib.util.spec_from_file_location("results_synthetic", ROOT / "bench" / "results_synthetic.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def tensors(state) -> list[torch.Tensor]:
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for v in state.values() for t in tensors(v)]
+    if isinstance(state, (list, tuple)):
+        return [t for v in state for t in tensors(v)]
+    return []
+
+
+def test_cast_floats_keeps_counters_and_bytes() -> None:
+    state = {"w": torch.randn(4, 3), "step": torch.tensor(27000.0), "rng": torch.arange(5, dtype=torch.uint8),
+             "n": 3, "nested": [torch.ones(2)]}
+    half = cast_floats(state, torch.float32, torch.bfloat16)
+    assert half["w"].dtype == torch.bfloat16 and half["nested"][0].dtype == torch.bfloat16
+    assert half["step"].dtype == torch.float32 and half["step"].item() == 27000.0  # bf16 would round it
+    assert half["rng"].dtype == torch.uint8 and half["n"] == 3
+    back = cast_floats(half, torch.bfloat16, torch.float32)
+    assert back["w"].dtype == torch.float32 and torch.allclose(back["w"], state["w"], rtol=1e-2, atol=1e-6)
+
+
+def test_a_stopped_run_is_packed_then_resumed_on_an_empty_root(results, tiny_lookbook: Path, tmp_path: Path,
+                                                                monkeypatch, capsys) -> None:
+    import training.train as train_module
+
+    monkeypatch.setattr(results, "CARRY", tmp_path / "committed" / "carry")
+    # N = 1 on the tiny world: one stage of 5 + 6 epochs, one step each (16 photos, batch 16) -> 11 steps.
+    e = results.Experiment(root=tmp_path / "machine-1", train_products=8, train_photos=2, size=32, width=4, passes=11,
+                           precision="fp32", threads=1)
+    real_train = train_module.train
+
+    def preempted(cfg):  # the scheduler's SIGTERM after step 4: training writes last.pt, then raises
+        real_train(replace(cfg, stop_after_steps=4))
+        raise train_module.Stopped(15, Path(cfg.out) / "checkpoints" / "last.pt")
+
+    monkeypatch.setattr(train_module, "train", preempted)
+    with pytest.raises(KeyboardInterrupt):
+        results.train_model(e, "rtdgan-n1", tiny_lookbook, {})
+    packed_path = results.CARRY / "rtdgan-n1.pt"
+    fp32 = e.root / "runs" / "rtdgan-n1" / "checkpoints" / "last.pt"
+    packed = load_checkpoint(packed_path)
+    assert packed["step"] == 4 and packed["carry"]["timings"]["train_s"] > 0
+    floats = [t for t in tensors(packed["models"]) if t.is_floating_point()]
+    assert floats and all(t.dtype == torch.bfloat16 for t in floats)
+    assert packed_path.stat().st_size < 0.7 * fp32.stat().st_size
+
+    # Another machine: nothing under its root but the data; the committed carry file is all it has.
+    monkeypatch.setattr(train_module, "train", real_train)
+    e2 = replace(e, root=tmp_path / "machine-2")
+    shutil.rmtree(e.root)
+    capsys.readouterr()
+    run = results.train_model(e2, "rtdgan-n1", tiny_lookbook, timings := {})
+    assert "resuming rtdgan-n1 from the carried checkpoint" in capsys.readouterr().err
+    done = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert done["step"] == 11 and results.finished(e2, "rtdgan-n1")
+    assert all(t.dtype == torch.float32 for t in tensors(done["models"]) if t.is_floating_point())
+    assert timings["rtdgan-n1"]["train_s"] > packed["carry"]["timings"]["train_s"]  # both machines' time
+    assert not packed_path.exists()  # finished: nothing left to carry
+
+
+def test_pack_carry_flag_refuses_a_missing_run(results, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["results_synthetic.py", "--root", str(tmp_path), "--only", "pix2pix",
+                                      "--pack-carry"])
+    assert results.main() == 1
+    assert "no unfinished run" in capsys.readouterr().err
