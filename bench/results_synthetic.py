@@ -19,7 +19,8 @@ runs a model at a time (`--only`) and keeps what it needs to carry on:
 - a run stopped before it finished (SIGTERM or Ctrl-C: training writes its checkpoint first) is also packed into
   docs/results-synthetic/carry/NAME.pt (weights and optimiser moments in bf16, about 15 MB at width 16, with the
   wall time trained so far), to be committed: a later session on a fresh machine, whose ROOT is empty, resumes
-  from it (`--pack-carry` packs a run stopped by an older checkout); the file is removed when the run finishes;
+  from it; `--pack-carry` packs a run by hand (one stopped by an older checkout, or a finished one not yet
+  evaluated: then its final generator alone, in fp32); the file is removed once the run is finished here;
 - each finished model's evaluation (report.json, without its per-query lists) and sample grid are copied
   into docs/results-synthetic/ and committed: the tables are drawn from those files, so a model evaluated in
   one session stays in the tables of the next, whatever happened to ROOT.
@@ -157,9 +158,9 @@ def train_model(e: Experiment, name: str, world: Path, timings: dict) -> Path:
         say(f"training rtdgan-n3 itself: {problem}")
     fields = models(e)[name]
     last = run / "checkpoints" / "last.pt"
+    if not last.is_file() and (CARRY / f"{name}.pt").is_file():
+        unpack_carry(e, name, timings)
     if not finished(e, name):
-        if not last.is_file() and (CARRY / f"{name}.pt").is_file():
-            unpack_carry(e, name, timings)
         say(f"training {name} ({'resuming' if last.is_file() else 'from scratch'})")
         t = time.perf_counter()
         try:
@@ -178,14 +179,18 @@ def train_model(e: Experiment, name: str, world: Path, timings: dict) -> Path:
     return run
 
 
+def final_checkpoint(e: Experiment, name: str) -> Path:
+    """The checkpoint a finished run writes when its last stage ends (extra epochs included)."""
+    fields = models(e)[name]
+    return e.root / "runs" / name / "checkpoints" / f"stage_{fields['stages'] if fields['model'] == 'rtdgan' else 1}.pt"
+
+
 def finished(e: Experiment, name: str) -> bool:
-    """Whether the model's run is complete: its last stage's checkpoint, written when the stage ends (extra
-    epochs included), carries this experiment's schedule."""
+    """Whether the model's run is complete: its final checkpoint carries this experiment's schedule."""
     from training.checkpoint import load_checkpoint
 
-    fields = models(e)[name]
-    final = e.root / "runs" / name / "checkpoints" / f"stage_{fields['stages'] if fields['model'] == 'rtdgan' else 1}.pt"
-    return final.is_file() and load_checkpoint(final)["config"].get("epochs_extra") == fields["epochs_extra"]
+    final = final_checkpoint(e, name)
+    return final.is_file() and load_checkpoint(final)["config"].get("epochs_extra") == models(e)[name]["epochs_extra"]
 
 
 def record_train_time(e: Experiment, name: str, timings: dict, since: float) -> None:
@@ -196,34 +201,48 @@ def record_train_time(e: Experiment, name: str, timings: dict, since: float) -> 
 
 
 def pack_carry(e: Experiment, name: str, timings: dict) -> Path:
-    """ROOT/runs/NAME/checkpoints/last.pt, its floats in bf16, with the model's timings, as CARRY/NAME.pt."""
+    """The model's run as CARRY/NAME.pt, with its timings: an unfinished run's last.pt with its floats in bf16
+    (resumable), a finished one's final generator alone in fp32 (what `rtd export` reads)."""
     import torch
 
     from training.checkpoint import cast_floats, load_checkpoint, save_checkpoint
 
-    state = load_checkpoint(e.root / "runs" / name / "checkpoints" / "last.pt")
-    packed = cast_floats(state, torch.float32, torch.bfloat16) | {"carry": {"timings": timings.get(name, {})}}
+    done = finished(e, name)
+    if done:
+        state = load_checkpoint(final_checkpoint(e, name))
+        packed = {k: v for k, v in state.items() if k not in ("models", "optimizers", "rng")}
+        packed["models"] = {"generator": state["models"]["generator"]}
+    else:
+        state = load_checkpoint(e.root / "runs" / name / "checkpoints" / "last.pt")
+        packed = cast_floats(state, torch.float32, torch.bfloat16)
+    packed["carry"] = {"timings": timings.get(name, {}), "finished": done}
     target = CARRY / f"{name}.pt"
-    save_checkpoint(target, packed)
-    say(f"packed {name} at step {state['step']} into {target} ({target.stat().st_size / 2**20:.1f} MB): commit it "
-        f"to resume on another machine")
+    save_checkpoint(target, {k: v for k, v in packed.items() if k != "format"})
+    say(f"packed {name} ({'finished' if done else 'unfinished'}, step {state['step']}) into {target} "
+        f"({target.stat().st_size / 2**20:.1f} MB): commit it to go on from there on another machine")
     return target
 
 
 def unpack_carry(e: Experiment, name: str, timings: dict) -> None:
-    """CARRY/NAME.pt back into ROOT/runs/NAME/checkpoints/last.pt (fp32), its wall time into timings."""
+    """CARRY/NAME.pt back into ROOT/runs/NAME/checkpoints (fp32; a finished run's also as its final stage's
+    checkpoint), its wall time into timings."""
     import torch
 
     from training.checkpoint import cast_floats, load_checkpoint, save_checkpoint
 
     state = load_checkpoint(CARRY / f"{name}.pt")
     carried = state.pop("carry")
-    save_checkpoint(e.root / "runs" / name / "checkpoints" / "last.pt",
-                    cast_floats(state, torch.bfloat16, torch.float32))
+    state = {k: v for k, v in cast_floats(state, torch.bfloat16, torch.float32).items() if k != "format"}
+    targets = [e.root / "runs" / name / "checkpoints" / "last.pt"]
+    if carried["finished"]:
+        targets.append(final_checkpoint(e, name))
+    for target in targets:
+        save_checkpoint(target, state)
     if "train_s" not in timings.get(name, {}):
         timings[name] = timings.get(name, {}) | carried["timings"]
         save_timings(e, timings)
-    say(f"resuming {name} from the carried checkpoint {CARRY / f'{name}.pt'} (step {state['step']})")
+    say(f"{name}: the carried {'finished' if carried['finished'] else 'unfinished'} run {CARRY / f'{name}.pt'} "
+        f"(step {state['step']})")
 
 
 def precision(e: Experiment) -> dict:
@@ -236,6 +255,7 @@ def precision(e: Experiment) -> dict:
 
 
 def save_timings(e: Experiment, timings: dict) -> None:
+    e.root.mkdir(parents=True, exist_ok=True)
     (e.root / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
 
 
@@ -488,8 +508,8 @@ def main() -> int:
         timings_path = e.root / "timings.json"
         timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
         for name in names:
-            if not (e.root / "runs" / name / "checkpoints" / "last.pt").is_file() or finished(e, name):
-                say(f"{name}: no unfinished run under {e.root / 'runs'}")
+            if not (e.root / "runs" / name / "checkpoints" / "last.pt").is_file():
+                say(f"{name}: no run under {e.root / 'runs'}")
                 return 1
             pack_carry(e, name, timings)
         return 0

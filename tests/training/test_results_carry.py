@@ -79,7 +79,7 @@ def test_a_stopped_run_is_packed_then_resumed_on_an_empty_root(results, tiny_loo
     shutil.rmtree(e.root)
     capsys.readouterr()
     run = results.train_model(e2, "rtdgan-n1", tiny_lookbook, timings := {})
-    assert "resuming rtdgan-n1 from the carried checkpoint" in capsys.readouterr().err
+    assert "rtdgan-n1: the carried unfinished run" in capsys.readouterr().err
     done = load_checkpoint(run / "checkpoints" / "last.pt")
     assert done["step"] == 11 and results.finished(e2, "rtdgan-n1")
     assert all(t.dtype == torch.float32 for t in tensors(done["models"]) if t.is_floating_point())
@@ -91,4 +91,28 @@ def test_pack_carry_flag_refuses_a_missing_run(results, tmp_path: Path, monkeypa
     monkeypatch.setattr(sys, "argv", ["results_synthetic.py", "--root", str(tmp_path), "--only", "pix2pix",
                                       "--pack-carry"])
     assert results.main() == 1
-    assert "no unfinished run" in capsys.readouterr().err
+    assert "no run under" in capsys.readouterr().err
+
+
+def test_a_finished_run_is_carried_as_its_generator_and_not_trained_again(results, tiny_lookbook: Path,
+                                                                           tmp_path: Path, monkeypatch) -> None:
+    import training.train as train_module
+
+    monkeypatch.setattr(results, "CARRY", tmp_path / "carry")
+    e = results.Experiment(root=tmp_path / "machine-1", train_products=8, train_photos=2, size=32, width=4, passes=15,
+                           precision="fp32", threads=1)
+    results.train_model(e, "pix2pix", tiny_lookbook, timings := {})
+    packed = load_checkpoint(results.pack_carry(e, "pix2pix", timings))
+    assert packed["carry"]["finished"] and set(packed["models"]) == {"generator"} and "optimizers" not in packed
+    final = load_checkpoint(results.final_checkpoint(e, "pix2pix"))
+
+    def no_training(cfg):
+        raise AssertionError("a carried finished run must not be trained again")
+
+    monkeypatch.setattr(train_module, "train", no_training)
+    e2 = replace(e, root=tmp_path / "machine-2")
+    run = results.train_model(e2, "pix2pix", tiny_lookbook, {})
+    assert results.finished(e2, "pix2pix")
+    carried = load_checkpoint(run / "checkpoints" / "last.pt")["models"]["generator"]
+    for k, v in final["models"]["generator"].items():  # fp32, exactly the trained weights
+        assert torch.equal(carried[k], v), k
