@@ -246,6 +246,8 @@ def train(cfg: TrainConfig) -> Path:
     shown_photo, shown_product = (torch.stack(t).to(device) for t in zip(
         *(shown[i] for i in range(min(SAMPLE_COUNT, len(shown)))), strict=True))  # (k, 3, S, S) each
 
+    memory_format = resolve_memory_format(cfg.memory_format, device, cfg.model)  # "auto" left by a device like cuda:1
+
     # ---- run folder: config.json beside the checkpoints (only rank 0 writes files)
     out = Path(cfg.out)
     last_path = out / "checkpoints" / "last.pt"
@@ -257,14 +259,14 @@ def train(cfg: TrainConfig) -> Path:
         write_atomic(out / "config.json", (json.dumps(to_json_dict(cfg), indent=1) + "\n").encode("utf-8"))
         print(f"rtd train: {cfg.model} on {items} items ({len(train_records)} products), {world} process(es), "
               f"{cfg.device} {resolve_precision(cfg.precision, device)} "
-              f"{resolve_memory_format(cfg.memory_format, device, cfg.model)}", file=sys.stderr)
+              f"{memory_format}", file=sys.stderr)
         for line in describe(plan, world):
             print(f"rtd train: {line}", file=sys.stderr)
 
     # ---- networks: the same initial weights on every rank, then per-rank noise (GP mixing, dropout)
     seed_everything(cfg.seed)
     nets = build_nets(cfg, device, distributed)
-    fmt = torch_format(resolve_memory_format(cfg.memory_format, device, cfg.model))  # the batches' too
+    fmt = torch_format(memory_format)  # the batches' too
     seed_everything(cfg.seed + rank)
     version = code_version()
     train_step = registry.get(cfg.model).step
