@@ -19,8 +19,9 @@ runs a model at a time (`--only`) and keeps what it needs to carry on:
 - a run stopped before it finished (SIGTERM or Ctrl-C: training writes its checkpoint first) is also packed into
   docs/results-synthetic/carry/NAME.pt (weights and optimiser moments in bf16, about 15 MB at width 16, with the
   wall time trained so far), to be committed: a later session on a fresh machine, whose ROOT is empty, resumes
-  from it; `--pack-carry` packs a run by hand (one stopped by an older checkout, or a finished one not yet
-  evaluated: then its final generator alone, in fp32); the file is removed once the run is finished here;
+  from it. Once the run is finished the file becomes its final generator alone (fp32, about 7 MB, with its
+  timings), so a later session can export, evaluate and fit a head for the model without training it again.
+  `--pack-carry` packs a run by hand (one stopped or finished by an older checkout);
 - each finished model's evaluation (report.json, without its per-query lists) and sample grid are copied
   into docs/results-synthetic/ and committed: the tables are drawn from those files, so a model evaluated in
   one session stays in the tables of the next, whatever happened to ROOT.
@@ -44,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 DOC = ROOT / "docs" / "results-synthetic.md"
 RESULTS = ROOT / "docs" / "results-synthetic"  # committed: one JSON (and sample grid) per evaluated model
-CARRY = RESULTS / "carry"  # committed while a run is unfinished: its bf16 checkpoint, for the next session
+CARRY = RESULTS / "carry"  # committed: an unfinished run's bf16 checkpoint, then the finished run's generator
 BEGIN, END = "<!-- results:begin (written by bench/results_synthetic.py) -->", "<!-- results:end -->"
 EMBEDDER = "efficientnet_lite0"
 PRETRAINED = ROOT / "models" / "pretrained" / "rtdgan-demo-64.pt"
@@ -145,6 +146,7 @@ def pretrained_matches(e: Experiment) -> str | None:
 
 def train_model(e: Experiment, name: str, world: Path, timings: dict) -> Path:
     """The model's run folder: the committed weights for N = 3 when they match, else trained (resuming)."""
+    from training.checkpoint import load_checkpoint
     from training.demo import weights_run
     from training.train import TrainConfig, train
 
@@ -175,7 +177,9 @@ def train_model(e: Experiment, name: str, world: Path, timings: dict) -> Path:
             record_train_time(e, name, timings, t)
             raise
         record_train_time(e, name, timings, t)
-    (CARRY / f"{name}.pt").unlink(missing_ok=True)
+    carried = CARRY / f"{name}.pt"
+    if not (carried.is_file() and load_checkpoint(carried)["carry"]["finished"]):
+        pack_carry(e, name, timings)  # the finished generator replaces the resumable checkpoint
     return run
 
 

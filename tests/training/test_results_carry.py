@@ -1,5 +1,5 @@
-"""bench/results_synthetic.py carries an unfinished run across machines: packed in bf16 when stopped, resumed
-from the packed file on a machine whose experiment folder is empty, and the file removed once the run ends."""
+"""bench/results_synthetic.py carries a run across machines: packed in bf16 when stopped, resumed from the packed
+file on a machine whose experiment folder is empty, and replaced by the final generator once the run ends."""
 
 from __future__ import annotations
 
@@ -84,7 +84,9 @@ def test_a_stopped_run_is_packed_then_resumed_on_an_empty_root(results, tiny_loo
     assert done["step"] == 11 and results.finished(e2, "rtdgan-n1")
     assert all(t.dtype == torch.float32 for t in tensors(done["models"]) if t.is_floating_point())
     assert timings["rtdgan-n1"]["train_s"] > packed["carry"]["timings"]["train_s"]  # both machines' time
-    assert not packed_path.exists()  # finished: nothing left to carry
+    final = load_checkpoint(packed_path)  # finished: the carry is now the final generator, in fp32
+    assert final["carry"]["finished"] and final["step"] == 11 and set(final["models"]) == {"generator"}
+    assert all(t.dtype == torch.float32 for t in tensors(final["models"]) if t.is_floating_point())
 
 
 def test_pack_carry_flag_refuses_a_missing_run(results, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -101,8 +103,8 @@ def test_a_finished_run_is_carried_as_its_generator_and_not_trained_again(result
     monkeypatch.setattr(results, "CARRY", tmp_path / "carry")
     e = results.Experiment(root=tmp_path / "machine-1", train_products=8, train_photos=2, size=32, width=4, passes=15,
                            precision="fp32", threads=1)
-    results.train_model(e, "pix2pix", tiny_lookbook, timings := {})
-    packed = load_checkpoint(results.pack_carry(e, "pix2pix", timings))
+    results.train_model(e, "pix2pix", tiny_lookbook, {})  # finished: packs its generator
+    packed = load_checkpoint(results.CARRY / "pix2pix.pt")
     assert packed["carry"]["finished"] and set(packed["models"]) == {"generator"} and "optimizers" not in packed
     final = load_checkpoint(results.final_checkpoint(e, "pix2pix"))
 
