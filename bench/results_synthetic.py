@@ -496,9 +496,9 @@ def main() -> int:
                                                            "in docs/results-synthetic/ are still written)")
     p.add_argument("--no-head", action="store_true", help="skip fitting and evaluating the learned retrieval heads "
                                                             "(issue #13) for the models")
-    p.add_argument("--pack-carry", action="store_true", help="only pack each --only model's unfinished run into "
-                                                               "docs/results-synthetic/carry/ (a run stopped by an "
-                                                               "older checkout)")
+    p.add_argument("--pack-carry", action="store_true", help="only pack each --only model's run into "
+                                                               "docs/results-synthetic/carry/ (unfinished: resumable, "
+                                                               "bf16; finished: its generator)")
     p.add_argument("--threads", type=int, default=Experiment.threads, help="torch and onnxruntime CPU threads")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=Experiment.precision)
     a = p.parse_args()
