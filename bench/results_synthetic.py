@@ -168,13 +168,10 @@ def train_model(e: Experiment, name: str, world: Path, timings: dict) -> Path:
         try:
             train(TrainConfig(data=str(world), out=str(run), resolution=e.size, width=e.width, seed=0,
                               device="auto", log_every=100, resume=last.is_file(), **fields, **precision(e)))
-        except KeyboardInterrupt:  # training.train.Stopped (a signal) or Ctrl-C: carry what was trained
+        except BaseException as stop:  # an interrupted run still counts the time it trained
             record_train_time(e, name, timings, t)
-            if last.is_file():
-                pack_carry(e, name, timings)
-            raise
-        except BaseException:  # an interrupted run still counts the time it trained
-            record_train_time(e, name, timings, t)
+            if isinstance(stop, KeyboardInterrupt) and last.is_file():  # training.train.Stopped or Ctrl-C
+                pack_carry(e, name, timings)  # carry what was trained
             raise
         record_train_time(e, name, timings, t)
     carried = CARRY / f"{name}.pt"
