@@ -23,7 +23,8 @@ runs a model at a time (`--only`) and keeps what it needs to carry on:
   timings), so a later session can export, evaluate and fit a head for the model without training it again.
   `--pack-carry` packs a run by hand (one stopped or finished by an older checkout);
 - each finished model's evaluation (report.json, without its per-query lists) and sample grid are copied
-  into docs/results-synthetic/ and committed: the tables are drawn from those files, so a model evaluated in
+  into docs/results-synthetic/ and committed: the tables and the Recall@K plots of Tables 1 and 3
+  (docs/results-synthetic/recall*.png and .svg, matplotlib) are drawn from those files, so a model evaluated in
   one session stays in the tables of the next, whatever happened to ROOT.
 
     .venv/bin/python bench/results_synthetic.py --root /tmp/rtd-t12 --only rtdgan-n1   # train + eval one model
@@ -37,7 +38,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -440,6 +441,39 @@ def head_table(done: dict[str, dict], ks: tuple[int, ...]) -> str:
     return "\n".join(lines)
 
 
+def recall_figures(done: dict[str, dict]) -> str:
+    """Recall@K plots (training/plots.py: PNG + SVG under docs/results-synthetic/) of Table 1 (each model's
+    generated query, the photo, chance) and of Table 3 (each model's fused head, the photo-only head, chance);
+    returns their Markdown."""
+    from training.evaluate import chance_curve
+    from training.plots import recall_plot, report_curve
+
+    if not done:
+        return ""
+    first = next(iter(done.values()))
+    products = first["test_set"]["products"]
+    colour = {n: f"C{i}" for i, n in enumerate(MODELS)}  # a model keeps its colour in both plots
+    table1 = [replace(report_curve(row(done[n], "generated")), label=n, colour=colour[n]) for n in MODELS if n in done]
+    if (photo := row(first, "photo")) is not None:
+        table1.append(replace(report_curve(photo), label="the photo itself (no generator)"))
+    recall_plot([*table1, chance_curve(first)], RESULTS / "recall.png",
+                f"Table 1: the generated image as the query, frozen {EMBEDDER}; gallery {products} products")
+    md = ["Recall@K with 95 % intervals, Table 1 (SVG beside it: `results-synthetic/recall.svg`):", "",
+          "![Recall@K, Table 1](results-synthetic/recall.png)"]
+    heads = [replace(report_curve(done[n]["head"]["result"]), label=f"{n}, fused head", colour=colour[n])
+             for n in MODELS if "head" in done.get(n, {})]
+    photo_file = RESULTS / "photo-head.json"
+    if photo_file.is_file():
+        photo_head = json.loads(photo_file.read_text())["result"]
+        heads.append(replace(report_curve(photo_head), label="photo-only head (no generator)", kind="baseline"))
+    if heads:
+        recall_plot([*heads, chance_curve(first)], RESULTS / "recall-head.png",
+                    f"Table 3: the learned retrieval head; gallery {products} products")
+        md += ["", "Table 3 (`results-synthetic/recall-head.svg`):", "",
+               "![Recall@K, Table 3](results-synthetic/recall-head.png)"]
+    return "\n".join(md)
+
+
 def write_doc(e: Experiment, command: str) -> None:
     """Replace the generated block of docs/results-synthetic.md from the committed per-model results."""
     done = load_results()
@@ -470,6 +504,8 @@ def write_doc(e: Experiment, command: str) -> None:
 {tables(done, e.ks)}
 
 {head_table(done, e.ks)}
+
+{recall_figures(done)}
 
 Sample grids (photo | generated | ground truth | top retrieved, the true product framed):
 

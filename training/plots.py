@@ -1,8 +1,9 @@
 """The report plots, drawn with matplotlib on its Agg canvas (no display, no pyplot state). No torch.
 
-One home for the Recall@K figure that `rtd eval` (OUT/recall.png) and `rtd eval compare` write, and so
-bench/results_synthetic.py, which copies compare's into docs/. Each figure is written twice: PNG (for
-Markdown) and SVG (vector, for papers and slides) beside it.
+One home for the Recall@K figure that `rtd eval` (OUT/recall.png) and `rtd eval compare` write, and that
+bench/results_synthetic.py draws into docs/results-synthetic/ from the committed per-model results. Each figure
+is written twice: PNG (for Markdown) and SVG (vector, for papers and slides) beside it, byte-identical for
+identical curves (no date in the SVG, fixed element ids), so a redrawn committed plot shows no diff.
 
 Recall@K: one curve per method, K on a log axis with a tick at each cut-off, its bootstrap 95 % interval
 (training/metrics.py `bootstrap_recall`) as a band where the report has one; the photo baseline in grey;
@@ -34,6 +35,7 @@ class Curve:
     low: Sequence[float] | None = None
     high: Sequence[float] | None = None
     kind: Literal["method", "baseline", "chance"] = "method"
+    colour: str | None = None  # a matplotlib colour; None: the next of the cycle (the baseline grey)
 
 
 def report_curve(row: dict) -> Curve:
@@ -64,7 +66,7 @@ def recall_plot(curves: Sequence[Curve], path: Path, title: str) -> list[Path]:
             ax.plot(ks, curve.values, linestyle="--", color=CHANCE_COLOUR, linewidth=1.2, label=curve.label,
                     zorder=Z_CHANCE)
             continue
-        colour = PHOTO_COLOUR if curve.kind == "baseline" else next(colours)
+        colour = curve.colour or (PHOTO_COLOUR if curve.kind == "baseline" else next(colours))
         ax.plot(ks, curve.values, marker="s" if curve.kind == "baseline" else "o", markersize=4, linewidth=2,
                 color=colour, label=curve.label, zorder=Z_CURVE)
         if curve.low is not None and curve.high is not None:
@@ -89,6 +91,9 @@ def recall_plot(curves: Sequence[Curve], path: Path, title: str) -> list[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     written = [path.with_suffix(".png"), path.with_suffix(".svg")]
-    for out in written:
-        fig.savefig(out, format=out.suffix[1:])
+    from matplotlib import rc_context
+
+    with rc_context({"svg.hashsalt": "rtdgan"}):
+        for out in written:
+            fig.savefig(out, format=out.suffix[1:], metadata={"Date": None} if out.suffix == ".svg" else None)
     return written

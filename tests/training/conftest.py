@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,15 @@ def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     train_cli.add_arguments(parser)
     return parser
+
+
+@pytest.fixture(scope="module")
+def results():
+    """bench/results_synthetic.py as a module (bench/ is not a package)."""
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("results_synthetic", root / "bench" / "results_synthetic.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)

@@ -3,7 +3,6 @@ file on a machine whose experiment folder is empty, and replaced by the final ge
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
 from dataclasses import replace
@@ -13,18 +12,6 @@ import pytest
 import torch
 
 from training.checkpoint import cast_floats, load_checkpoint
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def results():
-    spec = importlib.util.spec_from_file_location("results_synthetic", ROOT / "bench" / "results_synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
 
 
 def tensors(state) -> list[torch.Tensor]:
