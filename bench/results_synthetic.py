@@ -369,6 +369,12 @@ def load_results() -> dict[str, dict]:
             if (RESULTS / f"{name}.json").is_file()}
 
 
+def photo_head() -> dict | None:
+    """The photo-only head's committed record (evaluate_head), if fitted."""
+    path = RESULTS / "photo-head.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def row(results: dict, query: str) -> dict | None:
     return next((r for r in results["results"] if r["query"] == query), None)
 
@@ -417,8 +423,7 @@ def tables(done: dict[str, dict], ks: tuple[int, ...]) -> str:
 
 def head_table(done: dict[str, dict], ks: tuple[int, ...]) -> str:
     """Table 3: each model's fused query through a head fitted for its generator, beside the photo-only head."""
-    photo_file = RESULTS / "photo-head.json"
-    photo = json.loads(photo_file.read_text()) if photo_file.is_file() else None
+    photo = photo_head()
     lines = ["**Table 3** — with issue #13's learned retrieval head: the generated image's and the photo's features "
              "fused, a head fitted for each model's generator; the photo-only head is the row without generation.", "",
              "| query | " + " | ".join(f"R@{k} [95 % CI]" for k in ks) + " | R@10 vs photo-only head |",
@@ -462,10 +467,8 @@ def recall_figures(done: dict[str, dict]) -> str:
           "![Recall@K, Table 1](results-synthetic/recall.png)"]
     heads = [replace(report_curve(done[n]["head"]["result"]), label=f"{n}, fused head", colour=colour[n])
              for n in MODELS if "head" in done.get(n, {})]
-    photo_file = RESULTS / "photo-head.json"
-    if photo_file.is_file():
-        photo_head = json.loads(photo_file.read_text())["result"]
-        heads.append(replace(report_curve(photo_head), label="photo-only head (no generator)", kind="baseline"))
+    if (photo_only := photo_head()) is not None:
+        heads.append(replace(report_curve(photo_only["result"]), label="photo-only head (no generator)", kind="baseline"))
     if heads:
         recall_plot([*heads, chance_curve(first)], RESULTS / "recall-head.png",
                     f"Table 3: the learned retrieval head; gallery {products} products")
