@@ -29,6 +29,14 @@ runs a model at a time (`--only`) and keeps what it needs to carry on:
 
     .venv/bin/python bench/results_synthetic.py --root /tmp/rtd-t12 --only rtdgan-n1   # train + eval one model
     .venv/bin/python bench/results_synthetic.py --root /tmp/rtd-t12 --doc-only           # redraw the doc
+
+On a GPU (issue #14 item 4) the same script runs at the paper's sizes; another size, width or budget writes
+docs/results-synthetic-128px-w16.md and docs/results-synthetic-128px-w16/ (never the CPU run's files), and needs
+a ROOT of its own (the worlds are synthesized at that size; a ROOT holding another size's world is refused):
+
+    .venv/bin/python bench/results_synthetic.py --root /tmp/rtd-128 --device cuda --size 128 --threads 16 --only rtdgan-n3
+
+A carried file over 20 MB (width 64 at 256 px) is not written: such a run resumes only from its ROOT.
 """
 
 from __future__ import annotations
@@ -44,9 +52,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# The reported experiment's files (64 px, width 16, 27 passes); another size, width or budget gets siblings named
+# after it (results_dir, doc_path), so a GPU run at 128 px never overwrites the CPU run's committed tables.
 DOC = ROOT / "docs" / "results-synthetic.md"
 RESULTS = ROOT / "docs" / "results-synthetic"  # committed: one JSON (and sample grid) per evaluated model
 CARRY = RESULTS / "carry"  # committed: an unfinished run's bf16 checkpoint, then the finished run's generator
+CARRY_LIMIT = 20 * 2**20  # a carried file must stay committable (the project's 20 MB cap on weights in git)
 BEGIN, END = "<!-- results:begin (written by bench/results_synthetic.py) -->", "<!-- results:end -->"
 EMBEDDER = "efficientnet_lite0"
 PRETRAINED = ROOT / "models" / "pretrained" / "rtdgan-demo-64.pt"
@@ -74,6 +85,7 @@ class Experiment:
     lambda_con: float = 10.0  # Eq. 4; 1 in the paper. At this budget rtdGAN learns only with 10 (README "Choices")
     lambda_lap: float = 10.0
     precision: str = "auto"
+    device: str = "auto"  # `rtd train --device`: cuda when available (the paper-size runs of issue #14 item 4)
     threads: int = 2
     ks: tuple[int, ...] = (1, 5, 10, 20, 60)
     bootstrap: int = 1000
@@ -109,16 +121,42 @@ def models(e: Experiment) -> dict[str, dict]:
     return runs
 
 
+def tag(e: Experiment) -> str:
+    """'' for the reported experiment; else its size, width and budget ("-128px-w16", "-256px-w64-p9")."""
+    if (e.size, e.width, e.passes) == (Experiment.size, Experiment.width, Experiment.passes):
+        return ""
+    return f"-{e.size}px-w{e.width}" + (f"-p{e.passes}" if e.passes != Experiment.passes else "")
+
+
+def results_dir(e: Experiment) -> Path:
+    """Where the experiment's per-model files, plots and sample grids are committed."""
+    return RESULTS.with_name(RESULTS.name + tag(e)) if tag(e) else RESULTS
+
+
+def carry_dir(e: Experiment) -> Path:
+    return results_dir(e) / "carry" if tag(e) else CARRY
+
+
+def doc_path(e: Experiment) -> Path:
+    return DOC.with_name(f"{DOC.stem}{tag(e)}.md") if tag(e) else DOC
+
+
 def say(text: str) -> None:
     print(f"results: {text}", file=sys.stderr, flush=True)
 
 
 def synth(out: Path, products: int, photos: int, seed: int, size: int) -> Path:
     """A LookBook-framed synthetic set, unless it exists complete."""
+    from index.errors import UserError
     from training.synth import SynthConfig, synthesize
 
     marker = out / "synth.json"
-    if not (marker.is_file() and json.loads(marker.read_text()).get("complete")):
+    have = json.loads(marker.read_text()) if marker.is_file() else {}
+    want = {"products": products, "photos_per_product": photos, "size": size, "seed": seed, "framing": "lookbook"}
+    if have.get("complete") and (diff := {k: have.get(k) for k, v in want.items() if have.get(k) != v}):
+        raise UserError(f"{out} holds another world ({diff}, this experiment wants {want}): give each size its "
+                        "own --root")
+    if not have.get("complete"):
         say(f"synthesizing {products} x {photos} photos, seed {seed}, into {out}")
         synthesize(SynthConfig(out=out, products=products, photos_per_product=photos, size=size, seed=seed,
                                workers=2, framing="lookbook"))
@@ -161,21 +199,21 @@ def train_model(e: Experiment, name: str, world: Path, timings: dict) -> Path:
         say(f"training rtdgan-n3 itself: {problem}")
     fields = models(e)[name]
     last = run / "checkpoints" / "last.pt"
-    if not last.is_file() and (CARRY / f"{name}.pt").is_file():
+    if not last.is_file() and (carry_dir(e) / f"{name}.pt").is_file():
         unpack_carry(e, name, timings)
     if not finished(e, name):
         say(f"training {name} ({'resuming' if last.is_file() else 'from scratch'})")
         t = time.perf_counter()
         try:
             train(TrainConfig(data=str(world), out=str(run), resolution=e.size, width=e.width, seed=0,
-                              device="auto", log_every=100, resume=last.is_file(), **fields, **precision(e)))
+                              device=e.device, log_every=100, resume=last.is_file(), **fields, **precision(e)))
         except BaseException as stop:  # an interrupted run still counts the time it trained
             record_train_time(e, name, timings, t)
             if isinstance(stop, KeyboardInterrupt) and last.is_file():  # training.train.Stopped or Ctrl-C
                 pack_carry(e, name, timings)  # carry what was trained
             raise
         record_train_time(e, name, timings, t)
-    carried = CARRY / f"{name}.pt"
+    carried = carry_dir(e) / f"{name}.pt"
     if not (carried.is_file() and load_checkpoint(carried)["carry"]["finished"]):
         pack_carry(e, name, timings)  # the finished generator replaces the resumable checkpoint
     return run
@@ -196,14 +234,24 @@ def finished(e: Experiment, name: str) -> bool:
 
 
 def record_train_time(e: Experiment, name: str, timings: dict, since: float) -> None:
-    """Add the wall time trained since `since` (perf_counter) to the model's train_s."""
+    """Add the wall time trained since `since` (perf_counter) to the model's train_s, and say on what."""
     entry = timings.setdefault(name, {})
     entry["train_s"] = entry.get("train_s", 0.0) + time.perf_counter() - since
+    entry["device"] = machine(e)
     save_timings(e, timings)
 
 
-def pack_carry(e: Experiment, name: str, timings: dict) -> Path:
-    """The model's run as CARRY/NAME.pt, with its timings: an unfinished run's last.pt with its floats in bf16
+def machine(e: Experiment) -> str:
+    """What trained: the CUDA device's name, or the CPU and its torch threads."""
+    import torch
+
+    if e.device != "cpu" and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name()})"
+    return f"cpu ({e.threads} threads)"
+
+
+def pack_carry(e: Experiment, name: str, timings: dict) -> Path | None:
+    """The model's run as carry_dir(e)/NAME.pt, with its timings: an unfinished run's last.pt with its floats in bf16
     (resumable), a finished one's final generator alone in fp32 (what `rtd export` reads)."""
     import torch
 
@@ -218,21 +266,30 @@ def pack_carry(e: Experiment, name: str, timings: dict) -> Path:
         state = load_checkpoint(e.root / "runs" / name / "checkpoints" / "last.pt")
         packed = cast_floats(state, torch.float32, torch.bfloat16)
     packed["carry"] = {"timings": timings.get(name, {}), "finished": done}
-    target = CARRY / f"{name}.pt"
-    save_checkpoint(target, {k: v for k, v in packed.items() if k != "format"})
+    target = carry_dir(e) / f"{name}.pt"
+    draft = target.with_name(f".{target.name}.draft")  # the previous carry stays until this one is known to fit
+    save_checkpoint(draft, {k: v for k, v in packed.items() if k != "format"})
+    size = draft.stat().st_size
+    if size > CARRY_LIMIT:
+        draft.unlink()
+        say(f"{name}: not carried ({size / 2**20:.0f} MB is over the {CARRY_LIMIT // 2**20} MB a commit may hold at "
+            f"width {e.width}); the run stays in {e.root / 'runs' / name}: resume it there with the same --root")
+        return None
+    draft.replace(target)
     say(f"packed {name} ({'finished' if done else 'unfinished'}, step {state['step']}) into {target} "
-        f"({target.stat().st_size / 2**20:.1f} MB): commit it to go on from there on another machine")
+        f"({size / 2**20:.1f} MB): commit it to go on from there on another machine")
     return target
 
 
 def unpack_carry(e: Experiment, name: str, timings: dict) -> None:
-    """CARRY/NAME.pt back into ROOT/runs/NAME/checkpoints (fp32; a finished run's also as its final stage's
+    """carry_dir(e)/NAME.pt back into ROOT/runs/NAME/checkpoints (fp32; a finished run's also as its final stage's
     checkpoint), its wall time into timings."""
     import torch
 
     from training.checkpoint import cast_floats, load_checkpoint, save_checkpoint
 
-    state = load_checkpoint(CARRY / f"{name}.pt")
+    source = carry_dir(e) / f"{name}.pt"
+    state = load_checkpoint(source)
     carried = state.pop("carry")
     state = {k: v for k, v in cast_floats(state, torch.bfloat16, torch.float32).items() if k != "format"}
     targets = [e.root / "runs" / name / "checkpoints" / "last.pt"]
@@ -243,7 +300,7 @@ def unpack_carry(e: Experiment, name: str, timings: dict) -> None:
     if "train_s" not in timings.get(name, {}):
         timings[name] = timings.get(name, {}) | carried["timings"]
         save_timings(e, timings)
-    say(f"{name}: the carried {'finished' if carried['finished'] else 'unfinished'} run {CARRY / f'{name}.pt'} "
+    say(f"{name}: the carried {'finished' if carried['finished'] else 'unfinished'} run {source} "
         f"(step {state['step']})")
 
 
@@ -298,12 +355,13 @@ def evaluate_model(e: Experiment, name: str, run: Path, shop: Path, split: Path,
             "ks": report["ks"], "bootstrap": report["bootstrap"], "model": report["model"],
             "results": [{k: r[k] for k in ("method", "query", "label", "rmse", "ssim", "recall", "recall_ci",
                                            "median_rank")} for r in report["results"]]}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    previous = RESULTS / f"{name}.json"
+    results = results_dir(e)
+    results.mkdir(parents=True, exist_ok=True)
+    previous = results / f"{name}.json"
     if previous.is_file() and "head" in (kept := json.loads(previous.read_text())):
         slim["head"] = kept["head"]  # evaluate_head's part, added after this
     previous.write_text(json.dumps(slim, indent=1) + "\n")
-    shutil.copyfile(report_dir / "samples.png", RESULTS / f"samples-{name}.png")
+    shutil.copyfile(report_dir / "samples.png", results / f"samples-{name}.png")
     return slim
 
 
@@ -354,7 +412,7 @@ def evaluate_head(e: Experiment, name: str, mode: str, shop: Path, split: Path, 
             "chosen": doc["chosen"], "validation_recall": doc["validation"]["recall"],
             "fit_s": timings.get(name, {}).get(f"head_{mode}_s"),
             "result": {k: r[k] for k in ("method", "query", "label", "recall", "recall_ci", "median_rank")}}
-    target = RESULTS / (f"{name}.json" if mode == "fused" else f"{mode}-head.json")
+    target = results_dir(e) / (f"{name}.json" if mode == "fused" else f"{mode}-head.json")
     if mode == "fused":
         record = json.loads(target.read_text())  # evaluate_model wrote it
         record["head"] = slim
@@ -364,14 +422,15 @@ def evaluate_head(e: Experiment, name: str, mode: str, shop: Path, split: Path, 
     return slim
 
 
-def load_results() -> dict[str, dict]:
-    return {name: json.loads((RESULTS / f"{name}.json").read_text()) for name in MODELS
-            if (RESULTS / f"{name}.json").is_file()}
+def load_results(e: Experiment) -> dict[str, dict]:
+    results = results_dir(e)
+    return {name: json.loads((results / f"{name}.json").read_text()) for name in MODELS
+            if (results / f"{name}.json").is_file()}
 
 
-def photo_head() -> dict | None:
+def photo_head(e: Experiment) -> dict | None:
     """The photo-only head's committed record (evaluate_head), if fitted."""
-    path = RESULTS / "photo-head.json"
+    path = results_dir(e) / "photo-head.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -421,9 +480,9 @@ def tables(done: dict[str, dict], ks: tuple[int, ...]) -> str:
     return "\n".join(lines)
 
 
-def head_table(done: dict[str, dict], ks: tuple[int, ...]) -> str:
+def head_table(e: Experiment, done: dict[str, dict]) -> str:
     """Table 3: each model's fused query through a head fitted for its generator, beside the photo-only head."""
-    photo = photo_head()
+    ks, photo = e.ks, photo_head(e)
     lines = ["**Table 3** — with issue #13's learned retrieval head: the generated image's and the photo's features "
              "fused, a head fitted for each model's generator; the photo-only head is the row without generation.", "",
              "| query | " + " | ".join(f"R@{k} [95 % CI]" for k in ks) + " | R@10 vs photo-only head |",
@@ -446,7 +505,7 @@ def head_table(done: dict[str, dict], ks: tuple[int, ...]) -> str:
     return "\n".join(lines)
 
 
-def recall_figures(done: dict[str, dict]) -> str:
+def recall_figures(e: Experiment, done: dict[str, dict]) -> str:
     """Recall@K plots (training/plots.py: PNG + SVG under docs/results-synthetic/) of Table 1 (each model's
     generated query, the photo, chance) and of Table 3 (each model's fused head, the photo-only head, chance);
     returns their Markdown."""
@@ -455,50 +514,73 @@ def recall_figures(done: dict[str, dict]) -> str:
 
     if not done:
         return ""
+    results = results_dir(e)
     first = next(iter(done.values()))
     products = first["test_set"]["products"]
     colour = {n: f"C{i}" for i, n in enumerate(MODELS)}  # a model keeps its colour in both plots
     table1 = [replace(report_curve(row(done[n], "generated")), label=n, colour=colour[n]) for n in MODELS if n in done]
     if (photo := row(first, "photo")) is not None:
         table1.append(replace(report_curve(photo), label="the photo itself (no generator)"))
-    recall_plot([*table1, chance_curve(first)], RESULTS / "recall.png",
+    recall_plot([*table1, chance_curve(first)], results / "recall.png",
                 f"Table 1: the generated image as the query, frozen {EMBEDDER}; gallery {products} products")
-    md = ["Recall@K with 95 % intervals, Table 1 (SVG beside it: `results-synthetic/recall.svg`):", "",
-          "![Recall@K, Table 1](results-synthetic/recall.png)"]
+    md = [f"Recall@K with 95 % intervals, Table 1 (SVG beside it: `{results.name}/recall.svg`):", "",
+          f"![Recall@K, Table 1]({results.name}/recall.png)"]
     heads = [replace(report_curve(done[n]["head"]["result"]), label=f"{n}, fused head", colour=colour[n])
              for n in MODELS if "head" in done.get(n, {})]
-    if (photo_only := photo_head()) is not None:
+    if (photo_only := photo_head(e)) is not None:
         heads.append(replace(report_curve(photo_only["result"]), label="photo-only head (no generator)", kind="baseline"))
     if heads:
-        recall_plot([*heads, chance_curve(first)], RESULTS / "recall-head.png",
+        recall_plot([*heads, chance_curve(first)], results / "recall-head.png",
                     f"Table 3: the learned retrieval head; gallery {products} products")
-        md += ["", "Table 3 (`results-synthetic/recall-head.svg`):", "",
-               "![Recall@K, Table 3](results-synthetic/recall-head.png)"]
+        md += ["", f"Table 3 (`{results.name}/recall-head.svg`):", "",
+               f"![Recall@K, Table 3]({results.name}/recall-head.png)"]
     return "\n".join(md)
 
 
+def setup_notes(e: Experiment, done: dict[str, dict]) -> tuple[str, str, str]:
+    """The Setup list's machine-dependent sentences: the budget's, rtdGAN N = 3's origin, the hardware's."""
+    devices = sorted({d["train"]["device"] for d in done.values() if "device" in d["train"]})
+    where = ("on " + " and ".join(devices)) if devices else "on this 2-core CPU"
+    s = e.size
+    if done.get("rtdgan-n3", {}).get("train", {}).get("source", "").startswith("committed weights"):
+        n3 = ("rtdGAN N = 3 is the committed demo generator, trained by `rtd demo --retrain` with exactly this world "
+              f"and\n  budget (5 epochs per stage at {s // 4}, {s // 2}, {s} px, then {e.passes - 15} more at {s} px; "
+              "batch 32, 32, 16).")
+    else:
+        n3 = (f"rtdGAN N = 3 trains 5 epochs per stage at {s // 4}, {s // 2}, {s} px, then {e.passes - 15} more at "
+              f"{s} px (batch 32, 32, 16),\n  the demo generator's recipe at this size.")
+    if tag(e):
+        hardware = (f"Width {e.width}, precision `{e.precision}` (bf16 where the device has it), memory layout as "
+                    "`rtd train\n  --memory-format auto` picks.")
+    else:
+        hardware = (f"Width {e.width}, precision `{e.precision}` (fp32 on this CPU: it has no bf16 units); memory "
+                    "layout as\n  `rtd train --memory-format auto` picks (channels_last for rtdGAN since session 10, "
+                    "from N = 1's step 18,037 on;\n  the same arithmetic, 1.3-1.5x faster here; the wall times are on a "
+                    "2-core machine shared with other work).")
+    return where, n3, hardware
+
+
 def write_doc(e: Experiment, command: str) -> None:
-    """Replace the generated block of docs/results-synthetic.md from the committed per-model results."""
-    done = load_results()
+    """Replace the generated block of the experiment's doc (doc_path) from its committed per-model results."""
+    done = load_results(e)
+    results, doc = results_dir(e), doc_path(e)
     world = e.train_products * e.train_photos
     shop = next(iter(done.values()))["test_set"] if done else None
-    grids = "\n\n".join(f"{name}:\n\n![samples, {name}](results-synthetic/samples-{name}.png)"
-                        for name in MODELS if (RESULTS / f"samples-{name}.png").is_file())
+    where, n3, hardware = setup_notes(e, done)
+    grids = "\n\n".join(f"{name}:\n\n![samples, {name}]({results.name}/samples-{name}.png)"
+                         for name in MODELS if (results / f"samples-{name}.png").is_file())
     block = f"""{BEGIN}
 ## Setup (issue #14: where generation works)
 
 - Training world: `training.synth`, {e.train_products} products x {e.train_photos} LookBook-framed photos at
   {e.size} px, seed {e.train_seed} (the demo's training world); every model trains on all of it.
 - Budget: every model sees the same number of training images, {e.passes} passes over the {world} photos
-  ({e.passes * world:,} images); the steps and the wall time each took on this 2-core CPU are in Table 1.
-  rtdGAN N = 3 is the committed demo generator, trained by `rtd demo --retrain` with exactly this world and
-  budget (5 epochs per stage at 16, 32, 64 px, then 12 more at 64 px; batch 32, 32, 16).
+  ({e.passes * world:,} images); the steps and the wall time each took {where} are in Table 1.
+  {n3}
 - Paper settings (Sec. 4.1) kept: Adam lr 2e-4, WGAN-GP weight 10, critic and losses as in Sec. 3. One
   departure, for every rtdGAN alike: content and Laplacian weights 10 instead of 1 (at 1, this budget learns
   only the mean garment); pix2pix keeps its own L1 weight 100 (Isola et al.), PLDT its own losses.
-  Width {e.width}, precision `{e.precision}` (fp32 on this CPU: it has no bf16 units); memory layout as
-  `rtd train --memory-format auto` picks (channels_last for rtdGAN since session 10, from N = 1's step 18,037 on;
-  the same arithmetic, 1.3-1.5x faster here; the wall times are on a 2-core machine shared with other work).
+  {hardware}
 - Evaluation: `rtd eval --query all` on the exported ONNX files over a held-out shop (seed {e.shop_seed},
   {shop['products'] if shop else e.shop_products} products as the gallery, {shop['queries'] if shop else '?'}
   photos as queries); Recall@K with **{EMBEDDER}** embeddings (the paper used DenseNet-121, whose weights cannot
@@ -506,9 +588,9 @@ def write_doc(e: Experiment, command: str) -> None:
 
 {tables(done, e.ks)}
 
-{head_table(done, e.ks)}
+{head_table(e, done)}
 
-{recall_figures(done)}
+{recall_figures(e, done)}
 
 Sample grids (photo | generated | ground truth | top retrieved, the true product framed):
 
@@ -516,34 +598,92 @@ Sample grids (photo | generated | ground truth | top retrieved, the true product
 
 Reproduce: `{command}`, one model at a time (`--only NAME`), then `--doc-only`.
 {END}"""
-    text = DOC.read_text() if DOC.is_file() else "# Results on the synthetic set\n\n" + BEGIN + "\n" + END + "\n"
+    title = "# Results on the synthetic set" + (f", {e.size} px, width {e.width}" if tag(e) else "")
+    text = doc.read_text() if doc.is_file() else f"{title}\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)
-    DOC.write_text(head + block + rest.split(END, 1)[1], encoding="utf-8")
-    say(f"wrote {DOC}")
+    doc.write_text(head + block + rest.split(END, 1)[1], encoding="utf-8")
+    say(f"wrote {doc}")
+
+
+def run_models(e: Experiment, names: list[str], evaluate: bool, heads: bool) -> None:
+    """Train (or resume, or unpack) each model, then evaluate it and fit its heads, writing its committed files."""
+    import torch
+
+    e.root.mkdir(parents=True, exist_ok=True)
+    timings_path = e.root / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    world = synth(e.root / "train-data", e.train_products, e.train_photos, e.train_seed, e.size)
+    shop = synth(e.root / "shop", e.shop_products, e.shop_photos, e.shop_seed, e.size)
+    split = shop_split(e, shop)
+    torch.set_num_threads(e.threads)
+    for name in names:
+        run = train_model(e, name, world, timings)
+        if evaluate:
+            evaluate_model(e, name, run, shop, split, timings)
+            if heads:
+                evaluate_head(e, name, "fused", shop, split, timings)
+                if not (results_dir(e) / "photo-head.json").is_file():
+                    evaluate_head(e, name, "photo", shop, split, timings)
+
+
+def experiment(a: argparse.Namespace) -> Experiment:
+    """The Experiment of the command line; UserError (one line) for values no run could use."""
+    from index.errors import UserError
+
+    if a.size < 32 or a.size & (a.size - 1):
+        raise UserError(f"--size must be a power of two >= 32 (rtdGAN N = 3 starts at a quarter of it), got {a.size}")
+    if a.width < 1 or a.threads < 1:
+        raise UserError(f"--width and --threads must be >= 1, got {a.width} and {a.threads}")
+    if a.passes < 15:
+        raise UserError(f"--passes must be >= 15 (rtdGAN N = 3 spends 5 per stage before its extra ones), got {a.passes}")
+    if a.device == "cuda" and not a.doc_only:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda, but no CUDA device is available (use --device cpu or auto)")
+    return Experiment(root=a.root, threads=a.threads, precision=a.precision, device=a.device, size=a.size,
+                      width=a.width, passes=a.passes)
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from index.errors import UserError
+    from service.cli import OneLineParser
+
+    p = OneLineParser(prog="results_synthetic.py", description=__doc__.splitlines()[0])
     p.add_argument("--root", type=Path, required=True, help="folder for data, runs, artifacts and reports")
     p.add_argument("--only", default=",".join(MODELS), help=f"models to train and evaluate, of {','.join(MODELS)}")
     p.add_argument("--train-only", action="store_true", help="train, do not evaluate")
-    p.add_argument("--doc-only", action="store_true", help="only redraw docs/results-synthetic.md from docs/results-synthetic/")
-    p.add_argument("--no-doc", action="store_true", help="do not redraw docs/results-synthetic.md (the per-model files "
-                                                           "in docs/results-synthetic/ are still written)")
+    p.add_argument("--doc-only", action="store_true", help="only redraw the doc from the committed per-model files")
+    p.add_argument("--no-doc", action="store_true", help="do not redraw the doc (the per-model files in "
+                                                           "docs/results-synthetic*/ are still written)")
     p.add_argument("--no-head", action="store_true", help="skip fitting and evaluating the learned retrieval heads "
                                                             "(issue #13) for the models")
     p.add_argument("--pack-carry", action="store_true", help="only pack each --only model's run into "
-                                                               "docs/results-synthetic/carry/ (unfinished: resumable, "
+                                                               "docs/results-synthetic*/carry/ (unfinished: resumable, "
                                                                "bf16; finished: its generator)")
     p.add_argument("--threads", type=int, default=Experiment.threads, help="torch and onnxruntime CPU threads")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=Experiment.precision)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=Experiment.device,
+                   help="where training runs (evaluation takes onnxruntime's CUDA provider when it has one)")
+    p.add_argument("--size", type=int, default=Experiment.size,
+                   help="image side of every world and model: 64 is the reported CPU run; 128 or 256 on a GPU "
+                        "(their files go to docs/results-synthetic-SIZEpx-wWIDTH*)")
+    p.add_argument("--width", type=int, default=Experiment.width, help="networks' base width (the paper's: 64)")
+    p.add_argument("--passes", type=int, default=Experiment.passes,
+                   help="the budget: passes over the training photos, the same for every model")
     a = p.parse_args()
     names = [n for n in a.only.split(",") if n]
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-    e = Experiment(root=a.root, threads=a.threads, precision=a.precision)
-    command = ".venv/bin/python bench/results_synthetic.py --root ROOT"
+    try:
+        e = experiment(a)
+    except UserError as err:
+        p.error(str(err))
+    command = ".venv/bin/python bench/results_synthetic.py --root ROOT" + "".join(
+        f" --{flag} {value}" for flag, value in (("size", e.size), ("width", e.width), ("passes", e.passes),
+                                                 ("device", e.device))
+        if value != getattr(Experiment, flag))
     if a.pack_carry:
         timings_path = e.root / "timings.json"
         timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
@@ -554,23 +694,11 @@ def main() -> int:
             pack_carry(e, name, timings)
         return 0
     if not a.doc_only:
-        import torch
-
-        torch.set_num_threads(e.threads)
-        e.root.mkdir(parents=True, exist_ok=True)
-        timings_path = e.root / "timings.json"
-        timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-        world = synth(e.root / "train-data", e.train_products, e.train_photos, e.train_seed, e.size)
-        shop = synth(e.root / "shop", e.shop_products, e.shop_photos, e.shop_seed, e.size)
-        split = shop_split(e, shop)
-        for name in names:
-            run = train_model(e, name, world, timings)
-            if not a.train_only:
-                evaluate_model(e, name, run, shop, split, timings)
-                if not a.no_head:
-                    evaluate_head(e, name, "fused", shop, split, timings)
-                    if not (RESULTS / "photo-head.json").is_file():
-                        evaluate_head(e, name, "photo", shop, split, timings)
+        try:
+            run_models(e, names, evaluate=not a.train_only, heads=not a.no_head)
+        except UserError as err:  # e.g. a --root that holds another size's world
+            say(f"error: {err}")
+            return 1
     if not a.no_doc:
         write_doc(e, command)
     return 0

@@ -3,6 +3,7 @@ file on a machine whose experiment folder is empty, and replaced by the final ge
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from dataclasses import replace
@@ -39,7 +40,7 @@ def test_a_stopped_run_is_packed_then_resumed_on_an_empty_root(results, tiny_loo
                                                                 monkeypatch, capsys) -> None:
     import training.train as train_module
 
-    monkeypatch.setattr(results, "CARRY", tmp_path / "committed" / "carry")
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "committed" / "results-synthetic")
     # N = 1 on the tiny world: one stage of 5 + 6 epochs, one step each (16 photos, batch 16) -> 11 steps.
     e = results.Experiment(root=tmp_path / "machine-1", train_products=8, train_photos=2, size=32, width=4, passes=11,
                            precision="fp32", threads=1)
@@ -52,7 +53,8 @@ def test_a_stopped_run_is_packed_then_resumed_on_an_empty_root(results, tiny_loo
     monkeypatch.setattr(train_module, "train", preempted)
     with pytest.raises(KeyboardInterrupt):
         results.train_model(e, "rtdgan-n1", tiny_lookbook, {})
-    packed_path = results.CARRY / "rtdgan-n1.pt"
+    packed_path = results.carry_dir(e) / "rtdgan-n1.pt"
+    assert packed_path.parent == tmp_path / "committed" / "results-synthetic-32px-w4-p11" / "carry"  # its own size's
     fp32 = e.root / "runs" / "rtdgan-n1" / "checkpoints" / "last.pt"
     packed = load_checkpoint(packed_path)
     assert packed["step"] == 4 and packed["carry"]["timings"]["train_s"] > 0
@@ -87,11 +89,11 @@ def test_a_finished_run_is_carried_as_its_generator_and_not_trained_again(result
                                                                            tmp_path: Path, monkeypatch) -> None:
     import training.train as train_module
 
-    monkeypatch.setattr(results, "CARRY", tmp_path / "carry")
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "results-synthetic")
     e = results.Experiment(root=tmp_path / "machine-1", train_products=8, train_photos=2, size=32, width=4, passes=15,
                            precision="fp32", threads=1)
     results.train_model(e, "pix2pix", tiny_lookbook, {})  # finished: packs its generator
-    packed = load_checkpoint(results.CARRY / "pix2pix.pt")
+    packed = load_checkpoint(results.carry_dir(e) / "pix2pix.pt")
     assert packed["carry"]["finished"] and set(packed["models"]) == {"generator"} and "optimizers" not in packed
     final = load_checkpoint(results.final_checkpoint(e, "pix2pix"))
 
@@ -105,3 +107,42 @@ def test_a_finished_run_is_carried_as_its_generator_and_not_trained_again(result
     carried = load_checkpoint(run / "checkpoints" / "last.pt")["models"]["generator"]
     for k, v in final["models"]["generator"].items():  # fp32, exactly the trained weights
         assert torch.equal(carried[k], v), k
+
+    # A carry over the size a commit may hold (width 64 at 256 px) is not written; the committed one stays.
+    before = (results.carry_dir(e) / "pix2pix.pt").read_bytes()
+    monkeypatch.setattr(results, "CARRY_LIMIT", 1024)
+    assert results.pack_carry(e2, "pix2pix", {}) is None
+    assert (results.carry_dir(e) / "pix2pix.pt").read_bytes() == before
+    assert [p.name for p in results.carry_dir(e).iterdir()] == ["pix2pix.pt"]  # no draft left behind
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--size", "100"], "--size must be a power of two >= 32"),
+    (["--passes", "9"], "--passes must be >= 15"),
+    (["--width", "0"], "--width and --threads must be >= 1"),
+    (["--only", "pix2pix,cyclegan"], "unknown model(s) cyclegan"),
+    pytest.param(["--device", "cuda"], "no CUDA device is available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_bad_flags_are_one_line(results, tmp_path: Path, monkeypatch, capsys, argv, message) -> None:
+    monkeypatch.setattr(sys, "argv", ["results_synthetic.py", "--root", str(tmp_path / "root"), *argv])
+    with pytest.raises(SystemExit) as stop:
+        results.main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "root").exists()  # nothing synthesized or trained
+
+
+def test_another_sizes_root_is_refused_before_anything_runs(results, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A 128 px run pointed at the 64 px run's ROOT would train on the wrong images: one line, exit 1."""
+    world = tmp_path / "root" / "train-data"
+    world.mkdir(parents=True)
+    (world / "synth.json").write_text(json.dumps({"products": 8000, "photos_per_product": 2, "size": 64, "seed": 0,
+                                                  "framing": "lookbook", "complete": True}))
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "docs" / "results-synthetic")
+    monkeypatch.setattr(sys, "argv", ["results_synthetic.py", "--root", str(tmp_path / "root"), "--size", "128",
+                                      "--no-doc"])
+    assert results.main() == 1
+    err = capsys.readouterr().err
+    assert "holds another world ({'size': 64}" in err and "give each size its own --root" in err
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["train-data"]  # no runs, no shop

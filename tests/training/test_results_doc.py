@@ -84,3 +84,26 @@ def test_without_heads_there_is_no_table_3_plot(results, committed: Path, tmp_pa
     text = results.DOC.read_text()
     assert "results-synthetic/recall.png" in text and "recall-head" not in text
     assert (committed / "recall.svg").is_file() and not (committed / "recall-head.png").exists()
+
+
+def test_another_size_writes_its_own_doc_and_files(results, committed: Path, tmp_path: Path) -> None:
+    """A GPU run at 128 px (issue #14 item 4) gets docs/results-synthetic-128px-w16.md and its folder; the CPU
+    run's doc and files are untouched."""
+    e = results.Experiment(root=tmp_path / "unused", size=128)
+    assert results.results_dir(e) == committed.with_name("results-synthetic-128px-w16")
+    assert results.doc_path(e) == results.DOC.with_name("results-synthetic-128px-w16.md")
+    folder = results.results_dir(e)
+    folder.mkdir()
+    n3 = model_file("rtdgan-n3", 0.8) | {"train": {"steps": 22000, "train_s": 600.0, "device": "cuda (NVIDIA H200)"}}
+    write(folder, "rtdgan-n3", n3)
+    (folder / "samples-rtdgan-n3.png").write_bytes(b"png")
+    before = results.DOC.read_text()
+    results.write_doc(e, "CMD")
+
+    assert results.DOC.read_text() == before and not (committed / "recall.png").exists()
+    text = results.doc_path(e).read_text()
+    assert text.startswith("# Results on the synthetic set, 128 px, width 16\n")
+    assert "![Recall@K, Table 1](results-synthetic-128px-w16/recall.png)" in text and (folder / "recall.svg").is_file()
+    assert "(results-synthetic-128px-w16/samples-rtdgan-n3.png)" in text
+    assert "each took on cuda (NVIDIA H200) are in Table 1" in text
+    assert "at 32, 64, 128 px, then 12 more at 128 px" in text and "committed demo generator" not in text
