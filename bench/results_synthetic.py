@@ -145,8 +145,8 @@ def say(text: str) -> None:
     print(f"results: {text}", file=sys.stderr, flush=True)
 
 
-def synth(out: Path, products: int, photos: int, seed: int, size: int) -> Path:
-    """A LookBook-framed synthetic set, unless it exists complete."""
+def synth(out: Path, products: int, photos: int, seed: int, size: int, workers: int) -> Path:
+    """A LookBook-framed synthetic set, unless it exists complete (`workers` processes draw it)."""
     from index.errors import UserError
     from training.synth import SynthConfig, synthesize
 
@@ -159,7 +159,7 @@ def synth(out: Path, products: int, photos: int, seed: int, size: int) -> Path:
     if not have.get("complete"):
         say(f"synthesizing {products} x {photos} photos, seed {seed}, into {out}")
         synthesize(SynthConfig(out=out, products=products, photos_per_product=photos, size=size, seed=seed,
-                               workers=2, framing="lookbook"))
+                               workers=workers, framing="lookbook"))
     return out
 
 
@@ -369,7 +369,7 @@ def head_world(e: Experiment) -> tuple[Path, Path]:
     """The retrieval head's training world and its split (nearly all of it in the train part)."""
     from training.split import SplitConfig, make_split
 
-    data = synth(e.root / "head-data", e.head_products, e.head_photos, e.head_seed, e.size)
+    data = synth(e.root / "head-data", e.head_products, e.head_photos, e.head_seed, e.size, e.threads)
     split = e.root / "head-split.json"
     if not split.is_file():
         make_split(SplitConfig(data=data, out=split, test_fraction=0.01, seed=0))
@@ -612,8 +612,8 @@ def run_models(e: Experiment, names: list[str], evaluate: bool, heads: bool) -> 
     e.root.mkdir(parents=True, exist_ok=True)
     timings_path = e.root / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    world = synth(e.root / "train-data", e.train_products, e.train_photos, e.train_seed, e.size)
-    shop = synth(e.root / "shop", e.shop_products, e.shop_photos, e.shop_seed, e.size)
+    world = synth(e.root / "train-data", e.train_products, e.train_photos, e.train_seed, e.size, e.threads)
+    shop = synth(e.root / "shop", e.shop_products, e.shop_photos, e.shop_seed, e.size, e.threads)
     split = shop_split(e, shop)
     torch.set_num_threads(e.threads)
     for name in names:
@@ -661,7 +661,7 @@ def main() -> int:
     p.add_argument("--pack-carry", action="store_true", help="only pack each --only model's run into "
                                                                "docs/results-synthetic*/carry/ (unfinished: resumable, "
                                                                "bf16; finished: its generator)")
-    p.add_argument("--threads", type=int, default=Experiment.threads, help="torch and onnxruntime CPU threads")
+    p.add_argument("--threads", type=int, default=Experiment.threads, help="torch and onnxruntime CPU threads; as many processes draw the worlds")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=Experiment.precision)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=Experiment.device,
                    help="where training runs (evaluation takes onnxruntime's CUDA provider when it has one)")
