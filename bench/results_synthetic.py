@@ -540,7 +540,7 @@ def recall_figures(e: Experiment, done: dict[str, dict]) -> str:
 def setup_notes(e: Experiment, done: dict[str, dict]) -> tuple[str, str, str]:
     """The Setup list's machine-dependent sentences: the budget's, rtdGAN N = 3's origin, the hardware's."""
     devices = sorted({d["train"]["device"] for d in done.values() if "device" in d["train"]})
-    where = ("on " + " and ".join(devices)) if devices else "on this 2-core CPU"
+    where = "on " + " and ".join(devices) if tag(e) and devices else "on this 2-core CPU"  # the reported run's
     s = e.size
     if done.get("rtdgan-n3", {}).get("train", {}).get("source", "").startswith("committed weights"):
         n3 = ("rtdGAN N = 3 is the committed demo generator, trained by `rtd demo --retrain` with exactly this world "
