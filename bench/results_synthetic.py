@@ -629,9 +629,12 @@ def run_models(e: Experiment, names: list[str], evaluate: bool, heads: bool) -> 
 def experiment(a: argparse.Namespace) -> Experiment:
     """The Experiment of the command line; UserError (one line) for values no run could use."""
     from index.errors import UserError
+    from models.layers import log2_resolution
 
-    if a.size < 32 or a.size & (a.size - 1):
-        raise UserError(f"--size must be a power of two >= 32 (rtdGAN N = 3 starts at a quarter of it), got {a.size}")
+    try:  # rtdGAN N = 3 starts at a quarter of the size
+        log2_resolution(a.size, minimum=32, what="--size")
+    except ValueError as err:
+        raise UserError(str(err)) from None
     if a.width < 1 or a.threads < 1:
         raise UserError(f"--width and --threads must be >= 1, got {a.width} and {a.threads}")
     if a.passes < 15:
