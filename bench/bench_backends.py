@@ -33,11 +33,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from index.artifacts import read_artifacts  # noqa: E402
-from index.backends import KINDS, Backend, make_backend  # noqa: E402
-from index.errors import UserError  # noqa: E402
-from index.onnx import OnnxModel  # noqa: E402
-from index.parity import load_images  # noqa: E402
+from rtdgan.index.errors import UserError  # noqa: E402
+from rtdgan.index.parity import load_images  # noqa: E402
+from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
+from rtdgan.index.runtime.backends import KINDS, Backend, make_backend  # noqa: E402
+from rtdgan.index.runtime.onnx import OnnxModel  # noqa: E402
 
 WANTED = (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"),
           ("onnxruntime", "fp16"))
@@ -72,7 +72,7 @@ def median_seconds(models: dict[str, OnnxModel], batch: np.ndarray, repeats: int
 def load_models(path: Path, chosen: list[Backend]) -> tuple[dict[str, OnnxModel], list[tuple[str, str]]]:
     """The graph on each backend, and (key, why not) where it cannot load (int8: not quantized). With an int8
     sibling, also that graph on onnxruntime (ORT_INT8)."""
-    from index.quantize import int8_graph
+    from rtdgan.index.runtime.quantize import int8_graph
 
     models, missing = {}, []
     for b in chosen:

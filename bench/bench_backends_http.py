@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from bench.bench_head_latency import alternate  # noqa: E402
 from bench.bench_service import drive, free_port, load_photos, paper_size_world, percentile, start_server  # noqa: E402
-from index.backends import make_backend  # noqa: E402
-from index.build import build_index  # noqa: E402
-from index.errors import UserError  # noqa: E402
-from index.parity import CheckConfig, require_parity, run_check  # noqa: E402
+from rtdgan.index.build import build_index  # noqa: E402
+from rtdgan.index.errors import UserError  # noqa: E402
+from rtdgan.index.parity import CheckConfig, require_parity, run_check  # noqa: E402
+from rtdgan.index.runtime.backends import make_backend  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     servers, bases = [], {}
     with tempfile.TemporaryDirectory(prefix="rtd-backends-http-") as tmp:
         if args.paper_size:
-            from index.artifacts import read_artifacts
+            from rtdgan.index.runtime.artifacts import read_artifacts
 
             artifacts, _ = paper_size_world(read_artifacts(args.artifacts).folder, args.catalog, Path(tmp) / "paper",
                                             args.paper_size, args.generator_width)

@@ -29,8 +29,9 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from index.catalog import KINDS, Catalog, ProductMeta  # noqa: E402
-from index.files import WRITE_PACE  # noqa: E402
+from rtdgan.index.catalog.base import ProductMeta  # noqa: E402
+from rtdgan.index.catalog.file import KINDS, Catalog  # noqa: E402
+from rtdgan.index.files import WRITE_PACE  # noqa: E402
 
 
 def clustered(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -68,11 +69,11 @@ class Phases:
     per write, so the slowest writes can be taken apart."""
 
     def __init__(self) -> None:
-        import index.catalog as C
+        import rtdgan.index.catalog.file as C
 
         self.current: dict[str, float] = {}
         self.writes: list[dict[str, float]] = []
-        for owner, name in ((C.catalog_log, "append"), (C.Catalog, "_apply_log"), (C, "read_manifest")):
+        for owner, name in ((C.catalog_log, "append"), (C.Catalog, "_apply_log"), (C, "read_folder_manifest")):
             setattr(owner, name, self._timed(getattr(owner, name), name))
         lock = C._writer_lock
 
@@ -107,9 +108,9 @@ class Phases:
 def during_compaction(folder: Path, vectors: np.ndarray, pace: int, first: int) -> dict:
     """Adds one after another (20 ms apart) while `compact` folds the folder's log into new base files in a
     thread, as the service does once the log passes RTD_COMPACT_LOG_BYTES; the base files written with a sync
-    every `pace` bytes (index.files.WRITE_PACE). Returns the adds' latencies and the compaction's time."""
-    import index.files as files
-    from index.catalog import StaleCatalog, compact
+    every `pace` bytes (rtdgan.index.files.WRITE_PACE). Returns the adds' latencies and the compaction's time."""
+    import rtdgan.index.files as files
+    from rtdgan.index.catalog.file import StaleCatalog, compact
 
     files.WRITE_PACE = pace
     os.sync()  # each round starts with a clean page cache
@@ -206,7 +207,7 @@ def main() -> None:
     parser.add_argument("--no-settle", dest="settle", action="store_false", help="measure the writes while the "
                         "build's files are still being written back (before session 9, every run did)")
     parser.add_argument("--compaction-rounds", type=int, default=0, help="then this many rounds of adds during a "
-                        "compaction, its base files written unpaced and paced (index.files.PacedWriter), side by side")
+                        "compaction, its base files written unpaced and paced (rtdgan.index.files.PacedWriter), side by side")
     args = parser.parse_args()
     if args.compaction_rounds < 0 or args.writes < 1:
         parser.error("--writes must be >= 1 and --compaction-rounds >= 0")

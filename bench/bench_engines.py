@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_search import make_data, time_searches  # noqa: E402
 
-from index import factory as factories  # noqa: E402
-from index.catalog import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, ProductMeta  # noqa: E402
-from index.catalogs import build_catalog  # noqa: E402
+from rtdgan.index.catalog import factory as factories  # noqa: E402
+from rtdgan.index.catalog.base import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, ProductMeta  # noqa: E402
+from rtdgan.index.catalog.engines import build_catalog  # noqa: E402
 
 
 def rss_mb() -> float:

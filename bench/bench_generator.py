@@ -24,9 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from index.onnx import CPU, OnnxGenerator  # noqa: E402
-from models.generator import GeneratorConfig, ProgressiveGenerator  # noqa: E402
-from training.export import export_generator  # noqa: E402
+from rtdgan.index.runtime.backends import CPU  # noqa: E402
+from rtdgan.index.runtime.onnx import OnnxGenerator  # noqa: E402
+from rtdgan.models.generator import GeneratorConfig, ProgressiveGenerator  # noqa: E402
+from rtdgan.training.export import export_generator  # noqa: E402
 
 CASES = ((64, 16), (256, 64))  # (S, width): the demo's and the paper's generator
 STAGES = 3

@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import httpx  # noqa: E402
 
 from bench.bench_service import free_port, load_photos, one_request, percentile, start_server  # noqa: E402
-from index.artifacts import read_artifacts  # noqa: E402
-from index.build import build_index  # noqa: E402
-from index.crop import CROP_JSON, CROP_ONNX  # noqa: E402
-from index.head import CATALOG_ONNX, HEAD_JSON, QUERY_ONNX, has_head  # noqa: E402
+from rtdgan.index.build import build_index  # noqa: E402
+from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
+from rtdgan.index.runtime.crop import CROP_JSON, CROP_ONNX  # noqa: E402
+from rtdgan.index.runtime.head import CATALOG_ONNX, HEAD_JSON, QUERY_ONNX, has_head  # noqa: E402
 
 
 async def alternate(bases: dict[str, str], photos: list[bytes], repeats: int) -> dict[str, list[float]]:

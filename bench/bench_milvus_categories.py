@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import numpy as np  # noqa: E402
 
-from index.catalog import ProductMeta  # noqa: E402
-from index.catalogs import build_catalog, open_catalog  # noqa: E402
-from index.errors import UserError  # noqa: E402
+from rtdgan.index.catalog.base import ProductMeta  # noqa: E402
+from rtdgan.index.catalog.engines import build_catalog, open_catalog  # noqa: E402
+from rtdgan.index.errors import UserError  # noqa: E402
 
 CATEGORIES = ("dress", "long-sleeve", "skirt", "sweater", "t-shirt", "trousers")
 

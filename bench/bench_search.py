@@ -3,7 +3,7 @@
     python bench/bench_search.py --sizes 10000,100000            # D = 1280 (EfficientNet-Lite0)
     python bench/bench_search.py --sizes 10000 --dim 1024 --data clustered
 
-For each catalog size n it builds the three kinds of `index.catalog.Catalog` from the same vectors, then
+For each catalog size n it builds the three kinds of `rtdgan.index.catalog.file.Catalog` from the same vectors, then
 times `Catalog.search` (FAISS + the SQLite metadata lookup, what the service pays) for single queries and
 for batches of 64, the kinds taking turns query by query, and measures recall@k of each kind against the
 exact results of the same run. Uniform random unit vectors are the worst case for approximate search (no
@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from index.catalog import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, KINDS, Catalog, ProductMeta  # noqa: E402
+from rtdgan.index.catalog.base import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, ProductMeta  # noqa: E402
+from rtdgan.index.catalog.file import KINDS, Catalog  # noqa: E402
 
 BATCH = 64
 

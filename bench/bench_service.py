@@ -50,12 +50,12 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from index.catalog import Catalog  # noqa: E402
-from index.files import is_image_file  # noqa: E402
-from index.images import preprocess, to_png_bytes  # noqa: E402
-from index.lookbook import is_street_photo  # noqa: E402
-from index.onnx import OnnxEmbedder, OnnxGenerator  # noqa: E402
-from service.engine import read_artifacts  # noqa: E402
+from rtdgan.index.catalog.file import Catalog  # noqa: E402
+from rtdgan.index.files import is_image_file  # noqa: E402
+from rtdgan.index.images import preprocess, to_png_bytes  # noqa: E402
+from rtdgan.index.lookbook import is_street_photo  # noqa: E402
+from rtdgan.index.runtime.onnx import OnnxEmbedder, OnnxGenerator  # noqa: E402
+from rtdgan.service.engine import read_artifacts  # noqa: E402
 
 DELIBERATE_503 = {"overloaded", "deadline_exceeded", "not_ready"}
 WORKERS_PER_CLIENT = 8  # concurrent requests per client process
@@ -93,7 +93,7 @@ def start_server(args: argparse.Namespace, port: int, log: Path, log_level: str 
     for name in ("backend", "precision"):  # optional: bench_backends_http.py serves each backend in turn
         if getattr(args, name, None):
             env[f"RTD_{name.upper()}"] = getattr(args, name)
-    server = subprocess.Popen([sys.executable, "-m", "service.serve_cli", "--artifacts", str(args.artifacts),
+    server = subprocess.Popen([sys.executable, "-m", "rtdgan.service.serve_cli", "--artifacts", str(args.artifacts),
                                "--index", str(args.index), "--host", "127.0.0.1", "--port", str(port),
                                "--log-level", log_level], env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
                               cwd=Path(__file__).resolve().parents[1])
@@ -115,12 +115,12 @@ def paper_size_world(src: Path, catalog: Path, out: Path, size: int, width: int)
     """Artifacts + index for an untrained rtdGAN at `size` px and `width` (Sec. 4.1: 256 px, 64) with src's
     embedder backbone re-exported for `size` px inputs, and that catalog indexed with it. The weights do not
     change the speed. Needs torch; returns (artifacts, index)."""
-    from index.build import build_index
-    from index.onnx import sha256_file
-    from models.generator import GeneratorConfig, ProgressiveGenerator
-    from training.export import export_generator
-    from training.export_embedder import export_embedder
-    from training.weights import load_embedder
+    from rtdgan.index.build import build_index
+    from rtdgan.index.files import sha256_file
+    from rtdgan.models.generator import GeneratorConfig, ProgressiveGenerator
+    from rtdgan.training.export import export_generator
+    from rtdgan.training.export_embedder import export_embedder
+    from rtdgan.training.weights import load_embedder
 
     artifacts = out / "artifacts"
     artifacts.mkdir(parents=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from training.synth import SynthConfig, synthesize  # noqa: E402
+from rtdgan.training.synth import SynthConfig, synthesize  # noqa: E402
 
 
 def cpu_seconds() -> float:

@@ -24,9 +24,9 @@ from dataclasses import replace
 
 import torch
 
-from training.config import TrainConfig
-from training.schedule import make_plan, schedule_at
-from training.steps import build_nets, cpu_has_bf16, pix2pix_step, rtdgan_step
+from rtdgan.training.config import TrainConfig
+from rtdgan.training.schedule import make_plan, schedule_at
+from rtdgan.training.steps import build_nets, cpu_has_bf16, pix2pix_step, rtdgan_step
 
 VARIANTS = {  # name: (precision, channels_last, compile)
     "fp32": ("fp32", False, False),

@@ -36,14 +36,14 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.street_probe import crop_shop, synth  # noqa: E402
-from index.artifacts import read_artifacts  # noqa: E402
-from index.crop import CROP_SOURCE_SIDE, Cropper, read_crop  # noqa: E402
-from index.head import read_head  # noqa: E402
-from index.images import decode_image  # noqa: E402
-from training.crop import mean_iou  # noqa: E402
-from training.data import ProductRecord, load_records  # noqa: E402
-from training.head import cached_features, recall  # noqa: E402
-from training.synth import BOXES_CSV  # noqa: E402
+from rtdgan.index.images import decode_image  # noqa: E402
+from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
+from rtdgan.index.runtime.crop import CROP_SOURCE_SIDE, Cropper, read_crop  # noqa: E402
+from rtdgan.index.runtime.head import read_head  # noqa: E402
+from rtdgan.training.crop import mean_iou  # noqa: E402
+from rtdgan.training.data import ProductRecord, load_records  # noqa: E402
+from rtdgan.training.head import cached_features, recall  # noqa: E402
+from rtdgan.training.synth import BOXES_CSV  # noqa: E402
 
 
 def say(text: str) -> None:
@@ -69,7 +69,7 @@ def crop_iou(cropper: Cropper, folder: Path) -> float:
 def stage_ms(art: Path, photos: list[Path], threads: int | None) -> dict[str, float]:
     """Median milliseconds per photo, one photo at a time, of each query stage before the search, side by side:
     decode (`prepare`) and crop with the crop; preprocess without; generate; embed (photo + generated)."""
-    from index.pipeline import Pipeline
+    from rtdgan.index.pipeline import Pipeline
 
     with_crop, without = Pipeline.open(art, threads=threads), Pipeline.open(art, threads=threads, crop=False)
     times: dict[str, list[float]] = {}

@@ -28,11 +28,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.head_probe import export_demo_generator  # noqa: E402
-from index.artifacts import read_artifacts  # noqa: E402
-from index.crop import CROP_JSON, CROP_ONNX  # noqa: E402
-from index.head import QUERY_ONNX  # noqa: E402
-from index.onnx import make_session  # noqa: E402
-from training.head import FitHeadConfig, train_fitted_head  # noqa: E402
+from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
+from rtdgan.index.runtime.backends import make_session  # noqa: E402
+from rtdgan.index.runtime.crop import CROP_JSON, CROP_ONNX  # noqa: E402
+from rtdgan.index.runtime.head import QUERY_ONNX  # noqa: E402
+from rtdgan.training.head import FitHeadConfig, train_fitted_head  # noqa: E402
 
 CARD = ROOT / "models" / "pretrained" / "head-demo-64.json"
 

@@ -26,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.head_probe import export_demo_generator, synth  # noqa: E402
-from index.artifacts import read_artifacts  # noqa: E402
-from index.head import read_head  # noqa: E402
-from index.onnx import OnnxEmbedder  # noqa: E402
-from training.data import load_records  # noqa: E402
-from training.head import FitHeadConfig, cached_features, fit_head, recall  # noqa: E402
+from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
+from rtdgan.index.runtime.head import read_head  # noqa: E402
+from rtdgan.index.runtime.onnx import OnnxEmbedder  # noqa: E402
+from rtdgan.training.data import load_records  # noqa: E402
+from rtdgan.training.head import FitHeadConfig, cached_features, fit_head, recall  # noqa: E402
 
 
 def embedder_ms(paths: dict[str, Path], size: int, repeats: int = 40) -> dict[str, dict[int, float]]:

@@ -30,10 +30,17 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from index.images import preprocess_many  # noqa: E402
-from models.head import Projection  # noqa: E402
-from training.export import load_generator  # noqa: E402
-from training.head import FitHeadConfig, cached_features, info_nce, recall, training_records, validation_split  # noqa: E402
+from rtdgan.index.images import preprocess_many  # noqa: E402
+from rtdgan.models.head import Projection  # noqa: E402
+from rtdgan.training.export import load_generator  # noqa: E402
+from rtdgan.training.head import (  # noqa: E402
+    FitHeadConfig,
+    cached_features,
+    info_nce,
+    recall,
+    training_records,
+    validation_split,
+)
 
 
 @torch.no_grad()

@@ -30,15 +30,15 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from index.artifacts import read_artifacts  # noqa: E402
-from index.head import read_head  # noqa: E402
-from index.onnx import sha256_file  # noqa: E402
-from training.data import load_records  # noqa: E402
-from training.demo import weights_run  # noqa: E402
-from training.export import ExportConfig, export_run  # noqa: E402
-from training.head import FitHeadConfig, cached_features, fit_head, recall  # noqa: E402
-from training.split import SplitConfig, make_split  # noqa: E402
-from training.synth import SynthConfig, synthesize  # noqa: E402
+from rtdgan.index.files import sha256_file  # noqa: E402
+from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
+from rtdgan.index.runtime.head import read_head  # noqa: E402
+from rtdgan.training.data import load_records  # noqa: E402
+from rtdgan.training.demo import weights_run  # noqa: E402
+from rtdgan.training.export import ExportConfig, export_run  # noqa: E402
+from rtdgan.training.head import FitHeadConfig, cached_features, fit_head, recall  # noqa: E402
+from rtdgan.training.split import SplitConfig, make_split  # noqa: E402
+from rtdgan.training.synth import SynthConfig, synthesize  # noqa: E402
 
 PRETRAINED = ROOT / "models" / "pretrained" / "rtdgan-demo-64.pt"
 MODES = ("photo", "generated", "fused")

@@ -16,12 +16,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from index.artifacts import read_artifacts  # noqa: E402
-from index.backends import make_backend  # noqa: E402
-from index.images import preprocess  # noqa: E402
-from index.lookbook import LOOKBOOK_RE  # noqa: E402
-from index.parity import _outputs  # noqa: E402
-from index.pipeline import Pipeline  # noqa: E402
+from rtdgan.index.images import preprocess  # noqa: E402
+from rtdgan.index.lookbook import LOOKBOOK_RE  # noqa: E402
+from rtdgan.index.parity import _outputs  # noqa: E402
+from rtdgan.index.pipeline import Pipeline  # noqa: E402
+from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
+from rtdgan.index.runtime.backends import make_backend  # noqa: E402
 
 
 def main() -> None:

@@ -147,8 +147,8 @@ def say(text: str) -> None:
 
 def synth(out: Path, products: int, photos: int, seed: int, size: int, workers: int) -> Path:
     """A LookBook-framed synthetic set, unless it exists complete (`workers` processes draw it)."""
-    from index.errors import UserError
-    from training.synth import SynthConfig, synthesize
+    from rtdgan.index.errors import UserError
+    from rtdgan.training.synth import SynthConfig, synthesize
 
     marker = out / "synth.json"
     have = json.loads(marker.read_text()) if marker.is_file() else {}
@@ -165,7 +165,7 @@ def synth(out: Path, products: int, photos: int, seed: int, size: int, workers: 
 
 def pretrained_matches(e: Experiment) -> str | None:
     """Why the committed demo generator is not rtdGAN N = 3 of this experiment (None: it is)."""
-    from index.onnx import sha256_file
+    from rtdgan.index.files import sha256_file
 
     card_file = PRETRAINED.with_suffix(".json")
     if not card_file.is_file():
@@ -185,9 +185,9 @@ def pretrained_matches(e: Experiment) -> str | None:
 
 def train_model(e: Experiment, name: str, world: Path, timings: dict) -> Path:
     """The model's run folder: the committed weights for N = 3 when they match, else trained (resuming)."""
-    from training.checkpoint import load_checkpoint
-    from training.demo import weights_run
-    from training.train import TrainConfig, train
+    from rtdgan.training.checkpoint import load_checkpoint
+    from rtdgan.training.demo import weights_run
+    from rtdgan.training.train import TrainConfig, train
 
     run = e.root / "runs" / name
     if name == "rtdgan-n3" and (problem := pretrained_matches(e)) is None:
@@ -209,7 +209,7 @@ def train_model(e: Experiment, name: str, world: Path, timings: dict) -> Path:
                               device=e.device, log_every=100, resume=last.is_file(), **fields, **precision(e)))
         except BaseException as stop:  # an interrupted run still counts the time it trained
             record_train_time(e, name, timings, t)
-            if isinstance(stop, KeyboardInterrupt) and last.is_file():  # training.train.Stopped or Ctrl-C
+            if isinstance(stop, KeyboardInterrupt) and last.is_file():  # rtdgan.training.train.Stopped or Ctrl-C
                 pack_carry(e, name, timings)  # carry what was trained
             raise
         record_train_time(e, name, timings, t)
@@ -227,7 +227,7 @@ def final_checkpoint(e: Experiment, name: str) -> Path:
 
 def finished(e: Experiment, name: str) -> bool:
     """Whether the model's run is complete: its final checkpoint carries this experiment's schedule."""
-    from training.checkpoint import load_checkpoint
+    from rtdgan.training.checkpoint import load_checkpoint
 
     final = final_checkpoint(e, name)
     return final.is_file() and load_checkpoint(final)["config"].get("epochs_extra") == models(e)[name]["epochs_extra"]
@@ -255,7 +255,7 @@ def pack_carry(e: Experiment, name: str, timings: dict) -> Path | None:
     (resumable), a finished one's final generator alone in fp32 (what `rtd export` reads)."""
     import torch
 
-    from training.checkpoint import cast_floats, load_checkpoint, save_checkpoint
+    from rtdgan.training.checkpoint import cast_floats, load_checkpoint, save_checkpoint
 
     done = finished(e, name)
     if done:
@@ -286,7 +286,7 @@ def unpack_carry(e: Experiment, name: str, timings: dict) -> None:
     checkpoint), its wall time into timings."""
     import torch
 
-    from training.checkpoint import cast_floats, load_checkpoint, save_checkpoint
+    from rtdgan.training.checkpoint import cast_floats, load_checkpoint, save_checkpoint
 
     source = carry_dir(e) / f"{name}.pt"
     state = load_checkpoint(source)
@@ -308,7 +308,7 @@ def precision(e: Experiment) -> dict:
     """TrainConfig's precision field when this checkout has one (`rtd train --precision`)."""
     from dataclasses import fields
 
-    from training.train import TrainConfig
+    from rtdgan.training.train import TrainConfig
 
     return {"precision": e.precision} if any(f.name == "precision" for f in fields(TrainConfig)) else {}
 
@@ -320,7 +320,7 @@ def save_timings(e: Experiment, timings: dict) -> None:
 
 def shop_split(e: Experiment, shop: Path) -> Path:
     """A split of the shop whose test part is (nearly) all of it: `rtd eval` evaluates a split's test part."""
-    from training.split import SplitConfig, make_split
+    from rtdgan.training.split import SplitConfig, make_split
 
     split = e.root / "shop-split.json"
     if not split.is_file():
@@ -330,8 +330,8 @@ def shop_split(e: Experiment, shop: Path) -> Path:
 
 def evaluate_model(e: Experiment, name: str, run: Path, shop: Path, split: Path, timings: dict) -> dict:
     """Export and `rtd eval` one model; the slim report is committed under docs/results-synthetic/."""
-    from training.evaluate import EvalConfig, evaluate
-    from training.export import ExportConfig, export_run
+    from rtdgan.training.evaluate import EvalConfig, evaluate
+    from rtdgan.training.export import ExportConfig, export_run
 
     artifacts, report_dir = e.root / "artifacts" / name, e.root / "reports" / name
     if not (artifacts / "model.json").is_file():
@@ -343,7 +343,7 @@ def evaluate_model(e: Experiment, name: str, run: Path, shop: Path, split: Path,
         timings.setdefault(name, {})["eval_s"] = time.perf_counter() - t
         save_timings(e, timings)
     report = json.loads((report_dir / "report.json").read_text())
-    from training.checkpoint import load_checkpoint
+    from rtdgan.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     world = e.train_products * e.train_photos
@@ -367,7 +367,7 @@ def evaluate_model(e: Experiment, name: str, run: Path, shop: Path, split: Path,
 
 def head_world(e: Experiment) -> tuple[Path, Path]:
     """The retrieval head's training world and its split (nearly all of it in the train part)."""
-    from training.split import SplitConfig, make_split
+    from rtdgan.training.split import SplitConfig, make_split
 
     data = synth(e.root / "head-data", e.head_products, e.head_photos, e.head_seed, e.size, e.threads)
     split = e.root / "head-split.json"
@@ -382,10 +382,10 @@ def evaluate_head(e: Experiment, name: str, mode: str, shop: Path, split: Path, 
 
     The fused head's record goes into the model's file in docs/results-synthetic/; the photo-only head, which no
     generator feeds, into photo-head.json (fitted once, with whichever model's artifacts come first)."""
-    from index.artifacts import read_artifacts
-    from index.head import has_head
-    from training.evaluate import EvalConfig, evaluate
-    from training.head import FitHeadConfig, fit_head
+    from rtdgan.index.runtime.artifacts import read_artifacts
+    from rtdgan.index.runtime.head import has_head
+    from rtdgan.training.evaluate import EvalConfig, evaluate
+    from rtdgan.training.head import FitHeadConfig, fit_head
 
     source, artifacts = e.root / "artifacts" / name, e.root / "artifacts-head" / f"{name}-{mode}"
     report_dir = e.root / "reports" / f"{name}-head-{mode}"
@@ -509,8 +509,8 @@ def recall_figures(e: Experiment, done: dict[str, dict]) -> str:
     """Recall@K plots (training/plots.py: PNG + SVG under docs/results-synthetic/) of Table 1 (each model's
     generated query, the photo, chance) and of Table 3 (each model's fused head, the photo-only head, chance);
     returns their Markdown."""
-    from training.evaluate import chance_curve
-    from training.plots import recall_plot, report_curve
+    from rtdgan.training.evaluate import chance_curve
+    from rtdgan.training.plots import recall_plot, report_curve
 
     if not done:
         return ""
@@ -572,7 +572,7 @@ def write_doc(e: Experiment, command: str) -> None:
     block = f"""{BEGIN}
 ## Setup (issue #14: where generation works)
 
-- Training world: `training.synth`, {e.train_products} products x {e.train_photos} LookBook-framed photos at
+- Training world: `rtdgan.training.synth`, {e.train_products} products x {e.train_photos} LookBook-framed photos at
   {e.size} px, seed {e.train_seed} (the demo's training world); every model trains on all of it.
 - Budget: every model sees the same number of training images, {e.passes} passes over the {world} photos
   ({e.passes * world:,} images); the steps and the wall time each took {where} are in Table 1.
@@ -628,8 +628,8 @@ def run_models(e: Experiment, names: list[str], evaluate: bool, heads: bool) -> 
 
 def experiment(a: argparse.Namespace) -> Experiment:
     """The Experiment of the command line; UserError (one line) for values no run could use."""
-    from index.errors import UserError
-    from models.layers import log2_resolution
+    from rtdgan.index.errors import UserError
+    from rtdgan.models.layers import log2_resolution
 
     try:  # rtdGAN N = 3 starts at a quarter of the size
         log2_resolution(a.size, minimum=32, what="--size")
@@ -649,8 +649,8 @@ def experiment(a: argparse.Namespace) -> Experiment:
 
 
 def main() -> int:
-    from index.errors import UserError
-    from service.cli import OneLineParser
+    from rtdgan.index.errors import UserError
+    from rtdgan.service.cli import OneLineParser
 
     p = OneLineParser(prog="results_synthetic.py", description=__doc__.splitlines()[0])
     p.add_argument("--root", type=Path, required=True, help="folder for data, runs, artifacts and reports")

@@ -1,8 +1,8 @@
 """The demo's check on any freshly drawn shop: R@1/5/10 of the served query and of the frozen kinds.
 
 Synthesizes a shop (300 products x 4 LookBook-framed photos at 64 px, the given seed; skipped when it exists),
-embeds its catalog into an index through the artifacts (`index.build.build_index`: the head's catalog side when
-there is one), then runs `training.demo.measure` — `/search`'s own pipeline (the person crop too, when the
+embeds its catalog into an index through the artifacts (`rtdgan.index.build.build_index`: the head's catalog side when
+there is one), then runs `rtdgan.training.demo.measure` — `/search`'s own pipeline (the person crop too, when the
 artifacts have one), every photo a query, the whole shop the gallery. `--framing street` queries with
 street-framed photos of the same products instead (the same seed, photos at --photo-size px), as the demo's check
 does. Issue #13 reports its held-out figures with it (use a seed used for nothing else).
@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from index.build import build_index  # noqa: E402
-from training.demo import measure  # noqa: E402
-from training.synth import SynthConfig, synthesize  # noqa: E402
+from rtdgan.index.build import build_index  # noqa: E402
+from rtdgan.training.demo import measure  # noqa: E402
+from rtdgan.training.synth import SynthConfig, synthesize  # noqa: E402
 
 
 def main() -> int:

@@ -43,13 +43,13 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.head_probe import export_demo_generator  # noqa: E402
-from index.artifacts import read_artifacts  # noqa: E402
-from index.crop import square_box  # noqa: E402
-from index.head import read_head  # noqa: E402
-from training.data import load_records, write_pairs_manifest  # noqa: E402
-from training.head import FitHeadConfig, cached_features, fit_head, frozen_recall, recall  # noqa: E402
-from training.split import SplitConfig, make_split  # noqa: E402
-from training.synth import SynthConfig, photo_person_box, synthesize  # noqa: E402
+from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
+from rtdgan.index.runtime.crop import square_box  # noqa: E402
+from rtdgan.index.runtime.head import read_head  # noqa: E402
+from rtdgan.training.data import load_records, write_pairs_manifest  # noqa: E402
+from rtdgan.training.head import FitHeadConfig, cached_features, fit_head, frozen_recall, recall  # noqa: E402
+from rtdgan.training.split import SplitConfig, make_split  # noqa: E402
+from rtdgan.training.synth import SynthConfig, photo_person_box, synthesize  # noqa: E402
 
 MODES = ("photo", "fused")
 PHOTO_RE = re.compile(r"^PID(\d{6})_CLEAN0_IID(\d{6})\.jpg$")

@@ -22,7 +22,7 @@ RUN pip install -c requirements/lock-cpu.txt ".[cpu,milvus]"
 COPY index/ index/
 COPY service/ service/
 RUN pip install --no-deps --force-reinstall . \
-    && python -c "import service.app, sys; assert 'torch' not in sys.modules" \
+    && python -c "import rtdgan.service.app, sys; assert 'torch' not in sys.modules" \
     && python -c "import openvino, onnxruntime" \
     && rtd --version && rtd serve --help > /dev/null && rtd check-backend --help > /dev/null
 

@@ -32,7 +32,7 @@ RUN pip install -c requirements/lock-gpu.txt ".[gpu,milvus]"
 COPY index/ index/
 COPY service/ service/
 RUN pip install --no-deps --force-reinstall . \
-    && python -c "import service.app, sys; assert 'torch' not in sys.modules" \
+    && python -c "import rtdgan.service.app, sys; assert 'torch' not in sys.modules" \
     && rtd --version && rtd serve --help > /dev/null && rtd index build --help > /dev/null
 
 RUN useradd --uid 10001 --create-home rtd

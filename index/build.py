@@ -6,7 +6,7 @@ A catalog is one of
   - a CSV file with `product_id` (or `id`) and `image` (or `product_image`) columns, optional `title`,
     `category`, `colour`, `pattern`; image paths are relative to the CSV's folder;
   - a plain folder of images: the product id is the file name without its extension.
-Images are preprocessed with the one shared `index.images.preprocess` at the artifacts' resolution S.
+Images are preprocessed with the one shared `rtdgan.index.images.preprocess` at the artifacts' resolution S.
 When the artifacts have a retrieval head (head.json, index/head.py), every image's features go through its
 catalog side, and index.json records the head (`head`: mode, sha256): searching it needs the same head.
 
@@ -34,25 +34,26 @@ from typing import Literal, get_args
 import numpy as np
 from tqdm import tqdm
 
-from index import factory as factories
-from index.artifacts import current_artifacts, read_artifacts
-from index.backends import PRECISION_HELP, Backend, from_env
-from index.catalog import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, KINDS, ProductMeta
-from index.catalogs import build_catalog, parse_location
-from index.configs import opt
-from index.errors import ImageError, UserError
-from index.files import PRODUCTS_CSV, is_image_file, read_csv_rows, read_products_csv
-from index.head import HEAD_JSON, read_head
-from index.images import preprocess
-from index.lookbook import lookbook_product_id
-from index.onnx import OnnxEmbedder, sha256_file
+from rtdgan.index.catalog import factory as factories
+from rtdgan.index.catalog.base import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, ProductMeta, parse_location
+from rtdgan.index.catalog.engines import build_catalog
+from rtdgan.index.catalog.file import KINDS
+from rtdgan.index.configs import opt
+from rtdgan.index.errors import ImageError, UserError
+from rtdgan.index.files import PRODUCTS_CSV, is_image_file, read_csv_rows, read_products_csv, sha256_file
+from rtdgan.index.images import preprocess
+from rtdgan.index.lookbook import lookbook_product_id
+from rtdgan.index.runtime.artifacts import current_artifacts, read_artifacts
+from rtdgan.index.runtime.backends import PRECISION_HELP, Backend, from_env
+from rtdgan.index.runtime.head import HEAD_JSON, read_head
+from rtdgan.index.runtime.onnx import OnnxEmbedder
 
 log = logging.getLogger(__name__)
 RECALL_K = 10  # approximate kinds report recall@10 against exact search at build time
 DECODE_THREADS = 4  # PIL decodes and resizes with the GIL released
 
 Kind = Literal["auto", "flat", "hnsw", "ivf"]
-assert get_args(Kind) == (factories.AUTO, *KINDS), "index.catalog.KINDS and index.build.Kind must list the same kinds"
+assert get_args(Kind) == (factories.AUTO, *KINDS), "rtdgan.index.catalog.file.KINDS and rtdgan.index.build.Kind must list the same kinds"
 
 
 @dataclass(frozen=True)

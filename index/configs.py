@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-from index.errors import UserError
+from rtdgan.index.errors import UserError
 
 try:  # Python 3.11+; 3.10 reads JSON config files only
     import tomllib

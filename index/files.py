@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from index.errors import UserError
+from rtdgan.index.errors import UserError
 
 # Every image suffix we read (PIL decodes them all); a folder scan keeps only these.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -106,3 +107,12 @@ def read_products_csv(path: Path) -> dict[str, dict[str, str]]:
     if not Path(path).is_file():
         return {}
     return {row["product_id"]: row for row in read_csv_rows(path) if row.get("product_id")}
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from index.errors import ImageError, UserError
+from rtdgan.index.errors import ImageError, UserError
 
 # A decompression bomb is refused before it is decoded: 40 Mpx is a 6300 x 6300 photo, far above a phone's.
 DEFAULT_MAX_PIXELS = 40_000_000

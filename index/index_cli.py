@@ -1,6 +1,6 @@
 """`rtd index build` (its `rtd index search` sibling is index/search_cli.py). No torch.
 
-Flags are derived from `index.build.BuildConfig` (index/configs.py): every default is written once, in the
+Flags are derived from `rtdgan.index.build.BuildConfig` (index/configs.py): every default is written once, in the
 dataclass, and `--help` shows it. The effective config is one JSON line on stderr; results go to stdout.
 UserError propagates: the `rtd` entry point prints it as one line and exits non-zero.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from index import configs
-from index.backends import from_env
-from index.build import BuildConfig, build_index
+from rtdgan.index import configs
+from rtdgan.index.build import BuildConfig, build_index
+from rtdgan.index.runtime.backends import from_env
 
 SHOW_SKIPPED = 10  # skipped images listed one per line; the rest are counted
 

@@ -32,13 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from index.artifacts import Artifacts, read_artifacts
-from index.backends import KINDS, Backend, make_backend
-from index.configs import opt
-from index.errors import ImageError, UserError
-from index.files import is_image_file, write_atomic
-from index.head import QUERY_INPUTS, has_head, read_head
-from index.images import preprocess
+from rtdgan.index.configs import opt
+from rtdgan.index.errors import ImageError, UserError
+from rtdgan.index.files import is_image_file, write_atomic
+from rtdgan.index.images import preprocess
+from rtdgan.index.runtime.artifacts import Artifacts, read_artifacts
+from rtdgan.index.runtime.backends import KINDS, Backend, make_backend
+from rtdgan.index.runtime.head import QUERY_INPUTS, has_head, read_head
 
 PARITY_FORMAT = 1
 MIN_COSINE = 0.99
@@ -142,7 +142,7 @@ def _agreement(got: np.ndarray, want: np.ndarray) -> np.ndarray:
 def measure(artifacts: Path, backend: Backend, photos: np.ndarray, gallery: np.ndarray | None = None,
             reference: Backend | None = None) -> dict:
     """The figures of `backend` against `reference` (default onnxruntime fp32) and whether they pass."""
-    from index.pipeline import Pipeline
+    from rtdgan.index.pipeline import Pipeline
 
     reference = reference or Backend(threads=backend.threads)
     gallery = photos if gallery is None else gallery
@@ -175,7 +175,7 @@ def measure(artifacts: Path, backend: Backend, photos: np.ndarray, gallery: np.n
 
 def _identity(info: Artifacts, backend: Backend) -> dict:
     """The graphs a record is of: the artifacts' fp32 graphs and head, and for int8 the int8 graphs (int8.json)."""
-    from index.quantize import int8_identity
+    from rtdgan.index.runtime.quantize import int8_identity
 
     head = read_head(info) if has_head(info) else None
     identity = {"version": info.folder.name, "generator_sha256": info.model["generator"]["onnx_sha256"],
@@ -246,8 +246,8 @@ def require_parity(artifacts: Path, backend: Backend) -> dict | None:
 def candidates(cfg: CheckConfig) -> list[Backend]:
     """The backends `rtd check-backend` measures: the one asked for, else every one this machine runs (not
     the reference), at each precision it runs here (int8 unasked only where `rtd quantize` wrote graphs)."""
-    from index.artifacts import resolve_artifacts
-    from index.quantize import read_record
+    from rtdgan.index.runtime.artifacts import resolve_artifacts
+    from rtdgan.index.runtime.quantize import read_record
 
     names = [cfg.backend] if cfg.backend is not None else list(KINDS)
     found: list[Backend] = []

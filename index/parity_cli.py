@@ -1,6 +1,6 @@
 """`rtd check-backend`: measure inference backends against onnxruntime fp32 and record the parity gate. No torch.
 
-Flags are derived from `index.parity.CheckConfig` (index/configs.py). Prints the effective config (stderr) and
+Flags are derived from `rtdgan.index.parity.CheckConfig` (index/configs.py). Prints the effective config (stderr) and
 a table (stdout); each backend's record goes into the artifacts' version folder (index/parity.py). Exit status
 0 when every backend checked passes, 1 when one fails (its record says why, and the service refuses it).
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from index import configs
-from index.parity import CheckConfig, run_check
+from rtdgan.index import configs
+from rtdgan.index.parity import CheckConfig, run_check
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -36,14 +36,15 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from index.artifacts import Artifacts, read_artifacts
-from index.backends import Backend, from_env
-from index.catalog import Catalog, Hit, check_space, read_manifest
-from index.crop import CROP_SOURCE_SIDE, Cropper, has_crop, read_crop
-from index.errors import UserError
-from index.head import QUERY_INPUTS, HeadInfo, has_head, query_features, read_head
-from index.images import DEFAULT_MAX_PIXELS, Source, decode_image, letterbox, preprocess, to_array
-from index.onnx import OnnxEmbedder, OnnxGenerator, OnnxHead
+from rtdgan.index.catalog.base import CatalogEngine, Hit, check_space
+from rtdgan.index.catalog.engines import open_catalog, read_manifest
+from rtdgan.index.errors import UserError
+from rtdgan.index.images import DEFAULT_MAX_PIXELS, Source, decode_image, letterbox, preprocess, to_array
+from rtdgan.index.runtime.artifacts import Artifacts, read_artifacts
+from rtdgan.index.runtime.backends import Backend, from_env
+from rtdgan.index.runtime.crop import CROP_SOURCE_SIDE, Cropper, has_crop, read_crop
+from rtdgan.index.runtime.head import QUERY_INPUTS, HeadInfo, has_head, query_features, read_head
+from rtdgan.index.runtime.onnx import OnnxEmbedder, OnnxGenerator, OnnxHead
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def check_index(artifacts: Artifacts, index: Path, head: HeadInfo | None = None)
     return manifest
 
 
-def backend_mismatch(catalog: Catalog | None, backend: Backend) -> str | None:
+def backend_mismatch(catalog: CatalogEngine | None, backend: Backend) -> str | None:
     """Why the catalog's vectors and this backend's queries may differ (the index was embedded on another backend
     or precision, as index.json records since issue #16), or None. Not refused: the parity gate measured the
     candidate against an fp32-built gallery too; an index embedded at a lower precision and queried at another is
@@ -93,7 +94,7 @@ class Pipeline:
     """The loaded artifacts (generator, embedder, and the retrieval head if any) and, when searching, the catalog."""
 
     def __init__(self, artifacts: Artifacts, generator: OnnxGenerator | None, embedder: OnnxEmbedder,
-                 catalog: Catalog | None = None, head: HeadInfo | None = None,
+                 catalog: CatalogEngine | None = None, head: HeadInfo | None = None,
                  head_sessions: tuple[OnnxHead, OnnxHead] | None = None, cropper: Cropper | None = None) -> None:
         self.artifacts = artifacts
         self.cropper = cropper
@@ -128,8 +129,8 @@ class Pipeline:
         # The crop is a tiny graph whose boxes decide what the models see: always onnxruntime fp32, the reference.
         cropper = (Cropper(read_crop(info), backend.providers, backend.threads) if crop and has_crop(info)
                    else None)
-        catalog = (Catalog.open(index, expect_embedder_sha256=info.embedder_sha256,
-                                expect_head_sha256=head_info.sha256 if head_info else None)
+        catalog = (open_catalog(index, expect_embedder_sha256=info.embedder_sha256,
+                                 expect_head_sha256=head_info.sha256 if head_info else None)
                    if index is not None else None)
         if (why := backend_mismatch(catalog, backend)) is not None:
             log.warning("%s", why)

@@ -15,8 +15,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from index.errors import UserError
-from index.pipeline import Pipeline
+from rtdgan.index.errors import UserError
+from rtdgan.index.pipeline import Pipeline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models.layers import init_normal
+from rtdgan.models.layers import init_normal
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ the default backbone. EfficientNet-Lite0 is the offline alternative: its ImageNe
 package, so the tests and the demo run with no download. This module holds the networks only; finding,
 downloading and loading their ImageNet weights is training/weights.py's (`load_embedder`).
 
-Every embedder takes what the generator outputs and what `index.images.preprocess` returns, a float32
+Every embedder takes what the generator outputs and what `rtdgan.index.images.preprocess` returns, a float32
 `(B, 3, S, S)` batch in [-1, 1], and does everything else inside the module (so it is inside the exported
 ONNX graph too): optionally `level` steps down the Gaussian pyramid (the comparison scale, below), resize
 to the backbone's input size, the backbone's own input normalisation, the convolutional features, global
@@ -29,9 +29,9 @@ import torchvision
 from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
 
-from index.errors import UserError
-from index.images import check_embed_level
-from models.pyramid import pyramid_down
+from rtdgan.index.errors import UserError
+from rtdgan.index.images import check_embed_level
+from rtdgan.models.pyramid import pyramid_down
 
 INPUT_SIZE = 224  # both backbones' ImageNet input side
 DENSENET121_DIM = 1024
@@ -52,7 +52,7 @@ LITE_STD_255 = 128.0
 class EmbedderInfo:
     """What an embedder is and where its weights came from (goes into model.json and index.json)."""
 
-    name: str  # one of training.config.EMBEDDERS
+    name: str  # one of rtdgan.training.config.EMBEDDERS
     dim: int  # D: embedding size (DenseNet-121 1024, EfficientNet-Lite0 1280)
     input_size: int  # the backbone's input resolution; inputs are resized to it inside the module
     weights_source: str  # where the ImageNet weights came from (a URL, a package, a file)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.layers import PixelNorm, encoder_widths, init_normal, log2_resolution
+from rtdgan.models.layers import PixelNorm, encoder_widths, init_normal, log2_resolution
 
 # The coarsest stage must output at least this many pixels: below 8 px a Gaussian pyramid level holds
 # almost no structure, and the shared critic (models/critic.py) needs 8 px for a non-empty patch map.

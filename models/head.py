@@ -16,7 +16,7 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from index.head import QUERY_INPUTS
+from rtdgan.index.runtime.head import QUERY_INPUTS
 
 HeadMode = Literal["fused", "generated", "photo"]
 MODES: tuple[HeadMode, ...] = ("fused", "generated", "photo")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models.layers import encoder_widths, init_normal, log2_resolution
+from rtdgan.models.layers import encoder_widths, init_normal, log2_resolution
 
 # The 70x70 PatchGAN's two 4x4 stride-1 convolutions shrink the map by 2 px each, so it needs >= 24 px;
 # the power-of-two resolutions that satisfy this start at 32.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models.layers import encoder_widths, init_normal, log2_resolution, resize_to
+from rtdgan.models.layers import encoder_widths, init_normal, log2_resolution, resize_to
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The lifespan starts loading the models and the catalog in the background and returns at once: the
 server answers /health/live immediately and /health/ready turns 200 only after the warm-up inference
-(`service.engine`). This module never imports torch, `training/` or `models/`.
+(`rtdgan.service.engine`). This module never imports torch, `training/` or `models/`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from service.engine import Engine
-from service.errors import install_error_handlers
-from service.metrics import Metrics
-from service.middleware import RequestContextMiddleware, install_request_id_logging
-from service.routes import admin, demo, health, metrics, products, search
-from service.settings import Settings
+from rtdgan.service.engine import Engine
+from rtdgan.service.errors import install_error_handlers
+from rtdgan.service.metrics import Metrics
+from rtdgan.service.middleware import RequestContextMiddleware, install_request_id_logging
+from rtdgan.service.routes import admin, demo, health, metrics, products, search
+from rtdgan.service.settings import Settings
 
 log = logging.getLogger(__name__)
 

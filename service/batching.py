@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import anyio
 import numpy as np
 
-from service.metrics import Metrics
+from rtdgan.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

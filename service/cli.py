@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from index.errors import UserError
+from rtdgan.index.errors import UserError
 
 EXIT_USAGE = 2
 TRAIN_EXTRA = "pip install 'rtdgan[train]'"
@@ -54,30 +54,30 @@ class Command:
 
 GROUPS = {"data": "make, split and inspect paired data sets", "index": "build and query the catalog index"}
 COMMANDS = (
-    Command(("data", "synth"), "training.data_cli", "write the synthetic street-to-shop data set (LookBook layout)",
+    Command(("data", "synth"), "rtdgan.training.data_cli", "write the synthetic street-to-shop data set (LookBook layout)",
             "add_arguments_synth", "run_synth", extra="train"),
-    Command(("data", "split"), "training.data_cli", "seeded train/test split by product, with near-duplicate "
+    Command(("data", "split"), "rtdgan.training.data_cli", "seeded train/test split by product, with near-duplicate "
             "cleaning", "add_arguments_split", "run_split", extra="train"),
-    Command(("data", "sheet"), "training.data_cli", "draw a contact sheet of a data set (product | photos per row)",
+    Command(("data", "sheet"), "rtdgan.training.data_cli", "draw a contact sheet of a data set (product | photos per row)",
             "add_arguments_sheet", "run_sheet", extra="train"),
-    Command(("train",), "training.train_cli", "train rtdGAN or a baseline (pix2pix, PLDT)", extra="train"),
-    Command(("eval",), "training.eval_cli", "RMSE, SSIM and Recall@K of exported artifacts (`rtd eval compare` "
+    Command(("train",), "rtdgan.training.train_cli", "train rtdGAN or a baseline (pix2pix, PLDT)", extra="train"),
+    Command(("eval",), "rtdgan.training.eval_cli", "RMSE, SSIM and Recall@K of exported artifacts (`rtd eval compare` "
             "merges reports)", extra="eval"),
-    Command(("export",), "training.export_cli", "export a run to ONNX artifacts (generator, embedder, model.json)",
+    Command(("export",), "rtdgan.training.export_cli", "export a run to ONNX artifacts (generator, embedder, model.json)",
             extra="train"),
-    Command(("fit-head",), "training.head_cli", "train and export a retrieval head on the frozen embedder "
+    Command(("fit-head",), "rtdgan.training.head_cli", "train and export a retrieval head on the frozen embedder "
             "(head_query.onnx, head_catalog.onnx, head.json into the artifacts)", extra="train"),
-    Command(("fit-crop",), "training.crop_cli", "train and export the person crop before the generator "
+    Command(("fit-crop",), "rtdgan.training.crop_cli", "train and export the person crop before the generator "
             "(crop.onnx, crop.json into the artifacts; needs photos with person boxes)", extra="train"),
-    Command(("index", "build"), "index.index_cli", "embed a catalog into a FAISS + SQLite index folder",
+    Command(("index", "build"), "rtdgan.index.index_cli", "embed a catalog into a FAISS + SQLite index folder",
             "add_arguments_build", "run_build"),
-    Command(("index", "search"), "index.search_cli", "top-K products for a photo (generate, embed, search), as JSON"),
-    Command(("serve",), "service.serve_cli", "run the HTTP service (FastAPI + onnxruntime + FAISS)"),
-    Command(("check-backend",), "index.parity_cli", "measure an inference backend (OpenVINO, TensorRT) against "
+    Command(("index", "search"), "rtdgan.index.search_cli", "top-K products for a photo (generate, embed, search), as JSON"),
+    Command(("serve",), "rtdgan.service.serve_cli", "run the HTTP service (FastAPI + onnxruntime + FAISS)"),
+    Command(("check-backend",), "rtdgan.index.parity_cli", "measure an inference backend (OpenVINO, TensorRT) against "
             "onnxruntime fp32 and record the parity gate `rtd serve` checks"),
-    Command(("quantize",), "training.quantize_cli", "int8 graphs of the embedder (and generator) beside the fp32 "
+    Command(("quantize",), "rtdgan.training.quantize_cli", "int8 graphs of the embedder (and generator) beside the fp32 "
             "ones, calibrated on a data folder; served after `rtd check-backend`", extra="train"),
-    Command(("demo",), "training.demo_cli", "build the demo (data, generator, retrieval head, artifacts, index) if absent and serve it",
+    Command(("demo",), "rtdgan.training.demo_cli", "build the demo (data, generator, retrieval head, artifacts, index) if absent and serve it",
             extra="train"),
 )
 
@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"rtd {name}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt as e:  # Ctrl-C; or training.train.Stopped: a signal, after its checkpoint
+    except KeyboardInterrupt as e:  # Ctrl-C; or rtdgan.training.train.Stopped: a signal, after its checkpoint
         print(f"rtd {name}: {e or 'interrupted'}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
     except ModuleNotFoundError as e:

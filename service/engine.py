@@ -25,18 +25,19 @@ import anyio
 import numpy as np
 from PIL import Image
 
-from index.artifacts import Artifacts, read_artifacts
-from index.backends import Backend, make_backend
-from index.catalog import Catalog, ProductMeta, StaleCatalog, compact
-from index.catalogs import IMAGES_DIR, catalog_image
-from index.errors import UserError
-from index.files import write_atomic
-from index.head import has_head, read_head
-from index.parity import require_parity
-from index.pipeline import Pipeline, QueryKind, QueryResult, check_index
-from service.batching import MicroBatcher, stage_deadline
-from service.metrics import Metrics
-from service.settings import Settings
+from rtdgan.index.catalog.base import IMAGES_DIR, CatalogEngine, ProductMeta, catalog_image
+from rtdgan.index.catalog.engines import open_catalog
+from rtdgan.index.catalog.file import Catalog, StaleCatalog, compact
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import write_atomic
+from rtdgan.index.parity import require_parity
+from rtdgan.index.pipeline import Pipeline, QueryKind, QueryResult, check_index
+from rtdgan.index.runtime.artifacts import Artifacts, read_artifacts
+from rtdgan.index.runtime.backends import Backend, make_backend
+from rtdgan.index.runtime.head import has_head, read_head
+from rtdgan.service.batching import MicroBatcher, stage_deadline
+from rtdgan.service.metrics import Metrics
+from rtdgan.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class Engine:
         return head.sha256 if head is not None else None
 
     @property
-    def catalog(self) -> Catalog | None:
+    def catalog(self) -> CatalogEngine | None:
         """The catalog being served (None until loaded); admin writes and reloads replace it."""
         return self.pipeline.catalog if self.pipeline is not None else None
 
@@ -199,7 +200,7 @@ class Engine:
             if batcher is not None:
                 await batcher.stop()
 
-    def _set_catalog(self, catalog: Catalog) -> None:
+    def _set_catalog(self, catalog: CatalogEngine) -> None:
         assert self.pipeline is not None
         self.pipeline.catalog = catalog
         self.metrics.catalog_size.set(len(catalog))
@@ -273,7 +274,7 @@ class Engine:
         return None
 
     def image_file(self, product: ProductMeta) -> Path | None:
-        """The catalog image of a product on disk, if present (index.catalogs.catalog_image): relative paths
+        """The catalog image of a product on disk, if present (rtdgan.index.catalog.engines.catalog_image): relative paths
         under RTD_CATALOG (settings.catalog), else the root `rtd index build` recorded in index.json, else (an
         index from before roots were recorded) the index folder; admin-added images under images_home."""
         recorded = self.catalog.catalog_root if self.catalog is not None else None
@@ -381,7 +382,7 @@ class Engine:
     async def _reload_locked(self) -> int:
         assert self.info is not None
         catalog = await anyio.to_thread.run_sync(
-            functools.partial(Catalog.open, self.settings.index, expect_embedder_sha256=self.info.embedder_sha256,
+            functools.partial(open_catalog, self.settings.index, expect_embedder_sha256=self.info.embedder_sha256,
                               expect_head_sha256=self.head_sha256))
         self._set_catalog(catalog)
         return len(catalog)

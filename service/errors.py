@@ -1,8 +1,8 @@
 """Every error the service answers is JSON `{"error": code, "detail": text}` with the right status.
 
-Bad images carry their own status (`index.errors.ImageError`: 400 corrupt, 413 too many pixels, 415 not an
+Bad images carry their own status (`rtdgan.index.errors.ImageError`: 400 corrupt, 413 too many pixels, 415 not an
 image); framework errors (404, 405, 422) are reshaped by the handlers here; anything unhandled is caught
-by `service.middleware` and becomes a 500 with no traceback sent to the client.
+by `rtdgan.service.middleware` and becomes a 500 with no traceback sent to the client.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from index.errors import CatalogUnavailable, ImageError, UserError
-from service.batching import QueueFull
+from rtdgan.index.errors import CatalogUnavailable, ImageError, UserError
+from rtdgan.service.batching import QueueFull
 
 log = logging.getLogger(__name__)
 

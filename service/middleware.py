@@ -27,10 +27,10 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.metrics import Metrics
-from service.settings import Settings
+from rtdgan.service.metrics import Metrics
+from rtdgan.service.settings import Settings
 
-log = logging.getLogger("service.access")
+log = logging.getLogger("rtdgan.service.access")
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

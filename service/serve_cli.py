@@ -17,12 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from index.backends import PRECISION_HELP
-from index.configs import print_config
-from index.errors import UserError
+from rtdgan.index.configs import print_config
+from rtdgan.index.errors import UserError
+from rtdgan.index.runtime.backends import PRECISION_HELP
 
 if TYPE_CHECKING:
-    from service.settings import Settings
+    from rtdgan.service.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 HOST, PORT, LOG_LEVEL = "127.0.0.1", 8000, "info"  # where uvicorn listens; not service settings
@@ -37,7 +37,7 @@ SETTING_FLAGS = (
 
 def _setting_default(field: str) -> str:
     """'$RTD_FIELD, else <Settings' default>' for a flag's help text."""
-    from service.settings import Settings
+    from rtdgan.service.settings import Settings
 
     default = Settings.model_fields[field].get_default(call_default_factory=True)
     return f"default: $RTD_{field.upper()}, else {'none' if default is None else default}"
@@ -63,7 +63,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the flags that were given on top."""
     from pydantic import ValidationError
 
-    from service.settings import Settings
+    from rtdgan.service.settings import Settings
 
     fields = [field for _, field, _ in SETTING_FLAGS] + ["backend", "precision", "backend_unchecked"]
     overrides = {field: getattr(args, field) for field in fields if getattr(args, field, None) is not None}
@@ -92,7 +92,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, log_format: str | None = None) -> None:
     """One format for every log line, with the request id (or "-") in it: text (LOG_FORMAT) or JSON lines.
     `log_format` is Settings.log_format; None reads RTD_LOG_FORMAT (what Settings would read), else text."""
-    from service.middleware import install_request_id_logging
+    from rtdgan.service.middleware import install_request_id_logging
 
     install_request_id_logging()
     log_format = log_format or os.environ.get("RTD_LOG_FORMAT", "text").strip().lower() or "text"
@@ -110,8 +110,8 @@ def serve(settings: Settings, host: str = HOST, port: int = PORT, log_level: str
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
-    from service.app import create_app
-    from service.middleware import uvicorn_options
+    from rtdgan.service.app import create_app
+    from rtdgan.service.middleware import uvicorn_options
 
     configure_logging(log_level, settings.log_format)
     # Header / body / keep-alive timeouts and the connection limit (service/middleware.py, uvicorn_options).
@@ -121,7 +121,7 @@ def serve(settings: Settings, host: str = HOST, port: int = PORT, log_level: str
 
 def run(args: argparse.Namespace) -> int:
     """Check the artifact and index folders (one-line error if unusable), then serve until stopped."""
-    from service.engine import check_folders, resolve_backend
+    from rtdgan.service.engine import check_folders, resolve_backend
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be 0..65535, got {args.port}")
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m service.serve_cli`: the same as `rtd serve`."""
+    """`python -m rtdgan.service.serve_cli`: the same as `rtd serve`."""
     parser = argparse.ArgumentParser(prog="rtd serve", description="run the HTTP service")
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     # Inference backend (index/backends.py): onnxruntime (the reference) or openvino; precision auto resolves per
     # machine. A non-reference backend needs a passing `rtd check-backend` record unless backend_unchecked.
     backend: str = "onnxruntime"
-    precision: str = "auto"  # auto | fp32 | bf16 | int8 | fp16: index.backends.PRECISION_HELP
+    precision: str = "auto"  # auto | fp32 | bf16 | int8 | fp16: rtdgan.index.runtime.backends.PRECISION_HELP
     backend_unchecked: bool = False  # serve a backend without a passing parity record (index/parity.py)
     max_batch: int = Field(default=16, ge=1)  # requests fused into one inference call
     max_wait_ms: float = Field(default=0.0, ge=0)  # extra wait for company before a batch; 0 = greedy (service/batching.py)
@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     @field_validator("backend", "precision")
     @classmethod
     def _known_backend(cls, value: str, info: ValidationInfo) -> str:
-        from index.backends import KINDS, PRECISIONS
+        from rtdgan.index.runtime.backends import KINDS, PRECISIONS
 
         value = value.strip().lower()
         known = KINDS if info.field_name == "backend" else PRECISIONS

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from index.errors import UserError
-from index.files import write_atomic
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import write_atomic
 
 CHECKPOINT_FORMAT = 1
 
@@ -64,7 +64,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically and durably (`index.files.write_atomic`): a reader sees the old file or the new one."""
+    """Write atomically and durably (`rtdgan.index.files.write_atomic`): a reader sees the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))

@@ -1,6 +1,6 @@
 """The configs of `rtd train` and `rtd export`: frozen dataclasses, the one source of their flags. No torch.
 
-Each default and help text is written once, here (`index.configs.opt`); training/train_cli.py and
+Each default and help text is written once, here (`rtdgan.index.configs.opt`); training/train_cli.py and
 training/export_cli.py derive their flags from these classes, so `--help` shows every default. What
 `rtd train` saves as RUN/config.json reads back with `rtd train --config RUN/config.json`.
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from index.configs import opt
-from training.registry import MODEL_NAMES, get
+from rtdgan.index.configs import opt
+from rtdgan.training.registry import MODEL_NAMES, get
 
 # The registry's names as a type: --model's choices (index/configs.py reads them off the Literal).
 ModelName = Literal[MODEL_NAMES]  # type: ignore[valid-type]

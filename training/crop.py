@@ -37,16 +37,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from index.artifacts import read_artifacts
-from index.configs import opt, to_json_dict
-from index.crop import CROP_FORMAT, CROP_JSON, CROP_ONNX, LOOKBOOK_FILL, read_crop
-from index.errors import ImageError, UserError
-from index.files import write_atomic
-from index.images import decode_image, letterbox
-from index.lookbook import LOOKBOOK_RE
-from index.onnx import CPU, OnnxModel, sha256_file
-from models.cropper import CropperConfig, PersonCropper
-from training.synth import BOX_COLUMNS, BOXES_CSV
+from rtdgan.index.configs import opt, to_json_dict
+from rtdgan.index.errors import ImageError, UserError
+from rtdgan.index.files import sha256_file, write_atomic
+from rtdgan.index.images import decode_image, letterbox
+from rtdgan.index.lookbook import LOOKBOOK_RE
+from rtdgan.index.runtime.artifacts import read_artifacts
+from rtdgan.index.runtime.backends import CPU
+from rtdgan.index.runtime.crop import CROP_FORMAT, CROP_JSON, CROP_ONNX, LOOKBOOK_FILL, read_crop
+from rtdgan.index.runtime.onnx import OnnxModel
+from rtdgan.models.cropper import CropperConfig, PersonCropper
+from rtdgan.training.synth import BOX_COLUMNS, BOXES_CSV
 
 OPSET = 18
 MAX_PARITY_ABS_ERROR = 1e-4  # per box coordinate in [0, 1]
@@ -174,7 +175,7 @@ def split_by_group(data: BoxSet, fraction: float, seed: int) -> tuple[np.ndarray
 # ---- 2. + 3. loss, IoU, training ---------------------------------------------------------------------
 
 def to_tensor(images: np.ndarray) -> Tensor:
-    """(n, N, N, 3) uint8 -> (n, 3, N, N) float32 in [-1, 1], as index.images.to_array."""
+    """(n, N, N, 3) uint8 -> (n, 3, N, N) float32 in [-1, 1], as rtdgan.index.images.to_array."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 

@@ -9,19 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 
-from index import configs
+from rtdgan.index import configs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `rtd fit-crop` flags: one per FitCropConfig field."""
-    from training.crop import FitCropConfig
+    from rtdgan.training.crop import FitCropConfig
 
     configs.add_arguments(parser, FitCropConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     """Flags -> FitCropConfig; print it; train, export; print crop.json's summary as one JSON line."""
-    from training.crop import FitCropConfig, fit_crop
+    from rtdgan.training.crop import FitCropConfig, fit_crop
 
     cfg = configs.job_config(FitCropConfig, args, "fit-crop")
     doc = fit_crop(cfg)

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from index.errors import UserError
-from index.files import PRODUCTS_CSV, read_products_csv, write_atomic
-from index.lookbook import LOOKBOOK_RE
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import PRODUCTS_CSV, read_products_csv, write_atomic
+from rtdgan.index.lookbook import LOOKBOOK_RE
 
 MANIFEST_COLUMNS = ("product_id", "product_image", "photo_image")
 SPLIT_FORMAT = 1

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from index import configs
+from rtdgan.index import configs
 
 
 def positive_int(text: str) -> int:
@@ -31,14 +31,14 @@ def positive_int(text: str) -> int:
 
 def add_arguments_synth(parser: argparse.ArgumentParser) -> None:
     """The `rtd data synth` flags: SynthConfig's fields."""
-    from training.synth import SynthConfig
+    from rtdgan.training.synth import SynthConfig
 
     configs.add_arguments(parser, SynthConfig)
 
 
 def run_synth(args: argparse.Namespace) -> int:
     """Write the synthetic street-to-shop data set (LookBook layout + products.csv); print its report."""
-    from training.synth import SynthConfig, synthesize
+    from rtdgan.training.synth import SynthConfig, synthesize
 
     cfg = configs.job_config(SynthConfig, args, "data synth")
     report = synthesize(cfg)
@@ -50,14 +50,14 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def add_arguments_split(parser: argparse.ArgumentParser) -> None:
     """The `rtd data split` flags: SplitConfig's fields."""
-    from training.split import SplitConfig
+    from rtdgan.training.split import SplitConfig
 
     configs.add_arguments(parser, SplitConfig)
 
 
 def run_split(args: argparse.Namespace) -> int:
     """Split by product with the paper's near-duplicate cleaning; report skipped files on stderr."""
-    from training.split import SplitConfig, make_split
+    from rtdgan.training.split import SplitConfig, make_split
 
     cfg = configs.job_config(SplitConfig, args, "data split")
     info = make_split(cfg)
@@ -81,7 +81,7 @@ def add_arguments_sheet(parser: argparse.ArgumentParser) -> None:
 
 def run_sheet(args: argparse.Namespace) -> int:
     """Draw the contact sheet (product image | photos, one product per row); print its path."""
-    from training.sheet import contact_sheet
+    from rtdgan.training.sheet import contact_sheet
 
     configs.print_config("data sheet", {"data": args.data, "out": args.out, "products": args.products,
                                         "photos": args.photos, "size": args.size})

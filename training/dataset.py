@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from index.errors import ImageError, UserError
-from index.images import preprocess
-from training.data import ProductRecord
+from rtdgan.index.errors import ImageError, UserError
+from rtdgan.index.images import preprocess
+from rtdgan.training.data import ProductRecord
 
 log = logging.getLogger(__name__)
 

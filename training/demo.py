@@ -12,7 +12,7 @@ head's query side, against the catalog mapped by its catalog side (models/head.p
 head is committed too (models/pretrained/head-demo-64.pt: a RetrievalHead state dict and its config, 4 MB;
 its card head-demo-64.json: sha256, the recipe, the validation recall, the sha256 of the generator weights
 file and the embedder and level it was fitted for). The build exports it to ONNX into the artifacts
-(`training.head.export_head`, parity-checked) only when its card matches the generator weights file in use
+(`rtdgan.training.head.export_head`, parity-checked) only when its card matches the generator weights file in use
 and the embedder and level and the person crop in use; otherwise it fits the head itself from the recipe (`head_*` fields of
 `DemoConfig`, `HEAD_RECIPE`: its own training world of 10,000 LookBook-framed products (seed 3300) and 2,000
 street-framed ones (seed 3400, photos at 256 px), 4 photos each, every photo cut by the person crop, then
@@ -58,13 +58,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from index.configs import opt
-from index.errors import UserError
-from index.onnx import sha256_file
+from rtdgan.index.configs import opt
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import sha256_file
 
 if TYPE_CHECKING:  # torch is imported only by the stages that need it
-    from models.head import RetrievalHead
-    from training.head import FittedHead
+    from rtdgan.models.head import RetrievalHead
+    from rtdgan.training.head import FittedHead
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "models" / "pretrained" / "rtdgan-demo-64.pt"
 PRETRAINED_HEAD = PRETRAINED.with_name("head-demo-64.pt")
@@ -195,7 +195,7 @@ def remove(root: Path, *names: str) -> None:
 def _synth(out: Path, products: int, photos: int, cfg: DemoConfig, seed: int, framing: str | None = None,
            size: int | None = None) -> Path:
     """A synthetic world (`rtd data synth`) unless one of these settings is complete there already."""
-    from training.synth import SynthConfig, synthesize
+    from rtdgan.training.synth import SynthConfig, synthesize
 
     want = {"products": products, "photos_per_product": photos, "size": size or cfg.size, "seed": seed,
             "framing": framing or cfg.framing}
@@ -212,7 +212,7 @@ def _synth(out: Path, products: int, photos: int, cfg: DemoConfig, seed: int, fr
 
 def build_data(cfg: DemoConfig) -> Path:
     """The shop's synthetic catalog and a contact sheet."""
-    from training.sheet import contact_sheet
+    from rtdgan.training.sheet import contact_sheet
 
     data = _synth(cfg.root / "data", cfg.products, cfg.photos_per_product, cfg, cfg.seed)
     if not (cfg.root / "sheet.png").is_file():
@@ -256,8 +256,8 @@ def train_recipe(cfg: DemoConfig, run: Path) -> None:
     """The training world and the rough-to-detail training of the recipe (resumes an interrupted run)."""
     import torch
 
-    from training.checkpoint import load_checkpoint
-    from training.train import TrainConfig, train
+    from rtdgan.training.checkpoint import load_checkpoint
+    from rtdgan.training.train import TrainConfig, train
 
     world = _synth(cfg.root / "train-data", cfg.train_products, cfg.train_photos_per_product, cfg, cfg.train_seed)
     last, final = run / "checkpoints" / "last.pt", run / "checkpoints" / f"stage_{cfg.stages}.pt"
@@ -279,7 +279,7 @@ def save_weights(cfg: DemoConfig, run: Path) -> None:
     """The run's final generator alone (no critic, no optimiser state), plus its card, to cfg.weights."""
     import torch
 
-    from training.checkpoint import load_checkpoint, save_checkpoint
+    from rtdgan.training.checkpoint import load_checkpoint, save_checkpoint
 
     assert cfg.weights is not None
     state = load_checkpoint(run / "checkpoints" / f"stage_{cfg.stages}.pt")
@@ -297,7 +297,7 @@ def save_weights(cfg: DemoConfig, run: Path) -> None:
 def weights_run(weights: Path, run: Path) -> Path:
     """A run folder holding a slim weights file (`save_weights`' output) as `rtd export` reads a run: its
     checkpoint as last.pt and as the final stage's. Returns `run`."""
-    from training.checkpoint import load_checkpoint, save_checkpoint
+    from rtdgan.training.checkpoint import load_checkpoint, save_checkpoint
 
     state = load_checkpoint(weights)
     stages = int(state["config"]["stages"])
@@ -308,8 +308,8 @@ def weights_run(weights: Path, run: Path) -> Path:
 
 def build_model(cfg: DemoConfig, data: Path) -> Path:
     """The generator (committed weights or the trained recipe), exported with the embedder to ONNX."""
-    from index.artifacts import read_model_json
-    from training.export import ExportConfig, export_run
+    from rtdgan.index.runtime.artifacts import read_model_json
+    from rtdgan.training.export import ExportConfig, export_run
 
     artifacts = cfg.root / "artifacts"
     model = read_model_json(artifacts)
@@ -352,8 +352,8 @@ def _crop_card_problem(cfg: DemoConfig) -> str | None:
 
 def _strip_crop(artifacts: Path) -> bool:
     """Remove a person crop from the artifacts' current version folder (crop.json first); whether there was one."""
-    from index.artifacts import read_artifacts
-    from index.crop import CROP_JSON, CROP_ONNX
+    from rtdgan.index.runtime.artifacts import read_artifacts
+    from rtdgan.index.runtime.crop import CROP_JSON, CROP_ONNX
 
     folder = read_artifacts(artifacts).folder
     had = (folder / CROP_JSON).is_file()
@@ -364,8 +364,8 @@ def _strip_crop(artifacts: Path) -> bool:
 
 def crop_onnx_sha256(artifacts: Path) -> str | None:
     """sha256 of the artifacts' crop.onnx (None: no crop): what a head fitted on cropped photos records."""
-    from index.artifacts import read_artifacts
-    from index.crop import has_crop, read_crop
+    from rtdgan.index.runtime.artifacts import read_artifacts
+    from rtdgan.index.runtime.crop import has_crop, read_crop
 
     art = read_artifacts(artifacts)
     return read_crop(art).doc["onnx_sha256"] if has_crop(art) else None
@@ -373,7 +373,7 @@ def crop_onnx_sha256(artifacts: Path) -> str | None:
 
 def fit_recipe_crop(cfg: DemoConfig, artifacts: Path) -> dict:
     """`rtd fit-crop` on the recipe's two boxed worlds (street- and LookBook-framed), into the artifacts."""
-    from training.crop import FitCropConfig, fit_crop
+    from rtdgan.training.crop import FitCropConfig, fit_crop
 
     world = cfg.root / "crop-world"
     street = _synth(world / "street", cfg.crop_products, cfg.crop_photos_per_product, cfg, cfg.crop_street_seed,
@@ -389,9 +389,9 @@ def build_crop(cfg: DemoConfig, artifacts: Path) -> None:
     """The person crop in the artifacts (crop.onnx + crop.json, index/crop.py): the committed one when its card
     matches the recipe, else fitted from it; none with --no-crop. A change of crop redoes the check (and the
     head, whose card records the crop it was fitted with)."""
-    from index.artifacts import read_artifacts
-    from index.crop import CROP_JSON, CROP_ONNX, read_crop
-    from index.files import write_atomic
+    from rtdgan.index.files import write_atomic
+    from rtdgan.index.runtime.artifacts import read_artifacts
+    from rtdgan.index.runtime.crop import CROP_JSON, CROP_ONNX, read_crop
 
     if not cfg.crop:
         if _strip_crop(artifacts):
@@ -464,8 +464,8 @@ def head_training_set(cfg: DemoConfig) -> tuple[Path, Path]:
     photos of another seed's products at head_street_size px, whose product images come from WORLD/street-products
     (the same products at the catalog's size); joined by one pairs manifest, WORLD/train-data/pairs.csv (ids
     prefixed l / s), split as `rtd data split` does."""
-    from training.data import write_pairs_manifest
-    from training.split import SplitConfig, make_split
+    from rtdgan.training.data import write_pairs_manifest
+    from rtdgan.training.split import SplitConfig, make_split
 
     world = cfg.head_world if cfg.head_world is not None else cfg.root / "head-world"
     data, split = world / "train-data", world / "split.json"
@@ -499,7 +499,7 @@ def head_training_set(cfg: DemoConfig) -> tuple[Path, Path]:
 
 def fit_recipe_head(cfg: DemoConfig, artifacts: Path) -> FittedHead:
     """The recipe's head, fitted on features from `artifacts`' graphs (cached in the world's head-cache/)."""
-    from training.head import FitHeadConfig, train_fitted_head
+    from rtdgan.training.head import FitHeadConfig, train_fitted_head
 
     data, split = head_training_set(cfg)
     say(f"head: fitting a {cfg.head_mode} retrieval head on {data} (features through {artifacts}, cached; on 2 "
@@ -540,8 +540,8 @@ def save_head(cfg: DemoConfig, head: RetrievalHead, card: dict) -> dict:
     """The head's state dict and config to cfg.head_weights, its card (with the file's sha256) beside it."""
     import torch
 
-    from index.files import write_atomic
-    from training.checkpoint import code_version
+    from rtdgan.index.files import write_atomic
+    from rtdgan.training.checkpoint import code_version
 
     assert cfg.head_weights is not None
     cfg.head_weights.parent.mkdir(parents=True, exist_ok=True)
@@ -560,7 +560,7 @@ def load_head(path: Path) -> RetrievalHead:
     """A head saved by `save_head`, in eval mode."""
     import torch
 
-    from models.head import HeadConfig, RetrievalHead
+    from rtdgan.models.head import HeadConfig, RetrievalHead
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -574,9 +574,9 @@ def load_head(path: Path) -> RetrievalHead:
 def parity_samples(artifacts: Path, data: Path, inputs: tuple[str, ...], n: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Query and catalog features of a few shop products through the artifacts' graphs, for the export's parity
     check: ((n, F), (n, D))."""
-    from index.head import query_features
-    from index.pipeline import Pipeline
-    from training.data import load_records
+    from rtdgan.index.pipeline import Pipeline
+    from rtdgan.index.runtime.head import query_features
+    from rtdgan.training.data import load_records
 
     pipeline = Pipeline.open(artifacts, head=False)
     records = [r for r in load_records(data).records if r.photos][:n]
@@ -589,10 +589,10 @@ def parity_samples(artifacts: Path, data: Path, inputs: tuple[str, ...], n: int 
 def export_demo_head(artifacts: Path, data: Path, head: RetrievalHead, card: dict, generator_sha: str | None,
                      source: dict) -> dict:
     """head_query.onnx, head_catalog.onnx and head.json into the artifacts' current version folder
-    (`training.head.export_head`: both sides parity-checked), trained_with = these artifacts."""
-    from index.artifacts import read_artifacts
-    from index.head import HEAD_FORMAT, read_head
-    from training.head import export_head
+    (`rtdgan.training.head.export_head`: both sides parity-checked), trained_with = these artifacts."""
+    from rtdgan.index.runtime.artifacts import read_artifacts
+    from rtdgan.index.runtime.head import HEAD_FORMAT, read_head
+    from rtdgan.training.head import export_head
 
     art = read_artifacts(artifacts)
     cfg = head.cfg
@@ -624,8 +624,8 @@ def export_demo_head(artifacts: Path, data: Path, head: RetrievalHead, card: dic
 
 def _strip_head(artifacts: Path) -> bool:
     """Remove a head from the artifacts' current version folder (head.json first); whether there was one."""
-    from index.artifacts import read_artifacts
-    from index.head import CATALOG_ONNX, HEAD_JSON, QUERY_ONNX
+    from rtdgan.index.runtime.artifacts import read_artifacts
+    from rtdgan.index.runtime.head import CATALOG_ONNX, HEAD_JSON, QUERY_ONNX
 
     folder = read_artifacts(artifacts).folder
     had = (folder / HEAD_JSON).is_file()
@@ -637,8 +637,8 @@ def _strip_head(artifacts: Path) -> bool:
 def build_head(cfg: DemoConfig, artifacts: Path, data: Path) -> None:
     """The retrieval head in the artifacts: the committed one when its card matches, else fitted from the recipe;
     none at another embed level or with --no-head. A change of head rebuilds the index and the check."""
-    from index.artifacts import read_artifacts
-    from index.head import HEAD_JSON
+    from rtdgan.index.runtime.artifacts import read_artifacts
+    from rtdgan.index.runtime.head import HEAD_JSON
 
     if not head_wanted(cfg):
         why = "--no-head" if not cfg.head else (f"the head is fitted at embed level {cfg.head_embed_level}, this demo "
@@ -683,7 +683,7 @@ def build_head(cfg: DemoConfig, artifacts: Path, data: Path) -> None:
 def build_index(cfg: DemoConfig, artifacts: Path, data: Path) -> Path:
     """Every catalog product in an exact FAISS index: the shop's whole catalog (through the head's catalog side
     when the artifacts have a head)."""
-    from index.build import build_index as build
+    from rtdgan.index.build import build_index as build
 
     index = cfg.root / "index"
     if not (index / "index.json").is_file():
@@ -706,9 +706,9 @@ def measure(artifacts: Path, index: Path, data: Path, batch: int = 32, queries_f
     - without the head (the paper's protocol): the generated image, and the photo itself, against an in-memory
       catalog embedded by a pipeline opened with `head=False`. Their features are the embedder's outputs the
       served query already computed (`QueryResult.features`), so each image is embedded once."""
-    from index.pipeline import FROZEN_KINDS, Pipeline
-    from training.data import load_records
-    from training.evaluate import gallery_catalog
+    from rtdgan.index.pipeline import FROZEN_KINDS, Pipeline
+    from rtdgan.training.data import load_records
+    from rtdgan.training.evaluate import gallery_catalog
 
     served = Pipeline.open(artifacts, index)
     frozen = Pipeline.open(artifacts, head=False, generator=False)
@@ -796,7 +796,7 @@ def check(cfg: DemoConfig, artifacts: Path, index: Path, data: Path) -> dict:
 
 def held_out_samples(cfg: DemoConfig, data: Path) -> Path:
     """One street photo per product in one folder: the page offers them, and none was trained on."""
-    from training.data import load_records
+    from rtdgan.training.data import load_records
 
     samples = cfg.root / "samples"
     if not samples.is_dir():
@@ -828,7 +828,7 @@ def _record_check(weights: Path, root: Path) -> None:
 
 def build_demo(cfg: DemoConfig) -> Built:
     """Build the missing stages (each skipped when already there) and print the check."""
-    from index.images import check_embed_level
+    from rtdgan.index.images import check_embed_level
 
     check_embed_level(cfg.embed_level, cfg.size)  # a bad --embed-level stops before anything is built
     if cfg.retrain_head and not head_wanted(cfg):

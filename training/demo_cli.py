@@ -10,26 +10,26 @@ from __future__ import annotations
 
 import argparse
 
-from index import configs
+from rtdgan.index import configs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `rtd demo` flags: DemoConfig's fields marked for the command line (the recipe is not)."""
-    from training.demo import DemoConfig
+    from rtdgan.training.demo import DemoConfig
 
     configs.add_arguments(parser, DemoConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build what is missing (training/demo.py), then serve it until stopped unless --build-only."""
-    from training.demo import DemoConfig, build_demo, say
+    from rtdgan.training.demo import DemoConfig, build_demo, say
 
     cfg = configs.job_config(DemoConfig, args, "demo")
     built = build_demo(cfg)
     if cfg.build_only:
         return 0
-    from service.serve_cli import serve
-    from service.settings import Settings
+    from rtdgan.service.serve_cli import serve
+    from rtdgan.service.settings import Settings
 
     say(f"serving on http://{cfg.host}:{cfg.port}  (Ctrl-C stops)")
     serve(Settings(artifacts=built.artifacts, index=built.index, demo_samples=built.samples), cfg.host, cfg.port)

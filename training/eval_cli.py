@@ -12,9 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from index.backends import PRECISION_HELP, from_env
-from index.configs import print_config
-from index.errors import UserError
+from rtdgan.index.configs import print_config
+from rtdgan.index.errors import UserError
+from rtdgan.index.runtime.backends import PRECISION_HELP, from_env
 
 
 def _ks(text: str) -> tuple[int, ...]:
@@ -29,14 +29,14 @@ def _ks(text: str) -> tuple[int, ...]:
 
 def _default(name: str) -> object:
     """EvalConfig's default for a field: each default is written once, in the dataclass."""
-    from training.evaluate import EvalConfig
+    from rtdgan.training.evaluate import EvalConfig
 
     return next(f.default for f in dataclasses.fields(EvalConfig) if f.name == name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `rtd eval` flags (EvalConfig's fields and defaults), and the `compare` subcommand, to `parser`."""
-    from training.evaluate import QUERY_CHOICES
+    from rtdgan.training.evaluate import QUERY_CHOICES
 
     p = parser
     p.add_argument("--artifacts", type=Path, help="folder from `rtd export` (generator.onnx, embedder.onnx, model.json)")
@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`rtd eval` (or `rtd eval compare`): print the config, run, print a summary; returns the exit code."""
-    from training.evaluate import EvalConfig, compare_reports, evaluate, summary_text
+    from rtdgan.training.evaluate import EvalConfig, compare_reports, evaluate, summary_text
 
     if getattr(args, "eval_command", None) == "compare":
         print(f"rtd eval compare: config {json.dumps({'reports': [str(r) for r in args.reports], 'out': str(args.out)})}",
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                      query=args.query, limit=args.limit, batch_size=args.batch_size, samples=args.samples,
                      bootstrap=args.bootstrap, seed=args.seed)
     print_config("eval", cfg)
-    # The pipelines read the backend from RTD_BACKEND / RTD_PRECISION (index.backends.from_env): the flags set
+    # The pipelines read the backend from RTD_BACKEND / RTD_PRECISION (rtdgan.index.runtime.backends.from_env): the flags set
     # them, checked here first (an unknown backend is one line, before any work).
     backend = from_env(args.backend, args.precision)
     os.environ["RTD_BACKEND"], os.environ["RTD_PRECISION"] = backend.name, backend.precision

@@ -45,20 +45,21 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from index.artifacts import Artifacts
-from index.catalog import Catalog, ProductMeta, check_space
-from index.catalogs import CatalogEngine, catalog_image, open_catalog
-from index.configs import opt
-from index.crop import Cropper, has_crop, query_photos, read_crop
-from index.errors import ImageError, UserError
-from index.head import HeadInfo
-from index.images import preprocess, preprocess_many, to_image
-from index.onnx import OnnxGenerator
-from index.pipeline import FROZEN_KINDS, Pipeline
-from training import registry
-from training.data import ProductRecord, load_records, load_split
-from training.metrics import bootstrap_recall, recall_at_k, rmse, ssim, true_ranks
-from training.plots import Curve, recall_plot, report_curve
+from rtdgan.index.catalog.base import CatalogEngine, ProductMeta, catalog_image, check_space
+from rtdgan.index.catalog.engines import open_catalog
+from rtdgan.index.catalog.file import Catalog
+from rtdgan.index.configs import opt
+from rtdgan.index.errors import ImageError, UserError
+from rtdgan.index.images import preprocess, preprocess_many, to_image
+from rtdgan.index.pipeline import FROZEN_KINDS, Pipeline
+from rtdgan.index.runtime.artifacts import Artifacts
+from rtdgan.index.runtime.crop import Cropper, has_crop, query_photos, read_crop
+from rtdgan.index.runtime.head import HeadInfo
+from rtdgan.index.runtime.onnx import OnnxGenerator
+from rtdgan.training import registry
+from rtdgan.training.data import ProductRecord, load_records, load_split
+from rtdgan.training.metrics import bootstrap_recall, recall_at_k, rmse, ssim, true_ranks
+from rtdgan.training.plots import Curve, recall_plot, report_curve
 
 REPORT_FORMAT = 1
 TOP_SHOWN = 5  # retrieved products per row of the sample grid
@@ -263,7 +264,7 @@ def hit_ranks(hits: list[list], truth_ids: list[str], depth: int) -> np.ndarray:
 
 class CatalogTiles:
     """The sample grid's tiles of catalog products that are not test products, read from the catalog's
-    image files (index.catalogs.catalog_image); a grey tile when the file is not on this machine."""
+    image files (rtdgan.index.catalog.engines.catalog_image); a grey tile when the file is not on this machine."""
 
     def __init__(self, catalog: CatalogEngine, size: int, first: int) -> None:
         self.catalog, self.size, self.first = catalog, size, first

@@ -38,19 +38,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from index.artifacts import MODEL_JSON, POINTER_KEY, VERSION_DIR
-from index.errors import ImageError, UserError
-from index.files import fsync_path, write_atomic
-from index.images import preprocess
-from index.onnx import CPU, OnnxGenerator, sha256_file
-from models.embedders import Embedder, EmbedderInfo, at_input_size, at_level
-from training import registry
-from training.checkpoint import code_version, load_checkpoint
-from training.config import ExportConfig as ExportConfig  # defined there (torch-free, for the CLI's flags)
-from training.config import TrainConfig
-from training.data import ProductRecord, load_records, load_split
-from training.export_embedder import MIN_PARITY_COSINE, export_embedder
-from training.weights import load_embedder
+from rtdgan.index.errors import ImageError, UserError
+from rtdgan.index.files import fsync_path, sha256_file, write_atomic
+from rtdgan.index.images import preprocess
+from rtdgan.index.runtime.artifacts import MODEL_JSON, POINTER_KEY, VERSION_DIR
+from rtdgan.index.runtime.backends import CPU
+from rtdgan.index.runtime.onnx import OnnxGenerator
+from rtdgan.models.embedders import Embedder, EmbedderInfo, at_input_size, at_level
+from rtdgan.training import registry
+from rtdgan.training.checkpoint import code_version, load_checkpoint
+from rtdgan.training.config import (
+    ExportConfig as ExportConfig,  # defined there (torch-free, for the CLI's flags)
+)
+from rtdgan.training.config import TrainConfig
+from rtdgan.training.data import ProductRecord, load_records, load_split
+from rtdgan.training.export_embedder import MIN_PARITY_COSINE, export_embedder
+from rtdgan.training.weights import load_embedder
 
 MODEL_JSON_FORMAT = 1
 OPSET = 18  # the embedder's opset too (training/export_embedder.py)
@@ -309,7 +312,7 @@ def model_json(gen: RunGenerator, generator_onnx: Path, embedder_fragment: dict,
         },
         "embedder": embedder_fragment,
         "preprocessing": {"size": cfg.resolution, "letterbox": "white", "range": [-1.0, 1.0],
-                          "function": "index.images.preprocess"},
+                          "function": "rtdgan.index.images.preprocess"},
         "metrics": metrics,
         "exported": {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code_version": code_version(),
                      "opset": OPSET},
@@ -355,7 +358,7 @@ def export_run(cfg: ExportConfig, embedder: tuple[Embedder, EmbedderInfo] | None
     print(f"rtd export: {cfg.out} written in {time.perf_counter() - start:.1f} s as {version.name} "
           f"(max |onnx - torch| {metrics['generator_max_abs_error']:.2e})", file=sys.stderr)
     if cfg.check_backends:  # issue #16: the parity gate at export, on the run's held-out photos
-        from index.parity import GATE_PHOTOS, gate_after_write
+        from rtdgan.index.parity import GATE_PHOTOS, gate_after_write
 
         gate_after_write(out, parity_sample(photos, GATE_PHOTOS, minimum=len(sample)), str(photos.data), "rtd export")
     return doc

@@ -2,7 +2,7 @@
 
 The flags are derived from ExportConfig (training/config.py, index/configs.py): each default is written
 once, there, and `--help` shows it. No torch at module import time: `rtd serve` must not pull torch in;
-torch and training.export are imported inside `run`.
+torch and rtdgan.training.export are imported inside `run`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from index import configs
-from training.config import ExportConfig
+from rtdgan.index import configs
+from rtdgan.training.config import ExportConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Flags -> ExportConfig; print it; export; print model.json's generator and embedder summary."""
-    from training.export import export_run
+    from rtdgan.training.export import export_run
 
     cfg = configs.job_config(ExportConfig, args, "export")
     doc = export_run(cfg)

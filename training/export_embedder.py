@@ -1,7 +1,7 @@
 """Export an embedder to `embedder.onnx` and prove onnxruntime gives the same embeddings (docs/architecture.md).
 
 The file appears only after the parity check passes: it is written beside the target under a temporary
-name (`index.files.replace_atomic`), checked with onnxruntime on real preprocessed images, then renamed
+name (`rtdgan.index.files.replace_atomic`), checked with onnxruntime on real preprocessed images, then renamed
 into place; a failed check leaves nothing behind.
 """
 
@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from index.files import replace_atomic
-from index.onnx import CPU, OnnxEmbedder, sha256_file
-from models.embedders import Embedder, EmbedderInfo
+from rtdgan.index.files import replace_atomic, sha256_file
+from rtdgan.index.runtime.backends import CPU
+from rtdgan.index.runtime.onnx import OnnxEmbedder
+from rtdgan.models.embedders import Embedder, EmbedderInfo
 
 OPSET = 18
 # Per-row cosine between PyTorch and onnxruntime embeddings; float32 reordering alone stays far above it.

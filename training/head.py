@@ -3,7 +3,7 @@
 Reads top to bottom in the order things happen (`fit_head`):
 
 1. **Features.** Every training product's image, and every street photo and its generated image, go
-   through the artifacts' own ONNX graphs (`index.pipeline.Pipeline`: the shared preprocessing,
+   through the artifacts' own ONNX graphs (`rtdgan.index.pipeline.Pipeline`: the shared preprocessing,
    generator.onnx, embedder.onnx), so the head learns on exactly the features the service computes. They
    are cached in one .npz whose name and stored key are the sha256 of (format, generator sha256, embedder
    sha256, size, every image file's path, size and mtime): a rerun on the same artifacts and data skips
@@ -50,17 +50,25 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from index.artifacts import Artifacts, read_artifacts
-from index.configs import opt, to_json_dict
-from index.crop import has_crop, query_photos, read_crop
-from index.errors import UserError
-from index.files import write_atomic
-from index.head import CATALOG_ONNX, HEAD_FORMAT, HEAD_JSON, QUERY_ONNX, query_features, read_head
-from index.images import preprocess_many
-from index.onnx import CPU, OnnxHead, sha256_file
-from models.head import HeadConfig, RetrievalHead
-from training.data import ProductRecord, load_split
-from training.metrics import recall_at_k, true_ranks
+from rtdgan.index.configs import opt, to_json_dict
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import sha256_file, write_atomic
+from rtdgan.index.images import preprocess_many
+from rtdgan.index.runtime.artifacts import Artifacts, read_artifacts
+from rtdgan.index.runtime.backends import CPU
+from rtdgan.index.runtime.crop import has_crop, query_photos, read_crop
+from rtdgan.index.runtime.head import (
+    CATALOG_ONNX,
+    HEAD_FORMAT,
+    HEAD_JSON,
+    QUERY_ONNX,
+    query_features,
+    read_head,
+)
+from rtdgan.index.runtime.onnx import OnnxHead
+from rtdgan.models.head import HeadConfig, RetrievalHead
+from rtdgan.training.data import ProductRecord, load_split
+from rtdgan.training.metrics import recall_at_k, true_ranks
 
 FEATURES_FORMAT = 1
 OPSET = 18  # as the generator's and the embedder's graphs
@@ -178,7 +186,7 @@ def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch
     The photos go through the pipeline's person crop when the artifacts have one (unless `crop=False`); the
     product images never do. An unreadable product image drops its product; an unreadable photo is skipped;
     both are reported."""
-    from index.pipeline import Pipeline
+    from rtdgan.index.pipeline import Pipeline
 
     pipeline = Pipeline.open(artifacts, threads=threads, crop=crop)
     size = pipeline.size
@@ -443,7 +451,7 @@ def fit_head(cfg: FitHeadConfig) -> dict:
     say(f"wrote {QUERY_ONNX}, {CATALOG_ONNX}, {HEAD_JSON} to {art.folder} in {time.perf_counter() - start:.0f} s "
         f"(parity: max |onnx - torch| {max(doc['parity']['query']['max_abs_error'], doc['parity']['catalog']['max_abs_error']):.1e})")
     if cfg.check_backends:  # the records measured before the head are stale now (index/parity.py)
-        from index.parity import GATE_PHOTOS, gate_after_write
+        from rtdgan.index.parity import GATE_PHOTOS, gate_after_write
 
         records = training_records(cfg)
         paths = [r.photos[0] for r in records[:: max(1, len(records) // GATE_PHOTOS)] if r.photos][:GATE_PHOTOS]

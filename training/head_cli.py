@@ -9,19 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 
-from index import configs
+from rtdgan.index import configs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `rtd fit-head` flags: one per FitHeadConfig field."""
-    from training.head import FitHeadConfig
+    from rtdgan.training.head import FitHeadConfig
 
     configs.add_arguments(parser, FitHeadConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     """Flags -> FitHeadConfig; print it; fit, export; print head.json's summary as one JSON line."""
-    from training.head import FitHeadConfig, fit_head
+    from rtdgan.training.head import FitHeadConfig, fit_head
 
     cfg = configs.job_config(FitHeadConfig, args, "fit-head")
     doc = fit_head(cfg)

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from index.configs import opt
-from index.errors import UserError
-from index.files import write_atomic
-from index.onnx import sha256_file
-from index.quantize import GRAPHS, INT8_FORMAT, INT8_JSON, int8_name, read_record
+from rtdgan.index.configs import opt
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import sha256_file, write_atomic
+from rtdgan.index.runtime.quantize import GRAPHS, INT8_FORMAT, INT8_JSON, int8_name, read_record
 
 WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 KEEP_FIRST = 4  # the stem and first block of EfficientNet-Lite0 (measured; docs/benchmarks.md)
@@ -82,9 +81,9 @@ def _batched(fn, images: np.ndarray) -> np.ndarray:  # noqa: ANN001
 
 def quantize(cfg: QuantizeConfig) -> dict:
     """`rtd quantize`: write the int8 graphs and int8.json into the artifacts' version folder; the record."""
-    from index.artifacts import read_artifacts
-    from index.onnx import OnnxGenerator
-    from index.parity import load_images
+    from rtdgan.index.parity import load_images
+    from rtdgan.index.runtime.artifacts import read_artifacts
+    from rtdgan.index.runtime.onnx import OnnxGenerator
 
     unknown = sorted(set(cfg.graphs) - set(GRAPHS))
     if unknown or not cfg.graphs:

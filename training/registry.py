@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from index.errors import UserError
+from rtdgan.index.errors import UserError
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-    from training.config import TrainConfig
-    from training.schedule import Phase
-    from training.steps import Nets
+    from rtdgan.training.config import TrainConfig
+    from rtdgan.training.schedule import Phase
+    from rtdgan.training.steps import Nets
 
     StepFn = Callable[[TrainConfig, Nets, Tensor, Tensor, Phase], dict[str, Tensor]]
     Critics = tuple[nn.Module, nn.Module | None]
@@ -117,13 +117,13 @@ def _rtdgan_fields(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _rtdgan_critics(cfg: TrainConfig, gcfg: Any) -> Critics:
-    from models.critic import ConditionalPatchCritic, CriticConfig
+    from rtdgan.models.critic import ConditionalPatchCritic, CriticConfig
 
     return ConditionalPatchCritic(CriticConfig(width=cfg.width)), None
 
 
 def _rtdgan_check(cfg: TrainConfig) -> None:
-    from models.generator import max_stages
+    from rtdgan.models.generator import max_stages
 
     limit = max_stages(cfg.resolution)
     if not 1 <= cfg.stages <= limit:
@@ -140,13 +140,13 @@ def _pix2pix_fields(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _pix2pix_critics(cfg: TrainConfig, gcfg: Any) -> Critics:
-    from models.pix2pix import PatchDiscriminator
+    from rtdgan.models.pix2pix import PatchDiscriminator
 
     return PatchDiscriminator(gcfg), None
 
 
 def _pix2pix_check(cfg: TrainConfig) -> None:
-    from models.pix2pix import MIN_RESOLUTION
+    from rtdgan.models.pix2pix import MIN_RESOLUTION
 
     if cfg.resolution < MIN_RESOLUTION:
         raise UserError(f"pix2pix needs --resolution >= {MIN_RESOLUTION}, got {cfg.resolution}")
@@ -163,24 +163,24 @@ def _pldt_fields(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _pldt_critics(cfg: TrainConfig, gcfg: Any) -> Critics:
-    from models.pldt import PLDTDomainDiscriminator, PLDTRealFakeDiscriminator
+    from rtdgan.models.pldt import PLDTDomainDiscriminator, PLDTRealFakeDiscriminator
 
     return PLDTRealFakeDiscriminator(gcfg), PLDTDomainDiscriminator(gcfg)
 
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("rtdgan", "rtdGAN", staged=True, betas=(0.0, 0.99),  # Sec. 4.1
-              config_class=Ref("models.generator:GeneratorConfig"),
-              generator_class=Ref("models.generator:ProgressiveGenerator"),
-              config_fields=_rtdgan_fields, critics=_rtdgan_critics, step_fn=Ref("training.steps:rtdgan_step"),
+              config_class=Ref("rtdgan.models.generator:GeneratorConfig"),
+              generator_class=Ref("rtdgan.models.generator:ProgressiveGenerator"),
+              config_fields=_rtdgan_fields, critics=_rtdgan_critics, step_fn=Ref("rtdgan.training.steps:rtdgan_step"),
               check=_rtdgan_check, cpu_channels_last=True),  # 64 px stage 1.3-1.5x (docs/benchmarks.md)
     ModelSpec("pix2pix", "pix2pix", staged=False, betas=(0.5, 0.999),  # Isola et al. 2017
-              config_class=Ref("models.pix2pix:Pix2PixConfig"), generator_class=Ref("models.pix2pix:UNetGenerator"),
-              config_fields=_pix2pix_fields, critics=_pix2pix_critics, step_fn=Ref("training.steps:pix2pix_step"),
+              config_class=Ref("rtdgan.models.pix2pix:Pix2PixConfig"), generator_class=Ref("rtdgan.models.pix2pix:UNetGenerator"),
+              config_fields=_pix2pix_fields, critics=_pix2pix_critics, step_fn=Ref("rtdgan.training.steps:pix2pix_step"),
               check=_pix2pix_check),
     ModelSpec("pldt", "PLDT", staged=False, betas=(0.5, 0.999),
-              config_class=Ref("models.pldt:PLDTConfig"), generator_class=Ref("models.pldt:PLDTConverter"),
-              config_fields=_pldt_fields, critics=_pldt_critics, step_fn=Ref("training.steps:pldt_step"),
+              config_class=Ref("rtdgan.models.pldt:PLDTConfig"), generator_class=Ref("rtdgan.models.pldt:PLDTConverter"),
+              config_fields=_pldt_fields, critics=_pldt_critics, step_fn=Ref("rtdgan.training.steps:pldt_step"),
               native_size=_pldt_native),
 )}
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from index.errors import ImageError, UserError
-from index.files import PRODUCTS_CSV, read_products_csv
-from index.images import decode_image, letterbox
-from training.data import load_records
+from rtdgan.index.errors import ImageError, UserError
+from rtdgan.index.files import PRODUCTS_CSV, read_products_csv
+from rtdgan.index.images import decode_image, letterbox
+from rtdgan.training.data import load_records
 
 BACKGROUND = (222, 222, 222)  # grey, so that white product images show their edges
 GAP, SEPARATOR = 2, 8  # pixels between cells; after the product column

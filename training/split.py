@@ -20,10 +20,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from index.configs import opt
-from index.errors import ImageError, UserError
-from index.images import decode_image
-from training.data import ProductRecord, load_records, write_split
+from rtdgan.index.configs import opt
+from rtdgan.index.errors import ImageError, UserError
+from rtdgan.index.images import decode_image
+from rtdgan.training.data import ProductRecord, load_records, write_split
 
 HASH_SIDE = 32  # pHash: DCT of a 32x32 grayscale thumbnail, keep the 8x8 lowest frequencies -> 64 bits
 

@@ -20,11 +20,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from models.layers import resize_to
-from models.pyramid import stage_target
-from training import registry
-from training.config import TrainConfig
-from training.losses import (
+from rtdgan.models.layers import resize_to
+from rtdgan.models.pyramid import stage_target
+from rtdgan.training import registry
+from rtdgan.training.config import TrainConfig
+from rtdgan.training.losses import (
     critic_loss,
     pix2pix_discriminator_loss,
     pix2pix_generator_loss,
@@ -33,7 +33,7 @@ from training.losses import (
     pldt_real_fake_loss,
     rtdgan_generator_loss,
 )
-from training.schedule import Phase
+from rtdgan.training.schedule import Phase
 
 
 @dataclass

@@ -34,10 +34,10 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from index.configs import opt
-from index.errors import UserError
-from training.data import LOOKBOOK_RE
-from training.synth_scene import (
+from rtdgan.index.configs import opt
+from rtdgan.index.errors import UserError
+from rtdgan.training.data import LOOKBOOK_RE
+from rtdgan.training.synth_scene import (
     FRAMINGS,
     LEG_JOINT,
     NECK_Y,

@@ -37,20 +37,35 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid
 
-from index.configs import to_json_dict
-from index.errors import UserError
-from index.files import write_atomic
-from index.images import to_image
-from models.layers import log2_resolution, resize_to
-from models.pyramid import stage_target
-from training import registry
-from training.checkpoint import capture_rng, code_version, load_checkpoint, restore_rng, save_checkpoint
-from training.config import TrainConfig as TrainConfig  # defined there; many callers import it from here
-from training.data import ProductRecord, load_records, load_split
-from training.dataset import PairDataset
-from training.progress import Progress
-from training.schedule import Phase, Plan, describe, epoch_order, make_plan, schedule_at
-from training.steps import Nets, autocast, build_nets, resolve_memory_format, resolve_precision, torch_format
+from rtdgan.index.configs import to_json_dict
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import write_atomic
+from rtdgan.index.images import to_image
+from rtdgan.models.layers import log2_resolution, resize_to
+from rtdgan.models.pyramid import stage_target
+from rtdgan.training import registry
+from rtdgan.training.checkpoint import (
+    capture_rng,
+    code_version,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from rtdgan.training.config import (
+    TrainConfig as TrainConfig,  # defined there; many callers import it from here
+)
+from rtdgan.training.data import ProductRecord, load_records, load_split
+from rtdgan.training.dataset import PairDataset
+from rtdgan.training.progress import Progress
+from rtdgan.training.schedule import Phase, Plan, describe, epoch_order, make_plan, schedule_at
+from rtdgan.training.steps import (
+    Nets,
+    autocast,
+    build_nets,
+    resolve_memory_format,
+    resolve_precision,
+    torch_format,
+)
 
 SAMPLE_COUNT = 8  # photos in each sample grid
 # Options that fix the schedule and the data order: a resumed run must use the checkpoint's values.

@@ -5,7 +5,7 @@ once, there, and `--help` shows it; `--config RUN/config.json` reads a run's con
 as well override it. `--model`'s choices are the registry's (training/registry.py).
 
 Nothing here imports torch at module import time: `rtd serve` must not pull torch in. torch and
-training.train are imported inside `run`.
+rtdgan.training.train are imported inside `run`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import argparse
 import json
 import os
 
-from index import configs
-from training.config import TrainConfig
+from rtdgan.index import configs
+from rtdgan.training.config import TrainConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Flags -> TrainConfig; print it; with --dry-run print the schedule, else train. Returns an exit code."""
-    from training.schedule import describe
-    from training.train import make_run_plan, read_records, resolve_device, train, validate
+    from rtdgan.training.schedule import describe
+    from rtdgan.training.train import make_run_plan, read_records, resolve_device, train, validate
 
     cfg = resolve_device(configs.from_args(TrainConfig, args))
     validate(cfg)

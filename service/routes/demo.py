@@ -14,11 +14,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
-from index.files import is_image_file
-from index.lookbook import is_street_photo
-from service.errors import ApiError, error_responses
-from service.routes.deps import SettingsDep
-from service.settings import Settings
+from rtdgan.index.files import is_image_file
+from rtdgan.index.lookbook import is_street_photo
+from rtdgan.service.errors import ApiError, error_responses
+from rtdgan.service.routes.deps import SettingsDep
+from rtdgan.service.settings import Settings
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 

@@ -14,10 +14,10 @@ from fastapi import Depends, Path, Request, UploadFile
 from fastapi.security import APIKeyHeader
 from PIL import Image
 
-from index.images import preprocess
-from service.engine import Engine, valid_product_id
-from service.errors import ApiError, unavailable
-from service.settings import Settings
+from rtdgan.index.images import preprocess
+from rtdgan.service.engine import Engine, valid_product_id
+from rtdgan.service.errors import ApiError, unavailable
+from rtdgan.service.settings import Settings
 
 CHUNK = 1 << 16
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.engine import Engine
-from service.errors import error_response, error_responses
-from service.routes.deps import SettingsDep
+from rtdgan.service.engine import Engine
+from rtdgan.service.errors import error_response, error_responses
+from rtdgan.service.routes.deps import SettingsDep
 
 router = APIRouter(prefix="/health", tags=["health"])
 

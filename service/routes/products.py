@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
-from index.catalog import ProductMeta
-from service.errors import ApiError, error_responses
-from service.routes.deps import CatalogDep, ProductIdPath, SettingsDep, check_product_id, image_url
-from service.settings import Settings
+from rtdgan.index.catalog.base import ProductMeta
+from rtdgan.service.errors import ApiError, error_responses
+from rtdgan.service.routes.deps import CatalogDep, ProductIdPath, SettingsDep, check_product_id, image_url
+from rtdgan.service.settings import Settings
 
 router = APIRouter(tags=["products"])
 

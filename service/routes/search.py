@@ -16,11 +16,11 @@ import anyio
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from pydantic import BaseModel
 
-from index.images import to_png_bytes
-from service.batching import DeadlineExceeded, check_capacity, deadline_in, stage_deadline
-from service.errors import error_responses, unavailable
-from service.middleware import body_received_at
-from service.routes.deps import (
+from rtdgan.index.images import to_png_bytes
+from rtdgan.service.batching import DeadlineExceeded, check_capacity, deadline_in, stage_deadline
+from rtdgan.service.errors import error_responses, unavailable
+from rtdgan.service.middleware import body_received_at
+from rtdgan.service.routes.deps import (
     DecodeLimiterDep,
     EngineDep,
     SettingsDep,
@@ -29,7 +29,7 @@ from service.routes.deps import (
     read_upload,
     strict_form,
 )
-from service.settings import Settings
+from rtdgan.service.settings import Settings
 
 MAX_LISTED_CATEGORIES = 50
 

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from index.onnx import sha256_file
+from rtdgan.index.files import sha256_file
 
 TINY_SIZE = 32  # S of the tiny artifacts
 TINY_DIM = 48  # 3 channels x 4 x 4 pooled cells

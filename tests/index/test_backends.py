@@ -13,10 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import backends as B
-from index.errors import UserError
-from index.onnx import OnnxEmbedder, OnnxGenerator, OnnxHead
-from index.parity import CheckConfig, check_backend, load_images, parity_path, require_parity, run_check
+from rtdgan.index.errors import UserError
+from rtdgan.index.parity import (
+    CheckConfig,
+    check_backend,
+    load_images,
+    parity_path,
+    require_parity,
+    run_check,
+)
+from rtdgan.index.runtime import backends as B
+from rtdgan.index.runtime.onnx import OnnxEmbedder, OnnxGenerator, OnnxHead
 from tests.service.conftest import Tiny, make_artifacts, make_head, make_world
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is the [cpu] extra's optional backend")
@@ -163,11 +170,11 @@ def test_check_backend_cli_bad_backend_is_one_line(world: Tiny) -> None:
     for args in (["check-backend", "--artifacts", str(world.artifacts), "--backend", "tensorflow"],
                  ["index", "build", "--artifacts", str(world.artifacts), "--catalog", str(world.products),
                   "--out", "/nonexistent/out", "--backend", "tensorflow"]):
-        result = subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True,
+        result = subprocess.run([sys.executable, "-m", "rtdgan.service.cli", *args], capture_output=True, text=True,
                                 timeout=120)
         assert result.returncode == 2, result.stderr
         assert "unknown backend 'tensorflow'" in result.stderr and "Traceback" not in result.stderr
         assert result.stderr.strip().splitlines()[-1].startswith("rtd ")  # config line, then the one error line
-    result = subprocess.run([sys.executable, "-m", "service.cli", "check-backend", "--artifacts",
+    result = subprocess.run([sys.executable, "-m", "rtdgan.service.cli", "check-backend", "--artifacts",
                              str(world.artifacts)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "pass --photos" in result.stderr  # the tiny model.json names no data

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index.build import build_index, scan_catalog
-from index.catalog import Catalog, read_manifest
-from index.errors import UserError
-from index.images import preprocess
-from index.index_cli import add_arguments_build, run_build
-from index.onnx import OnnxEmbedder, sha256_file
+from rtdgan.index.build import build_index, scan_catalog
+from rtdgan.index.catalog.engines import read_manifest
+from rtdgan.index.catalog.file import Catalog
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import sha256_file
+from rtdgan.index.images import preprocess
+from rtdgan.index.index_cli import add_arguments_build, run_build
+from rtdgan.index.runtime.onnx import OnnxEmbedder
 from tests.index.conftest import TINY_DIM, TINY_SIZE, write_artifacts
 
 
@@ -177,10 +179,11 @@ def test_cli_build(artifacts: Path, lookbook: Path, tmp_path: Path, capsys: pyte
 def test_onnx_session_helpers(artifacts: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from onnx import TensorProto, helper, save
 
-    from index.onnx import CPU, OnnxGenerator, default_providers, make_session
+    from rtdgan.index.runtime.backends import CPU, default_providers, make_session
+    from rtdgan.index.runtime.onnx import OnnxGenerator
 
     assert default_providers()[-1] == CPU  # CUDA first only where onnxruntime-gpu has it
-    with caplog.at_level("INFO", logger="index.onnx"):
+    with caplog.at_level("INFO", logger="rtdgan.index.runtime.backends"):
         session = make_session(artifacts / "embedder.onnx", providers=[CPU], threads=1)
     assert session.get_providers() == [CPU] and "CPUExecutionProvider" in caplog.text
     with pytest.raises(UserError, match="not found"):

@@ -14,8 +14,10 @@ import faiss
 import numpy as np
 import pytest
 
-from index.catalog import CRASH_ENV, KINDS, Catalog, ProductMeta, read_manifest, write_faiss, write_sqlite
-from index.errors import UserError
+from rtdgan.index.catalog.base import ProductMeta
+from rtdgan.index.catalog.engines import read_manifest
+from rtdgan.index.catalog.file import CRASH_ENV, KINDS, Catalog, write_faiss, write_sqlite
+from rtdgan.index.errors import UserError
 from tests.index.conftest import unit_vectors
 
 faiss.omp_set_num_threads(1)
@@ -219,7 +221,8 @@ def test_open_refuses_another_embedder_and_non_index_folders(tmp_path: Path) -> 
 SAVE_IN_CHILD = textwrap.dedent("""
     import sys
     import numpy as np
-    from index.catalog import Catalog, ProductMeta
+    from rtdgan.index.catalog.file import Catalog
+    from rtdgan.index.catalog.base import ProductMeta
     catalog = Catalog.open(sys.argv[1])
     vectors = np.load(sys.argv[2])
     catalog.remove(["p0", "p1"])

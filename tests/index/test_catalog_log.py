@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.catalog import KINDS, Catalog, ProductMeta, StaleCatalog, compact, read_manifest
+from rtdgan.index.catalog.base import ProductMeta
+from rtdgan.index.catalog.engines import read_manifest
+from rtdgan.index.catalog.file import KINDS, Catalog, StaleCatalog, compact
 from tests.index.conftest import unit_vectors
 
 DIM = 8
@@ -105,7 +107,8 @@ WRITER = textwrap.dedent("""
     import sys
     import numpy as np
     from pathlib import Path
-    from index.catalog import Catalog, ProductMeta
+    from rtdgan.index.catalog.file import Catalog
+    from rtdgan.index.catalog.base import ProductMeta
     folder, name, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     catalog = Catalog.open(folder)
     rng = np.random.default_rng(abs(hash(name)) % 1000)

@@ -10,8 +10,8 @@ from typing import Literal
 
 import pytest
 
-from index.configs import add_arguments, from_args, opt, to_json_dict
-from index.errors import UserError
+from rtdgan.index.configs import add_arguments, from_args, opt, to_json_dict
+from rtdgan.index.errors import UserError
 
 
 @dataclass(frozen=True)

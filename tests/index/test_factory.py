@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import factory as factories
-from index.build import build_index
-from index.catalog import Catalog, ProductMeta, read_manifest
-from index.errors import UserError
-from index.index_cli import add_arguments_build, run_build
+from rtdgan.index.build import build_index
+from rtdgan.index.catalog import factory as factories
+from rtdgan.index.catalog.base import ProductMeta
+from rtdgan.index.catalog.engines import read_manifest
+from rtdgan.index.catalog.file import Catalog
+from rtdgan.index.errors import UserError
+from rtdgan.index.index_cli import add_arguments_build, run_build
 
 DIM = 16
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index.errors import ImageError
-from index.images import decode_image, letterbox, preprocess, to_array, to_image, to_png_bytes
+from rtdgan.index.errors import ImageError
+from rtdgan.index.images import decode_image, letterbox, preprocess, to_array, to_image, to_png_bytes
 
 
 def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -120,7 +120,7 @@ def test_round_trip_to_png() -> None:
 
 
 def test_preprocessing_module_does_not_import_torch() -> None:
-    code = "import sys, index.images, index.errors; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, rtdgan.index.images, rtdgan.index.errors; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index import backends as B
-from index.errors import UserError
-from index.onnx import OnnxEmbedder, sha256_file
-from index.parity import CheckConfig, parity_path, require_parity, run_check
-from index.quantize import INT8_JSON, int8_graph
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import sha256_file
+from rtdgan.index.parity import CheckConfig, parity_path, require_parity, run_check
+from rtdgan.index.runtime import backends as B
+from rtdgan.index.runtime.onnx import OnnxEmbedder
+from rtdgan.index.runtime.quantize import INT8_JSON, int8_graph
+from rtdgan.training.quantize import QuantizeConfig, quantize
 from tests.service.conftest import Tiny, make_head, make_world
-from training.quantize import QuantizeConfig, quantize
 
 pytest.importorskip("openvino", reason="int8 runs on OpenVINO, the [cpu] extra's optional backend")
 pytest.importorskip("nncf", reason="`rtd quantize` needs nncf (the [train] extra)")
@@ -111,7 +112,7 @@ def test_bad_inputs_are_one_line_errors(world: Tiny, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="for int8 use --backend openvino"):
         B.make_backend("onnxruntime", "int8")
     (tmp_path / "empty").mkdir()
-    result = subprocess.run([sys.executable, "-m", "service.cli", "quantize", "--artifacts", str(world.artifacts),
+    result = subprocess.run([sys.executable, "-m", "rtdgan.service.cli", "quantize", "--artifacts", str(world.artifacts),
                              "--data", str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("rtd quantize: error: calibration folder not found")

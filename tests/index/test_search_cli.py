@@ -17,10 +17,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from index import index_cli, search_cli
-from index.errors import UserError
-from index.onnx import sha256_file
-from index.pipeline import Pipeline
+from rtdgan.index import index_cli, search_cli
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import sha256_file
+from rtdgan.index.pipeline import Pipeline
 from tests.helpers import make_lookbook
 
 SIZE = 32  # conftest.TINY_SIZE

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from models.pix2pix import PatchDiscriminator, Pix2PixConfig, UNetGenerator
-from models.pldt import PLDTConfig, PLDTConverter, PLDTDomainDiscriminator, PLDTRealFakeDiscriminator
+from rtdgan.models.pix2pix import PatchDiscriminator, Pix2PixConfig, UNetGenerator
+from rtdgan.models.pldt import PLDTConfig, PLDTConverter, PLDTDomainDiscriminator, PLDTRealFakeDiscriminator
 
 # ---- pix2pix -------------------------------------------------------------------------------------------
 

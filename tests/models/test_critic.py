@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.critic import ConditionalPatchCritic, CriticConfig
-from models.generator import GeneratorConfig, ProgressiveGenerator
+from rtdgan.models.critic import ConditionalPatchCritic, CriticConfig
+from rtdgan.models.generator import GeneratorConfig, ProgressiveGenerator
 
 
 @pytest.mark.parametrize("size", [8, 16, 32, 64])

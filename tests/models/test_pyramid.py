@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.pyramid import blur_5tap, gaussian_pyramid, stage_target
+from rtdgan.models.pyramid import blur_5tap, gaussian_pyramid, stage_target
 
 
 def test_level_shapes_halve() -> None:

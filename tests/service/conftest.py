@@ -30,10 +30,10 @@ import uvicorn
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from index.build import build_index
-from service.app import create_app
-from service.middleware import uvicorn_options
-from service.settings import Settings
+from rtdgan.index.build import build_index
+from rtdgan.service.app import create_app
+from rtdgan.service.middleware import uvicorn_options
+from rtdgan.service.settings import Settings
 from tests.helpers import random_picture
 
 with warnings.catch_warnings():  # Starlette's note that its TestClient will move from httpx to httpx2
@@ -186,7 +186,7 @@ class Tiny:
 
 
 def make_world(root: Path, products: int = 10, seed: int = 0) -> Tiny:
-    """Artifacts, catalog images (PNG, 32 px), an index built by `index.build`, and demo samples."""
+    """Artifacts, catalog images (PNG, 32 px), an index built by `rtdgan.index.build`, and demo samples."""
     rng = np.random.default_rng(seed)
     artifacts = make_artifacts(root / "artifacts")
     images = root / "catalog"

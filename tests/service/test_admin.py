@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index.catalog import Catalog
+from rtdgan.index.catalog.file import Catalog
 from tests.helpers import random_picture
 from tests.service.conftest import Tiny, free_port, png_bytes, running_client, settings_for, swap_red_blue
 
@@ -137,7 +137,7 @@ def test_an_acknowledged_add_survives_a_crash(tiny: Tiny, index_copy: Path, tmp_
     env = os.environ | {"RTD_ADMIN_KEY": KEY, "RTD_PROVIDERS": "CPUExecutionProvider", "RTD_THREADS": "1"}
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "service.serve_cli", "--artifacts", str(tiny.artifacts), "--index", str(index_copy),
+        [sys.executable, "-m", "rtdgan.service.serve_cli", "--artifacts", str(tiny.artifacts), "--index", str(index_copy),
          "--port", str(port), "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "server.log").open("w"))
     base = f"http://127.0.0.1:{port}"

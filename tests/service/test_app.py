@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from index.images import preprocess
-from service.settings import Settings
+from rtdgan.index.images import preprocess
+from rtdgan.service.settings import Settings
 from tests.service.conftest import SIZE, Tiny, running_client, settings_for
 
 
@@ -127,14 +127,14 @@ def test_unhandled_error_is_500_without_traceback(client: TestClient, tiny: Tiny
 
 
 def test_request_id_echoed_generated_and_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="service.access"):
+    with caplog.at_level(logging.INFO, logger="rtdgan.service.access"):
         given = client.get("/health/live", headers={"X-Request-ID": "abc-123"})
         fresh = client.get("/health/live")
         hostile = client.get("/health/live", headers={"X-Request-ID": "bad id\twith spaces"})
     assert given.headers["x-request-id"] == "abc-123"
     assert len(fresh.headers["x-request-id"]) == 32
     assert hostile.headers["x-request-id"] != "bad id\twith spaces"  # never echo unsafe text into logs
-    ids = {getattr(r, "request_id", None) for r in caplog.records if r.name == "service.access"}
+    ids = {getattr(r, "request_id", None) for r in caplog.records if r.name == "rtdgan.service.access"}
     assert {"abc-123", fresh.headers["x-request-id"]} <= ids
 
 
@@ -209,9 +209,9 @@ def test_service_never_imports_torch(tiny: Tiny) -> None:
     code = textwrap.dedent(f"""
         import sys, json
         from fastapi.testclient import TestClient
-        from service.app import create_app
-        from service.serve_cli import build_settings
-        from service.settings import Settings
+        from rtdgan.service.app import create_app
+        from rtdgan.service.serve_cli import build_settings
+        from rtdgan.service.settings import Settings
         s = Settings(artifacts={str(tiny.artifacts)!r}, index={str(tiny.index)!r}, providers=["CPUExecutionProvider"])
         with TestClient(create_app(s)) as c:
             import time

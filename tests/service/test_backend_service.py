@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from index import backends as B
-from index.parity import CheckConfig, check_backend, load_images, run_check
+from rtdgan.index.parity import CheckConfig, check_backend, load_images, run_check
+from rtdgan.index.runtime import backends as B
 from tests.index.test_backends import noisy_kind
 from tests.service.conftest import SIZE, Tiny, free_port, running_client, settings_for, wait_http_ready
 
@@ -23,7 +23,7 @@ pytest.importorskip("openvino", reason="OpenVINO is the [cpu] extra's optional b
 
 
 def serve_cmd(artifacts: Path, tiny: Tiny, port: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "service.serve_cli", "--artifacts", str(artifacts), "--index", str(tiny.index),
+    return [sys.executable, "-m", "rtdgan.service.serve_cli", "--artifacts", str(artifacts), "--index", str(tiny.index),
             "--port", str(port), *extra]
 
 

@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from index.onnx import OnnxGenerator, OnnxModel
-from service.batching import (
+from rtdgan.index.runtime.onnx import OnnxGenerator, OnnxModel
+from rtdgan.service.batching import (
     DeadlineExceeded,
     MicroBatcher,
     QueueFull,
@@ -22,7 +22,7 @@ from service.batching import (
     deadline_in,
     stage_deadline,
 )
-from service.metrics import Metrics
+from rtdgan.service.metrics import Metrics
 from tests.service.conftest import Tiny, settings_for, uvicorn_server
 
 

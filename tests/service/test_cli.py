@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from service.cli import COMMANDS, EVAL_EXTRA, TRAIN_EXTRA
+from rtdgan.service.cli import COMMANDS, EVAL_EXTRA, TRAIN_EXTRA
 from tests.helpers import make_lookbook
 
 ROOT = Path(__file__).resolve().parents[2]
 # `rtd` as the service image has it: torch, training/ and models/ cannot be imported (a meta-path finder
-# answers ModuleNotFoundError, as an absent package does), then service.cli.main runs on the arguments.
+# answers ModuleNotFoundError, as an absent package does), then rtdgan.service.cli.main runs on the arguments.
 WITHOUT_TRAINING = """
 import sys
 BLOCKED = {"torch", "torchvision", "training", "models"}
@@ -25,7 +25,7 @@ class Block:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 sys.meta_path.insert(0, Block())
-from service.cli import main
+from rtdgan.service.cli import main
 code = main(sys.argv[1:])
 assert not any(name.split(".")[0] in BLOCKED for name in sys.modules), "a blocked module slipped in"
 sys.exit(code)
@@ -33,7 +33,7 @@ sys.exit(code)
 
 
 def rtd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "rtdgan.service.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def rtd_without_training(*args: str) -> subprocess.CompletedProcess[str]:
@@ -60,7 +60,7 @@ def test_help_imports_no_subcommand_module() -> None:
     probe = ("import sys\nfrom service import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
              "print(sorted({c.module for c in cli.COMMANDS} & set(sys.modules)), sorted(m for m in sys.modules "
              "if m.split('.')[0] in ('torch', 'faiss', 'training', 'models')))")
-    for args, modules in ((["--help"], "[]"), (["serve", "--help"], "['service.serve_cli']")):
+    for args, modules in ((["--help"], "[]"), (["serve", "--help"], "['rtdgan.service.serve_cli']")):
         result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120,
                                 cwd=ROOT)
         assert result.returncode == 0, result.stderr
@@ -78,7 +78,7 @@ def test_every_table_entry_has_its_functions() -> None:
     import importlib
 
     for command in COMMANDS:
-        if command.module == "training.data_cli" and not (ROOT / "training" / "data_cli.py").is_file():
+        if command.module == "rtdgan.training.data_cli" and not (ROOT / "training" / "data_cli.py").is_file():
             continue  # being written (issue #12); the CLI answers with an internal error until then
         module = importlib.import_module(command.module)
         assert callable(getattr(module, command.add)) and callable(getattr(module, command.run)), command

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index.artifacts import read_artifacts
-from index.crop import CROP_SOURCE_SIDE, Cropper, read_crop, square_box, unletterbox
-from index.errors import UserError
-from index.images import letterbox, to_array
-from index.pipeline import Pipeline
+from rtdgan.index.errors import UserError
+from rtdgan.index.images import letterbox, to_array
+from rtdgan.index.pipeline import Pipeline
+from rtdgan.index.runtime.artifacts import read_artifacts
+from rtdgan.index.runtime.crop import CROP_SOURCE_SIDE, Cropper, read_crop, square_box, unletterbox
 from tests.service.conftest import Tiny, make_crop, make_world, png_bytes, running_client, settings_for
 
 BOX = (0.25, 0.125, 0.5, 0.875)  # make_crop's answer: a standing person left of centre

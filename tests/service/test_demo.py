@@ -15,19 +15,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index.artifacts import read_artifacts
-from index.catalog import Catalog, ProductMeta
-from index.crop import CROP_JSON, read_crop
-from index.head import HEAD_JSON
-from index.onnx import sha256_file
-from index.pipeline import Pipeline
-from service import cli
-from service.settings import Settings
-from tests.service.conftest import running_client, uvicorn_server
-from tests.service.test_demo_page import CHROMIUM, run_chromium
-from training.checkpoint import load_checkpoint
-from training.data import load_records
-from training.demo import (
+from rtdgan.index.catalog.base import ProductMeta
+from rtdgan.index.catalog.file import Catalog
+from rtdgan.index.files import sha256_file
+from rtdgan.index.pipeline import Pipeline
+from rtdgan.index.runtime.artifacts import read_artifacts
+from rtdgan.index.runtime.crop import CROP_JSON, read_crop
+from rtdgan.index.runtime.head import HEAD_JSON
+from rtdgan.service import cli
+from rtdgan.service.settings import Settings
+from rtdgan.training.checkpoint import load_checkpoint
+from rtdgan.training.data import load_records
+from rtdgan.training.demo import (
     CROP_RECIPE,
     HEAD_RECIPE,
     DemoConfig,
@@ -36,6 +35,8 @@ from training.demo import (
     recipe,
     run_demo,
 )
+from tests.service.conftest import running_client, uvicorn_server
+from tests.service.test_demo_page import CHROMIUM, run_chromium
 
 HEAD_ROWS = {"head fused", "frozen generated", "frozen photo"}
 

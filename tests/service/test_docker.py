@@ -156,6 +156,6 @@ def test_compose_milvus_profile_runs_the_api_on_milvus_standalone(tmp_path: Path
     assert job["command"][-2:] == ["--out", "milvus://milvus-standalone:19530/products"]
     # The image the API runs has the Milvus client (the `milvus` extra) and the location parses as a server.
     assert '".[gpu,milvus]"' in SERVICE
-    from index.catalogs import parse_location
+    from rtdgan.index.catalog.base import parse_location
 
     assert parse_location(api["environment"]["RTD_INDEX"]).uri == "http://milvus-standalone:19530"

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.artifacts import read_artifacts
-from index.build import build_index
-from index.catalog import read_manifest
-from index.errors import UserError
-from index.head import read_head
-from index.pipeline import Pipeline
+from rtdgan.index.build import build_index
+from rtdgan.index.catalog.engines import read_manifest
+from rtdgan.index.errors import UserError
+from rtdgan.index.pipeline import Pipeline
+from rtdgan.index.runtime.artifacts import read_artifacts
+from rtdgan.index.runtime.head import read_head
 from tests.helpers import random_picture
 from tests.service.conftest import Tiny, make_head, make_world, png_bytes, running_client, settings_for
 from tests.service.conftest import swap_red_blue as swap

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from index.errors import UserError
-from service import serve_cli
-from service.middleware import request_id_var
+from rtdgan.index.errors import UserError
+from rtdgan.service import serve_cli
+from rtdgan.service.middleware import request_id_var
 from tests.service.conftest import Tiny, free_port, wait_http_ready
 
 
@@ -74,7 +74,7 @@ def test_a_real_server_logs_json_lines(tiny: Tiny, tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     env = os.environ | {"RTD_LOG_FORMAT": "json", "RTD_PROVIDERS": "CPUExecutionProvider", "RTD_THREADS": "1"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "service.serve_cli", "--artifacts", str(tiny.artifacts), "--index", str(tiny.index),
+        [sys.executable, "-m", "rtdgan.service.serve_cli", "--artifacts", str(tiny.artifacts), "--index", str(tiny.index),
          "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     base = f"http://127.0.0.1:{port}"
     try:

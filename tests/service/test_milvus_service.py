@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from index.build import build_index
+from rtdgan.index.build import build_index
 from tests.service.conftest import (
     Tiny,
     free_port,
@@ -54,7 +54,7 @@ def test_an_add_through_one_process_is_searchable_through_another(tiny: Tiny, mi
     port = free_port()
     log = tmp_path / "server.log"
     server = subprocess.Popen(
-        [sys.executable, "-m", "service.serve_cli", "--artifacts", str(tiny.artifacts), "--index", location,
+        [sys.executable, "-m", "rtdgan.service.serve_cli", "--artifacts", str(tiny.artifacts), "--index", location,
          "--port", str(port), "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     base = f"http://127.0.0.1:{port}"
     try:
@@ -83,7 +83,7 @@ def test_an_add_through_one_process_is_searchable_through_another(tiny: Tiny, mi
 
 
 def test_serve_refuses_an_unreachable_milvus_in_one_line(tiny: Tiny) -> None:
-    result = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--artifacts", str(tiny.artifacts),
+    result = subprocess.run([sys.executable, "-m", "rtdgan.service.cli", "serve", "--artifacts", str(tiny.artifacts),
                              "--index", "milvus://127.0.0.1:1/shop"], capture_output=True, text=True, timeout=60,
                             env=os.environ | {"RTD_PROVIDERS": "CPUExecutionProvider"})
     assert result.returncode == 2, result.stderr

@@ -92,13 +92,13 @@ def exported_artifacts(folder: Path, size: int = 32) -> Path | None:
         import torch
         from torch import nn
 
-        from models.embedders import Embedder, EmbedderInfo
-        from models.generator import GeneratorConfig, ProgressiveGenerator
-        from training.export import export_generator
-        from training.export_embedder import export_embedder
+        from rtdgan.models.embedders import Embedder, EmbedderInfo
+        from rtdgan.models.generator import GeneratorConfig, ProgressiveGenerator
+        from rtdgan.training.export import export_generator
+        from rtdgan.training.export_embedder import export_embedder
     except ImportError:
         return None
-    from index.onnx import sha256_file
+    from rtdgan.index.files import sha256_file
 
     folder.mkdir(parents=True)
     torch.manual_seed(0)
@@ -141,7 +141,7 @@ def serving(venv: Path, app: Path, artifacts: Path, index: Path, log: Path) -> I
 def test_the_service_runs_on_its_minimum_versions(tmp_path: Path) -> None:
     venv, app = install_minimums(tmp_path)
     world: Tiny = make_world(tmp_path / "world")
-    result = _run(venv, "python", "-c", "import service.app, sys; assert 'torch' not in sys.modules", cwd=app)
+    result = _run(venv, "python", "-c", "import rtdgan.service.app, sys; assert 'torch' not in sys.modules", cwd=app)
     assert result.returncode == 0, result.stderr
 
     built = _run(venv, "rtd", "index", "build", "--artifacts", str(world.artifacts), "--catalog",

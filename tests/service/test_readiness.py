@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from service.engine import Engine
+from rtdgan.service.engine import Engine
 from tests.service.conftest import Tiny, make_artifacts, running_client, settings_for, wait_ready
 
 

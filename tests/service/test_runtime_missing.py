@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import RUNTIME_EXTRA
+from rtdgan.service.cli import RUNTIME_EXTRA
 
 ROOT = Path(__file__).resolve().parents[2]
-NO_RUNTIME = "import sys; sys.modules['onnxruntime'] = None; from service.cli import main; sys.exit(main(sys.argv[1:]))"
+NO_RUNTIME = "import sys; sys.modules['onnxruntime'] = None; from rtdgan.service.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 @pytest.mark.parametrize("argv", [["serve", "--artifacts", "a", "--index", "i"],

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from index.errors import UserError
-from service import serve_cli
+from rtdgan.index.errors import UserError
+from rtdgan.service import serve_cli
 from tests.service.conftest import Tiny, free_port, wait_http_ready
 
 
@@ -47,7 +47,7 @@ def test_bad_folders_fail_before_serving(tiny: Tiny, tmp_path: Path) -> None:
         serve_cli.run(parse("--artifacts", str(tiny.artifacts), "--index", str(tmp_path)))
     with pytest.raises(UserError, match="--port"):
         serve_cli.run(parse("--artifacts", str(tiny.artifacts), "--index", str(tiny.index), "--port", "70000"))
-    result = subprocess.run([sys.executable, "-m", "service.serve_cli", "--artifacts", str(tmp_path), "--index",
+    result = subprocess.run([sys.executable, "-m", "rtdgan.service.serve_cli", "--artifacts", str(tmp_path), "--index",
                              str(tiny.index)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "no model.json" in result.stderr
@@ -59,7 +59,7 @@ def test_serve_runs_a_real_server_with_request_ids_in_the_log(tiny: Tiny, tmp_pa
     log = tmp_path / "server.log"
     env = os.environ | {"RTD_ADMIN_KEY": "do-not-print-me", "RTD_PROVIDERS": "CPUExecutionProvider"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "service.serve_cli", "--artifacts", str(tiny.artifacts), "--index", str(tiny.index),
+        [sys.executable, "-m", "rtdgan.service.serve_cli", "--artifacts", str(tiny.artifacts), "--index", str(tiny.index),
          "--port", str(port), "--demo-samples", str(tiny.samples)], env=env, stdout=subprocess.DEVNULL,
         stderr=log.open("w"))
     base = f"http://127.0.0.1:{port}"

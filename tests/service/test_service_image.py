@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import TRAIN_EXTRA
+from rtdgan.service.cli import TRAIN_EXTRA
 from tests.service.conftest import free_port, make_world
 from tests.service.test_docker import instructions
 

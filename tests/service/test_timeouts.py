@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 
-from index.onnx import OnnxGenerator, OnnxModel
+from rtdgan.index.runtime.onnx import OnnxGenerator, OnnxModel
 from tests.service.conftest import Tiny, running_client, settings_for, uvicorn_server
 
 MIB = 1 << 20

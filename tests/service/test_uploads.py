@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from index.images import preprocess
+from rtdgan.index.images import preprocess
 from tests.service.conftest import SIZE, Tiny, running_client, settings_for, uvicorn_server
 
 

@@ -31,7 +31,7 @@ def tiny_lookbook(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def train_parser() -> argparse.ArgumentParser:
     """The `rtd train` flags, as service/cli.py builds them."""
-    from training import train_cli
+    from rtdgan.training import train_cli
 
     parser = argparse.ArgumentParser()
     train_cli.add_arguments(parser)

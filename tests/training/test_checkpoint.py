@@ -9,11 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from index.errors import UserError
-from models.critic import ConditionalPatchCritic, CriticConfig
-from models.generator import GeneratorConfig, ProgressiveGenerator
-from training.checkpoint import capture_rng, code_version, load_checkpoint, restore_rng, save_checkpoint
-from training.losses import critic_loss
+from rtdgan.index.errors import UserError
+from rtdgan.models.critic import ConditionalPatchCritic, CriticConfig
+from rtdgan.models.generator import GeneratorConfig, ProgressiveGenerator
+from rtdgan.training.checkpoint import (
+    capture_rng,
+    code_version,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from rtdgan.training.losses import critic_loss
 
 
 def draws() -> tuple[float, float, list[float]]:

@@ -12,20 +12,20 @@ import numpy as np
 import pytest
 import torch
 
-from index import configs
-from index.artifacts import read_artifacts
-from index.crop import read_crop
-from index.errors import UserError
-from index.onnx import OnnxModel
-from index.pipeline import Pipeline
-from models.cropper import CropperConfig, PersonCropper
+from rtdgan.index import configs
+from rtdgan.index.errors import UserError
+from rtdgan.index.pipeline import Pipeline
+from rtdgan.index.runtime.artifacts import read_artifacts
+from rtdgan.index.runtime.crop import read_crop
+from rtdgan.index.runtime.onnx import OnnxModel
+from rtdgan.models.cropper import CropperConfig, PersonCropper
+from rtdgan.training import crop as C
+from rtdgan.training import crop_cli
+from rtdgan.training import head as H
+from rtdgan.training.data import load_records
+from rtdgan.training.synth import BOX_COLUMNS, BOXES_CSV, SynthConfig, photo_person_box, synthesize
 from tests.service.conftest import make_crop
 from tests.training.test_head import make_artifacts
-from training import crop as C
-from training import crop_cli
-from training import head as H
-from training.data import load_records
-from training.synth import BOX_COLUMNS, BOXES_CSV, SynthConfig, photo_person_box, synthesize
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from index.errors import UserError
-from index.images import preprocess
+from rtdgan.index.errors import UserError
+from rtdgan.index.images import preprocess
+from rtdgan.training.data import load_records
+from rtdgan.training.dataset import PairDataset
 from tests.helpers import make_lookbook
-from training.data import load_records
-from training.dataset import PairDataset
 
 
 def test_lookbook_layout(lookbook: Path) -> None:
@@ -71,7 +71,7 @@ def test_bad_data_folders(tmp_path: Path, case: str) -> None:
 
 
 def test_pair_dataset_matches_the_service_preprocessing(lookbook: Path) -> None:
-    """Training and the service must see identical arrays: both go through index.images.preprocess."""
+    """Training and the service must see identical arrays: both go through rtdgan.index.images.preprocess."""
     records = load_records(lookbook).records
     for preload in (False, True):
         ds = PairDataset(records, 24, preload=preload)

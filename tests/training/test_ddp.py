@@ -30,8 +30,8 @@ def _worker(rank: int, port: int, data: str, root: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    import training.train as train_module
-    from training.train import TrainConfig
+    import rtdgan.training.train as train_module
+    from rtdgan.training.train import TrainConfig
 
     captured = {}
     build_nets = train_module.build_nets

@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index.errors import UserError
-from index.images import preprocess
-from index.onnx import OnnxGenerator
-from index.pipeline import Pipeline
+from rtdgan.index.errors import UserError
+from rtdgan.index.images import preprocess
+from rtdgan.index.pipeline import Pipeline
+from rtdgan.index.runtime.onnx import OnnxGenerator
+from rtdgan.training import eval_cli
+from rtdgan.training.data import ProductRecord, load_split, write_split
+from rtdgan.training.evaluate import EvalConfig, compare_reports, evaluate
+from rtdgan.training.metrics import true_ranks
 from tests.helpers import random_picture
 from tests.service.conftest import make_artifacts, make_head, swap_red_blue
-from training import eval_cli
-from training.data import ProductRecord, load_split, write_split
-from training.evaluate import EvalConfig, compare_reports, evaluate
-from training.metrics import true_ranks
 
 CATEGORIES = ("dress", "top")
 GEN = "tiny-channel-swap"  # the generator's architecture, named as written (not in training/registry.py)

@@ -22,15 +22,15 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from index.build import build_index
-from index.errors import UserError
-from index.images import preprocess
-from index.onnx import sha256_file
+from rtdgan.index.build import build_index
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import sha256_file
+from rtdgan.index.images import preprocess
+from rtdgan.training import eval_cli
+from rtdgan.training.data import load_records, write_split
+from rtdgan.training.evaluate import EvalConfig, compare_reports, evaluate
 from tests.helpers import make_lookbook
 from tests.service.conftest import make_crop
-from training import eval_cli
-from training.data import load_records, write_split
-from training.evaluate import EvalConfig, compare_reports, evaluate
 
 SIZE = 32
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,8 +251,8 @@ def test_cli_eval_and_compare(testset: tuple[Path, Path], tmp_path: Path, capsys
 
 def test_cli_modules_do_not_import_torch() -> None:
     code = ("import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
-            "import training.eval_cli, training.export_cli, training.evaluate, index.search_cli\n"
-            "import argparse; p = argparse.ArgumentParser(); training.export_cli.add_arguments(p)\n"
+            "import rtdgan.training.eval_cli, rtdgan.training.export_cli, rtdgan.training.evaluate, rtdgan.index.search_cli\n"
+            "import argparse; p = argparse.ArgumentParser(); rtdgan.training.export_cli.add_arguments(p)\n"
             "print('ok')")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -265,7 +265,7 @@ class NoTorch:  # any import of torch or torchvision fails, as where PyTorch is 
         if name.split(".")[0] in ("torch", "torchvision"):
             raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
 sys.meta_path.insert(0, NoTorch())
-from service.cli import main
+from rtdgan.service.cli import main
 code = main(sys.argv[1:])
 assert not any(m.split(".")[0] in ("torch", "torchvision") for m in sys.modules), "torch was imported"
 sys.exit(code)

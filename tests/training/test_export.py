@@ -24,19 +24,19 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from index.artifacts import read_artifacts, read_model_json
-from index.backends import make_backend
-from index.errors import UserError
-from index.onnx import CPU, OnnxEmbedder, OnnxGenerator, sha256_file
-from index.parity import require_parity
-from models.embedders import Embedder, EmbedderInfo, at_input_size
-from models.pyramid import pyramid_down
-from service import cli
-from tests.helpers import make_lookbook
-from training import export as export_module
-from training import export_cli
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.export import (
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import sha256_file
+from rtdgan.index.parity import require_parity
+from rtdgan.index.runtime.artifacts import read_artifacts, read_model_json
+from rtdgan.index.runtime.backends import CPU, make_backend
+from rtdgan.index.runtime.onnx import OnnxEmbedder, OnnxGenerator
+from rtdgan.models.embedders import Embedder, EmbedderInfo, at_input_size
+from rtdgan.models.pyramid import pyramid_down
+from rtdgan.service import cli
+from rtdgan.training import export as export_module
+from rtdgan.training import export_cli
+from rtdgan.training.checkpoint import load_checkpoint, save_checkpoint
+from rtdgan.training.export import (
     KEEP_VERSIONS,
     MAX_PARITY_ABS_ERROR,
     ExportConfig,
@@ -44,8 +44,9 @@ from training.export import (
     export_run,
     load_generator,
 )
-from training.split import SplitConfig, make_split
-from training.train import TrainConfig, train
+from rtdgan.training.split import SplitConfig, make_split
+from rtdgan.training.train import TrainConfig, train
+from tests.helpers import make_lookbook
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,7 +89,7 @@ def test_each_architecture_exports_with_parity(runs: dict[str, Path], tmp_path: 
     assert g["training_steps"] > 0 and g["onnx_sha256"] == sha256_file(version / "generator.onnx")
     assert doc["embedder"]["onnx_sha256"] == sha256_file(version / "embedder.onnx")
     assert doc["preprocessing"] == {"size": size, "letterbox": "white", "range": [-1.0, 1.0],
-                                    "function": "index.images.preprocess"}
+                                    "function": "rtdgan.index.images.preprocess"}
     parity = doc["metrics"]["export_parity"]
     assert parity["generator_max_abs_error"] < MAX_PARITY_ABS_ERROR
     assert parity["generator_batch_max_abs_error"] < MAX_PARITY_ABS_ERROR
@@ -333,9 +334,9 @@ import json, sys
 sys.modules["torch"] = None
 from collections.abc import Callable
 from pathlib import Path
-from index.build import build_index
-from index.pipeline import Pipeline
-from training.evaluate import EvalConfig, evaluate
+from rtdgan.index.build import build_index
+from rtdgan.index.pipeline import Pipeline
+from rtdgan.training.evaluate import EvalConfig, evaluate
 art, data, split, out = map(Path, sys.argv[1:5])
 build_index(art, data, out / "index")
 pipeline = Pipeline.open(art, out / "index")

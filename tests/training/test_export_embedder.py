@@ -12,14 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from index.build import build_index
-from index.catalog import Catalog
-from index.images import preprocess
-from index.onnx import sha256_file
-from models.embedders import Embedder, EmbedderInfo
-from training import export_embedder as export_module
-from training.export_embedder import export_embedder
-from training.weights import load_embedder
+from rtdgan.index.build import build_index
+from rtdgan.index.catalog.file import Catalog
+from rtdgan.index.files import sha256_file
+from rtdgan.index.images import preprocess
+from rtdgan.models.embedders import Embedder, EmbedderInfo
+from rtdgan.training import export_embedder as export_module
+from rtdgan.training.export_embedder import export_embedder
+from rtdgan.training.weights import load_embedder
 
 torch.set_num_threads(1)
 SIZE = 32
@@ -28,10 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 LOAD_WITHOUT_TORCH = """
 import sys
 import numpy as np
-from index.onnx import OnnxEmbedder
+from rtdgan.index.runtime.onnx import OnnxEmbedder
 embedder = OnnxEmbedder(sys.argv[1], threads=1)
 np.save(sys.argv[3], embedder(np.load(sys.argv[2])))
-assert "torch" not in sys.modules, "index.onnx pulled in torch"
+assert "torch" not in sys.modules, "rtdgan.index.runtime.onnx pulled in torch"
 print(embedder.size, embedder.dim, embedder.providers)
 """
 

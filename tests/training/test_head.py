@@ -16,16 +16,16 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from index.artifacts import read_artifacts
-from index.backends import make_backend
-from index.errors import UserError
-from index.head import read_head
-from index.parity import require_parity
-from models.head import HeadConfig, RetrievalHead
+from rtdgan.index.errors import UserError
+from rtdgan.index.parity import require_parity
+from rtdgan.index.runtime.artifacts import read_artifacts
+from rtdgan.index.runtime.backends import make_backend
+from rtdgan.index.runtime.head import read_head
+from rtdgan.models.head import HeadConfig, RetrievalHead
+from rtdgan.training import head as H
+from rtdgan.training import head_cli
+from rtdgan.training.data import load_records, write_split
 from tests.helpers import make_lookbook
-from training import head as H
-from training import head_cli
-from training.data import load_records, write_split
 
 SIZE, DIM = 16, 8
 

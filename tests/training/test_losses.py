@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.critic import ConditionalPatchCritic, CriticConfig
-from training.losses import (
+from rtdgan.models.critic import ConditionalPatchCritic, CriticConfig
+from rtdgan.training.losses import (
     PIX2PIX_LAMBDA_L1,
     bce,
     content_loss,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from training.metrics import bootstrap_recall, grayscale, recall_at_k, rmse, ssim, true_ranks
+from rtdgan.training.metrics import bootstrap_recall, grayscale, recall_at_k, rmse, ssim, true_ranks
 
 
 def images(rng: np.random.Generator, n: int = 3, size: int = 16) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.plots import CHANCE_COLOUR, Curve, recall_plot, report_curve
+from rtdgan.training.plots import CHANCE_COLOUR, Curve, recall_plot, report_curve
 
 KS = [1, 5, 10, 20, 60]
 ROW = {"method": "generated", "label": "rtdGAN (N=3)", "recall": {"1": 0.1, "5": 0.3, "10": 0.45, "20": 0.6, "60": 0.9},

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.generator import GeneratorConfig, ProgressiveGenerator
-from training.steps import (
+from rtdgan.models.generator import GeneratorConfig, ProgressiveGenerator
+from rtdgan.training.steps import (
     CPU_BF16_FLAGS,
     autocast,
     build_nets,
@@ -19,7 +19,7 @@ from training.steps import (
     resolve_memory_format,
     resolve_precision,
 )
-from training.train import TrainConfig, train
+from rtdgan.training.train import TrainConfig, train
 
 CPU = torch.device("cpu")
 LOSSES = ("g_adv", "g_con", "g_lap", "g_loss", "d_wasserstein", "d_gp", "d_loss")
@@ -99,8 +99,8 @@ def test_a_bf16_run_trains_and_its_losses_agree_with_fp32(tiny_lookbook: Path, t
 def test_the_losses_are_fp32_under_bf16_autocast() -> None:
     """Eq. 3's DoG and the gradient penalty take bf16 network outputs but compute in fp32: the same value as
     from fp32 copies of the inputs, where the DoG computed in bf16 is off by ~0.4 % (measured)."""
-    from models.critic import ConditionalPatchCritic, CriticConfig
-    from training.losses import critic_loss, gaussian_blur, laplacian_loss, rtdgan_generator_loss
+    from rtdgan.models.critic import ConditionalPatchCritic, CriticConfig
+    from rtdgan.training.losses import critic_loss, gaussian_blur, laplacian_loss, rtdgan_generator_loss
 
     torch.manual_seed(0)
     target = torch.rand(4, 3, 32, 32) * 2 - 1

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from training.train import TrainConfig, train
+from rtdgan.training.train import TrainConfig, train
 
 
 def test_a_tiny_run_writes_tensorboard_events_and_progress_lines(tiny_lookbook: Path, tmp_path: Path,

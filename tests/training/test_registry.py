@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from index.errors import UserError
-from training import registry, train_cli
-from training.config import TrainConfig
-from training.schedule import make_plan, schedule_at
-from training.steps import build_nets
+from rtdgan.index.errors import UserError
+from rtdgan.training import registry, train_cli
+from rtdgan.training.config import TrainConfig
+from rtdgan.training.schedule import make_plan, schedule_at
+from rtdgan.training.steps import build_nets
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = TrainConfig(data="-", out="-", stages=2, resolution=32, width=4, batch_sizes=(2, 2), device="cpu")
@@ -82,6 +82,6 @@ def test_no_module_but_the_registry_branches_on_a_model_name() -> None:
 
 
 def test_registry_and_configs_import_without_torch() -> None:
-    code = ("import sys, training.registry, training.config, training.train_cli, training.export_cli, "
-            "training.data_cli; assert 'torch' not in sys.modules")
+    code = ("import sys, rtdgan.training.registry, rtdgan.training.config, rtdgan.training.train_cli, rtdgan.training.export_cli, "
+            "rtdgan.training.data_cli; assert 'torch' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

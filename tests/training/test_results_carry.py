@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.checkpoint import cast_floats, load_checkpoint
+from rtdgan.training.checkpoint import cast_floats, load_checkpoint
 
 
 def tensors(state) -> list[torch.Tensor]:
@@ -38,7 +38,7 @@ def test_cast_floats_keeps_counters_and_bytes() -> None:
 
 def test_a_stopped_run_is_packed_then_resumed_on_an_empty_root(results, tiny_lookbook: Path, tmp_path: Path,
                                                                 monkeypatch, capsys) -> None:
-    import training.train as train_module
+    import rtdgan.training.train as train_module
 
     monkeypatch.setattr(results, "RESULTS", tmp_path / "committed" / "results-synthetic")
     # N = 1 on the tiny world: one stage of 5 + 6 epochs, one step each (16 photos, batch 16) -> 11 steps.
@@ -87,7 +87,7 @@ def test_pack_carry_flag_refuses_a_missing_run(results, tmp_path: Path, monkeypa
 
 def test_a_finished_run_is_carried_as_its_generator_and_not_trained_again(results, tiny_lookbook: Path,
                                                                            tmp_path: Path, monkeypatch) -> None:
-    import training.train as train_module
+    import rtdgan.training.train as train_module
 
     monkeypatch.setattr(results, "RESULTS", tmp_path / "results-synthetic")
     e = results.Experiment(root=tmp_path / "machine-1", train_products=8, train_photos=2, size=32, width=4, passes=15,

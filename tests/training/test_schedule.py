@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.schedule import describe, epoch_order, make_plan, schedule_at, steps_per_epoch
+from rtdgan.training.schedule import describe, epoch_order, make_plan, schedule_at, steps_per_epoch
 
 # 3 stages, t_fade = 2, t_stab = 1 epochs, 10 items, batches 4 / 3 / 2 -> 3, 4 and 5 steps per epoch.
 PLAN = make_plan(3, epochs_fade=2, epochs_stab=1, batch_sizes=(4, 3, 2), items=10)

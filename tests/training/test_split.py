@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index.errors import UserError
+from rtdgan.index.errors import UserError
+from rtdgan.training.data import load_split
+from rtdgan.training.split import SplitConfig, hamming_min, make_split, phash, split_products
 from tests.helpers import make_lookbook
-from training.data import load_split
-from training.split import SplitConfig, hamming_min, make_split, phash, split_products
 
 
 def test_split_by_product_seeded(tmp_path: Path) -> None:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from index.errors import UserError
-from training.data import load_records
-from training.sheet import contact_sheet
-from training.synth import (
+from rtdgan.index.errors import UserError
+from rtdgan.training.data import load_records
+from rtdgan.training.sheet import contact_sheet
+from rtdgan.training.synth import (
     BOXES_CSV,
     CATEGORIES,
     COLOURS,

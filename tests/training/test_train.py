@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import training.train as train_module
-from index import configs
-from index.errors import UserError
-from models.generator import GeneratorConfig, ProgressiveGenerator
-from training import train_cli
-from training.checkpoint import load_checkpoint
-from training.data import load_records, write_split
-from training.dataset import PairDataset
-from training.steps import resolve_memory_format, resolve_precision
-from training.train import TrainConfig, train
+import rtdgan.training.train as train_module
+from rtdgan.index import configs
+from rtdgan.index.errors import UserError
+from rtdgan.models.generator import GeneratorConfig, ProgressiveGenerator
+from rtdgan.training import train_cli
+from rtdgan.training.checkpoint import load_checkpoint
+from rtdgan.training.data import load_records, write_split
+from rtdgan.training.dataset import PairDataset
+from rtdgan.training.steps import resolve_memory_format, resolve_precision
+from rtdgan.training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,7 +150,7 @@ def test_sigterm_writes_a_checkpoint_and_stops(tiny_lookbook: Path, tmp_path: Pa
 def test_cli_exits_143_on_sigterm_so_a_scheduler_sees_the_job_did_not_finish(tiny_lookbook: Path,
                                                                             tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "service.cli", "train", "--data", str(tiny_lookbook), "--out", str(run),
+    cmd = [sys.executable, "-m", "rtdgan.service.cli", "train", "--data", str(tiny_lookbook), "--out", str(run),
            "--stages", "1", "--resolution", "32", "--width", "4", "--epochs-fade", "1", "--epochs-stab", "500",
            "--batch-sizes", "4", "--device", "cpu", "--log-every", "1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
@@ -295,7 +295,7 @@ def test_cli_module_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, training.train_cli; assert 'torch' not in sys.modules"
+    code = "import sys, rtdgan.training.train_cli; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0
 
 

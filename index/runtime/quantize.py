@@ -26,8 +26,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from index.errors import UserError
-from index.onnx import sha256_file
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import sha256_file
 
 INT8_JSON = "int8.json"
 INT8_FORMAT = 1

@@ -1,67 +1,21 @@
-"""onnxruntime sessions for the exported generator and embedder (docs/architecture.md, "The artifact contract"). No torch.
+"""The artifact graphs as callables (docs/architecture.md, "The artifact contract"). No torch.
 
-`make_session` picks CUDA when onnxruntime-gpu can use it and CPU otherwise, and logs what it got;
-`OnnxEmbedder` and `OnnxGenerator` are thin callables over the two artifact graphs, run by the backend they
-are given (index/backends.py: onnxruntime, the default, or OpenVINO).
+`OnnxEmbedder`, `OnnxGenerator` and `OnnxHead` are thin callables over the artifact graphs, run by the backend
+they are given (index/runtime/backends.py: onnxruntime, the default, or OpenVINO).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from index.backends import Backend
-from index.errors import UserError
+from rtdgan.index.errors import UserError
+from rtdgan.index.runtime.backends import Backend
 
 log = logging.getLogger(__name__)
-
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def default_providers() -> list[str]:
-    """CUDA first when this onnxruntime build has it (onnxruntime-gpu), CPU always as the fallback."""
-    available = ort.get_available_providers()
-    return [CUDA, CPU] if CUDA in available else [CPU]
-
-
-def make_session(path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> ort.InferenceSession:
-    """An InferenceSession on the best available provider; `threads` caps intra-op CPU threads."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ONNX model not found: {path}")
-    options = ort.SessionOptions()
-    # Idle intra-op threads spin by default; on a small CPU shared with the HTTP server and FAISS that
-    # spinning halved throughput at concurrency 8 (bench/bench_service.py), so they sleep instead.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads is not None:
-        if threads < 1:
-            raise UserError(f"threads must be >= 1, got {threads}")
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    wanted = list(providers) if providers is not None else default_providers()
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
-    except Exception as e:  # noqa: BLE001 - ort raises its own exception types for bad files
-        raise UserError(f"{path}: cannot load ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-    # onnxruntime silently falls back to CPU when CUDA libraries are missing: log what we really got.
-    log.info("onnxruntime session for %s on %s (asked for %s)", path.name, session.get_providers(), wanted)
-    return session
-
 
 class OnnxModel:
     """One-input, one-output ONNX graph over float32 `(B, 3, S, S)` batches, on a backend (index/backends.py).

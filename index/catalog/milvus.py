@@ -44,21 +44,23 @@ from typing import Any
 
 import numpy as np
 
-from index import factory as factories
-from index.catalog import (
+from rtdgan.index.catalog import factory as factories
+from rtdgan.index.catalog.base import (
     DEFAULT_EF_SEARCH,
     DEFAULT_NPROBE,
     FORMAT_VERSION,
     Hit,
+    Location,
     ProductMeta,
-    _unit_rows,
     check_space,
     embedder_doc,
     exact_truth,
+    milvus_token,
+    parse_location,
     product_ids,
+    unit_rows,
 )
-from index.catalogs import Location, milvus_token, parse_location
-from index.errors import CatalogUnavailable, UserError
+from rtdgan.index.errors import CatalogUnavailable, UserError
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +227,7 @@ class MilvusCatalog:
         """A new collection with every product, then the alias swapped onto it (module docstring, "Builds")."""
         from pymilvus import DataType, MilvusClient
 
-        x = _unit_rows(vectors, vectors.shape[1])
+        x = unit_rows(vectors, vectors.shape[1])
         if nprobe < 1 or ef_search < 1:
             raise UserError(f"nprobe and ef_search must be >= 1, got {nprobe} and {ef_search}")
         resolved, index_type, index_build = _index_params(factory, len(x))
@@ -367,7 +369,7 @@ class MilvusCatalog:
         """Top-k products by cosine for each query row (Q, D); only `category` if given."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        queries = _unit_rows(vectors, self.dim)
+        queries = unit_rows(vectors, self.dim)
         params = {"nprobe": self.nprobe} if self.index_type.startswith("IVF") else \
             {"ef": max(self.ef_search, k)} if self.index_type == "HNSW" else {}
         found = self._call("search", self.name, data=queries.tolist(), limit=min(k, MAX_WINDOW),
@@ -405,7 +407,7 @@ class MilvusCatalog:
 
     def add(self, products: Sequence[ProductMeta], vectors: np.ndarray) -> None:
         """Upsert products with their embeddings (N, D)."""
-        x = _unit_rows(vectors, self.dim) if len(products) else np.empty((0, self.dim), np.float32)
+        x = unit_rows(vectors, self.dim) if len(products) else np.empty((0, self.dim), np.float32)
         if len(products) != len(x):
             raise ValueError(f"{len(products)} products but {len(x)} vectors")
         product_ids(products)  # checked as every engine checks them
@@ -441,7 +443,7 @@ class MilvusCatalog:
               removed: Sequence[str] = ()) -> dict[str, ProductMeta | None]:
         """Add (upsert) and/or remove products: acknowledged by Milvus, hence seen by every replica. Returns each
         touched product's metadata before the write (None: it did not exist)."""
-        vectors = np.empty((0, self.dim), np.float32) if vectors is None else _unit_rows(vectors, self.dim)
+        vectors = np.empty((0, self.dim), np.float32) if vectors is None else unit_rows(vectors, self.dim)
         if len(products) != len(vectors):
             raise ValueError(f"{len(products)} products but {len(vectors)} vectors")
         with self._write_lock:

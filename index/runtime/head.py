@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from index.artifacts import Artifacts
-from index.backends import Backend
-from index.errors import UserError
-from index.onnx import OnnxHead, sha256_file
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import sha256_file
+from rtdgan.index.runtime.artifacts import Artifacts
+from rtdgan.index.runtime.backends import Backend
+from rtdgan.index.runtime.onnx import OnnxHead
 
 HEAD_FORMAT = 1
 HEAD_JSON, QUERY_ONNX, CATALOG_ONNX = "head.json", "head_query.onnx", "head_catalog.onnx"

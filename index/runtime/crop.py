@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from index.artifacts import Artifacts
-from index.errors import ImageError, UserError
-from index.images import decode_image, letterbox, preprocess_many, to_array, to_image
-from index.onnx import OnnxModel, sha256_file
+from rtdgan.index.errors import ImageError, UserError
+from rtdgan.index.files import sha256_file
+from rtdgan.index.images import decode_image, letterbox, preprocess_many, to_array, to_image
+from rtdgan.index.runtime.artifacts import Artifacts
+from rtdgan.index.runtime.onnx import OnnxModel
 
 CROP_FORMAT = 1
 CROP_JSON, CROP_ONNX = "crop.json", "crop.onnx"

@@ -28,11 +28,14 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from index.errors import UserError
+from rtdgan.index.errors import UserError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,43 @@ PRECISION_HELP = ("auto, fp32, bf16 (openvino), int8 (openvino, graphs from `rtd
 TRT = "TensorrtExecutionProvider"
 TRT_CACHE_ENV = "RTD_TRT_CACHE"  # TensorRT engine cache folder (building an engine takes minutes)
 CPU_EXTRA = "pip install 'rtdgan[cpu]'"
+
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def default_providers() -> list[str]:
+    """CUDA first when this onnxruntime build has it (onnxruntime-gpu), CPU always as the fallback."""
+    import onnxruntime as ort  # imported when used: an OpenVINO-only install runs without it
+
+    available = ort.get_available_providers()
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def make_session(path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> ort.InferenceSession:
+    """An InferenceSession on the best available provider; `threads` caps intra-op CPU threads."""
+    import onnxruntime as ort
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"ONNX model not found: {path}")
+    options = ort.SessionOptions()
+    # Idle intra-op threads spin by default; on a small CPU shared with the HTTP server and FAISS that
+    # spinning halved throughput at concurrency 8 (bench/bench_service.py), so they sleep instead.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"threads must be >= 1, got {threads}")
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    wanted = list(providers) if providers is not None else default_providers()
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+    except Exception as e:  # noqa: BLE001 - ort raises its own exception types for bad files
+        raise UserError(f"{path}: cannot load ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+    # onnxruntime silently falls back to CPU when CUDA libraries are missing: log what we really got.
+    log.info("onnxruntime session for %s on %s (asked for %s)", path.name, session.get_providers(), wanted)
+    return session
 
 
 class Runner(Protocol):
@@ -101,7 +141,7 @@ class Backend:
 
 
 class OrtRunner:
-    """An onnxruntime InferenceSession (index.onnx.make_session: providers, threads, no spinning)."""
+    """An onnxruntime InferenceSession (`make_session`: providers, threads, no spinning)."""
 
     def __init__(self, session: Any) -> None:
         self.session = session
@@ -133,7 +173,6 @@ def _ort_resolve(precision: str) -> str:
 def _ort_providers(backend: Backend) -> list[str | tuple[str, dict]]:
     """fp32: the given providers, else CUDA when present, else CPU. fp16: TensorRT (fp16, engine cache), then
     CUDA and CPU for the nodes TensorRT does not take."""
-    from index.onnx import CPU, CUDA, default_providers
 
     if backend.precision == "fp32":
         return list(backend.providers) if backend.providers else default_providers()
@@ -144,7 +183,6 @@ def _ort_providers(backend: Backend) -> list[str | tuple[str, dict]]:
 
 
 def _ort_load(backend: Backend, path: Path) -> Runner:
-    from index.onnx import make_session
 
     return OrtRunner(make_session(path, _ort_providers(backend), backend.threads))  # type: ignore[arg-type]
 
@@ -210,7 +248,7 @@ class OpenVinoRunner:
 def _ov_load(backend: Backend, path: Path) -> Runner:
     core = openvino_core()
     if backend.precision == "int8":  # the quantized sibling; its int8 layers run int8 whatever the hint says
-        from index.quantize import int8_graph
+        from rtdgan.index.runtime.quantize import int8_graph
 
         quantized = int8_graph(path)
         log.info("openvino int8: %s", f"{quantized.name} for {path.name}" if quantized else f"{path.name} stays fp32")

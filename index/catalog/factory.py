@@ -31,7 +31,7 @@ import re
 
 import faiss
 
-from index.errors import UserError
+from rtdgan.index.errors import UserError
 
 ALIASES = ("flat", "hnsw", "ivf")  # the catalog's original kinds
 AUTO = "auto"

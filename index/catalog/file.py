@@ -6,8 +6,8 @@ chosen by catalog size at the first add); an untrained index (IVF, PQ) is traine
 (IVF lists scanned per query) and `ef_search` (HNSW search breadth) trade speed for recall. Approximate indexes
 can measure their recall@k against exact search (`check_recall`, stored in index.json).
 
-This is the file engine, the default; the catalog engine interface and the Milvus engine are in
-index/catalogs.py and index/milvus.py. `Catalog.open` and `read_manifest` hand a `milvus:` location to them.
+This is the file engine, the default; the engine-neutral types and the interface are in index/catalog/base.py,
+the Milvus engine in index/catalog/milvus.py, and index/catalog/engines.py chooses between them.
 
 FAISS ids are the SQLite rowids of the products (AUTOINCREMENT, never reused), so string product ids map to
 int64 ids in one place. `add` is an upsert. A removed product leaves a tombstone, whatever the index: its id is
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import re
 import sqlite3
@@ -45,29 +44,38 @@ import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from index import catalog_log
-from index import factory as factories
-from index import files as _files
-from index.catalog_log import LogRecord
-from index.errors import UserError
-from index.files import PacedWriter
-from index.files import fsync_path as _fsync
+from rtdgan.index import files as _files
+from rtdgan.index.catalog import factory as factories
+from rtdgan.index.catalog import writelog as catalog_log
+from rtdgan.index.catalog.base import (
+    DEFAULT_EF_SEARCH,
+    DEFAULT_NPROBE,
+    FORMAT_VERSION,
+    MANIFEST,
+    Hit,
+    ProductMeta,
+    check_space,
+    embedder_doc,
+    exact_truth,
+    manifest_factory,
+    product_ids,
+    unit_rows,
+)
+from rtdgan.index.catalog.writelog import LogRecord
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import PacedWriter
+from rtdgan.index.files import fsync_path as _fsync
 
-FORMAT_VERSION = 1
 KINDS = factories.ALIASES  # the original kinds, now aliases of factory strings (index/factory.py)
-MANIFEST = "index.json"
 GENERATION_FILE = re.compile(r"^catalog-(\d{6})\.(faiss|sqlite|log)$")
 COMPACT_LOCK = ".compact.lock"  # one compaction at a time per folder (writers only take `.lock`)
 HNSW_M, HNSW_EF_CONSTRUCTION = factories.HNSW_M, factories.HNSW_EF_CONSTRUCTION
-DEFAULT_EF_SEARCH = 128  # >= the service's largest k (60) so a top-60 query explores enough of the graph
-DEFAULT_NPROBE = 32
 TOMBSTONE_FRACTION = 0.2  # purge removed vectors (HNSW: rebuild the graph) once this fraction of the index is tombstones
 CRASH_ENV = "RTD_CATALOG_CRASH_AT"  # tests only: os._exit at a named point of `save` to prove atomicity
 
@@ -83,26 +91,8 @@ CREATE TABLE tombstones (id INTEGER PRIMARY KEY);  -- removed ids whose vectors 
 """
 
 
-@dataclass(frozen=True)
-class ProductMeta:
-    """A catalog product's metadata (everything but its vector)."""
-
-    product_id: str
-    title: str | None = None
-    category: str | None = None
-    image_path: str | None = None
-    added_at: str | None = None  # set by the catalog
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One search result; score is the cosine similarity of query and product."""
-
-    product_id: str
-    score: float
-    title: str | None
-    category: str | None
-    image_path: str | None
 
 
 def _crash_point(name: str) -> None:
@@ -120,13 +110,8 @@ def _writer_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def read_manifest(folder: Path) -> dict:
-    """index.json of an index folder (or what a `milvus:` location's collection records: index/milvus.py), or a
-    UserError saying why it is not one."""
-    if is_milvus(folder):
-        from index.milvus import read_milvus_manifest
-
-        return read_milvus_manifest(folder)
+def read_folder_manifest(folder: Path) -> dict:
+    """index.json of an index folder, or a UserError saying why it is not one."""
     path = Path(folder) / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -140,69 +125,16 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
-def check_space(manifest: dict, folder: Path, embedder_sha256: str, head_sha256: str | None) -> None:
-    """UserError unless the index's vectors are in the artifacts' space: the same embedder, and the same
-    retrieval head's catalog side (or no head on both sides)."""
-    emb = manifest["embedder"]
-    if emb["sha256"] != embedder_sha256:
-        raise UserError(f"index {folder} was built with another embedder ({emb['name']}, sha256 {emb['sha256'][:12]}) "
-                        f"than the artifacts' (sha256 {embedder_sha256[:12]}); rebuild it with `rtd index build`")
-    built = (manifest.get("head") or {}).get("sha256")
-    if built == head_sha256:
-        return
-    if built is None:
-        why = f"without a retrieval head, but the artifacts have one (head.json sha256 {str(head_sha256)[:12]})"
-    elif head_sha256 is None:
-        why = f"through a retrieval head (head.json sha256 {built[:12]}) that the artifacts do not have"
-    else:
-        why = f"through another retrieval head (head.json sha256 {built[:12]}, artifacts {head_sha256[:12]})"
-    raise UserError(f"index {folder} was built {why}; rebuild it with `rtd index build`")
 
 
-def product_ids(products: Sequence[ProductMeta]) -> list[str]:
-    """The ids of one add's products, checked (every engine's rule): non-empty strings, none twice."""
-    pids = [p.product_id for p in products]
-    if any(not isinstance(p, str) or not p for p in pids):
-        raise UserError("every product needs a non-empty string product_id")
-    if len(set(pids)) != len(pids):
-        dup = next(p for p in pids if pids.count(p) > 1)
-        raise UserError(f"product id {dup!r} appears twice in one add")
-    return pids
 
 
-def _unit_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
-    """(Q, D) float32 C-contiguous unit vectors, or ValueError."""
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    if x.ndim == 1:
-        x = x[None]
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise ValueError(f"expected vectors of shape (N, {dim}), got {np.shape(vectors)}")
-    norms = np.linalg.norm(x, axis=1)
-    if not np.all(np.isfinite(norms)) or np.any(np.abs(norms - 1.0) > 1e-3):
-        raise ValueError("vectors must be finite and L2-normalised (the embedder's output is)")
-    return x
 
 
-def is_milvus(location: object) -> bool:
-    """Whether an index location names a Milvus collection (index/catalogs.py) rather than an index folder."""
-    return str(location).startswith("milvus:")
 
 
-def embedder_doc(name: str, sha256: str, backend: dict | None = None) -> dict:
-    """index.json's "embedder": the model that embedded the catalog, and the backend it ran on when known."""
-    return {"name": name, "sha256": sha256} | ({"backend": dict(backend)} if backend else {})
 
 
-def manifest_factory(manifest: dict) -> str | None:
-    """The factory string index.json records; for a folder from before factory strings, its kind's expansion
-    (None: not known until the first add)."""
-    if manifest.get("factory"):
-        return manifest["factory"]
-    kind = manifest.get("kind", "flat")
-    if kind == "ivf":
-        nlist = manifest.get("params", {}).get("nlist")
-        return f"IVF{nlist},Flat" if nlist else None
-    return None if factories.is_deferred(kind) else factories.resolve(kind, 0)
 
 
 class Catalog:
@@ -221,7 +153,7 @@ class Catalog:
         self.embedder_name: str = manifest["embedder"]["name"]
         self.embedder_sha256: str = manifest["embedder"]["sha256"]
         # What the vectors were embedded on ({"backend", "precision"}, index/backends.py), None in indexes from
-        # before it was recorded; a service on another one warns (index.pipeline.backend_mismatch).
+        # before it was recorded; a service on another one warns (rtdgan.index.pipeline.backend_mismatch).
         self.embedder_backend: dict | None = manifest["embedder"].get("backend")
         # The learned retrieval head whose catalog side embedded the products ({mode, sha256, ...}), or None:
         # the embedder's own space (index/head.py).
@@ -285,16 +217,10 @@ class Catalog:
     @classmethod
     def open(cls, path: Path, expect_embedder_sha256: str | None = None, expect_head_sha256: str | None = None) -> Catalog:
         """Load an index folder. With `expect_embedder_sha256`, refuse one built with another embedder, or
-        through another retrieval head than `expect_head_sha256` (None: built without a head).
-
-        A `milvus:` location opens the Milvus engine instead (index/milvus.py), which has the same interface."""
-        if is_milvus(path):
-            from index.milvus import MilvusCatalog
-
-            return MilvusCatalog.open(path, expect_embedder_sha256, expect_head_sha256)  # type: ignore[return-value]
+        through another retrieval head than `expect_head_sha256` (None: built without a head)."""
         folder = Path(path)
         for _ in range(3):  # a concurrent save may delete the generation we just read about
-            manifest = read_manifest(folder)
+            manifest = read_folder_manifest(folder)
             if expect_embedder_sha256 is not None:
                 check_space(manifest, folder, expect_embedder_sha256, expect_head_sha256)
             faiss_path, sqlite_path = folder / manifest["files"]["faiss"], folder / manifest["files"]["sqlite"]
@@ -366,7 +292,7 @@ class Catalog:
         """Top-k products by cosine for each query row (Q, D); only `category` if given."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        queries = _unit_rows(vectors, self.dim)  # (Q, D)
+        queries = unit_rows(vectors, self.dim)  # (Q, D)
         with self._lock:
             ids, scores = self._search_ids(queries, k, category)
             return [self._hits(row_ids, row_scores) for row_ids, row_scores in zip(ids, scores, strict=True)]
@@ -453,7 +379,7 @@ class Catalog:
             ids = self._live_ids()
             if len(ids) == 0:
                 raise ValueError("cannot measure recall of an empty catalog")
-            stored = self.index.reconstruct_batch(ids) if vectors is None else _unit_rows(vectors, self.dim)
+            stored = self.index.reconstruct_batch(ids) if vectors is None else unit_rows(vectors, self.dim)
             if len(stored) != len(ids):
                 raise ValueError(f"{len(stored)} vectors for {len(ids)} products")
             q, truth = exact_truth(stored, k, queries, seed)
@@ -468,7 +394,7 @@ class Catalog:
 
     def add(self, products: Sequence[ProductMeta], vectors: np.ndarray) -> None:
         """Add products with their embeddings (N, D); an existing product id is replaced (upsert)."""
-        x = _unit_rows(vectors, self.dim) if len(products) else np.empty((0, self.dim), np.float32)
+        x = unit_rows(vectors, self.dim) if len(products) else np.empty((0, self.dim), np.float32)
         if len(products) != len(x):
             raise ValueError(f"{len(products)} products but {len(x)} vectors")
         if not products:
@@ -581,7 +507,7 @@ class Catalog:
             if self.folder is not None and folder.resolve() == self.folder.resolve():
                 self._check_current(folder)
             on_disk = [int(m.group(1)) for p in folder.iterdir() if (m := GENERATION_FILE.match(p.name))]
-            committed = read_manifest(folder)["generation"] if (folder / MANIFEST).exists() else 0
+            committed = read_folder_manifest(folder)["generation"] if (folder / MANIFEST).exists() else 0
             generation = max([committed, *on_disk]) + 1
             files = {"faiss": f"catalog-{generation:06d}.faiss", "sqlite": f"catalog-{generation:06d}.sqlite"}
 
@@ -633,7 +559,7 @@ class Catalog:
             return len(records)
 
     def _check_current(self, folder: Path) -> None:
-        committed = read_manifest(folder).get("generation", 0) if (folder / MANIFEST).exists() else self.generation
+        committed = read_folder_manifest(folder).get("generation", 0) if (folder / MANIFEST).exists() else self.generation
         _, end = catalog_log.read(self._log_path(folder), self.log_offset)
         if committed != self.generation or end != self.log_offset:
             raise StaleCatalog(f"index {folder} has changed since this catalog was loaded (generation "
@@ -650,7 +576,7 @@ class Catalog:
         every process assigns the same ids). Returns each touched product's metadata before the write (None:
         it did not exist)."""
         assert self.folder is not None, "write() needs a catalog opened from an index folder"
-        vectors = np.empty((0, self.dim), np.float32) if vectors is None else _unit_rows(vectors, self.dim)
+        vectors = np.empty((0, self.dim), np.float32) if vectors is None else unit_rows(vectors, self.dim)
         if len(products) != len(vectors):
             raise ValueError(f"{len(products)} products but {len(vectors)} vectors")
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -659,7 +585,7 @@ class Catalog:
                                       "image_path": p.image_path, "added_at": p.added_at or now}, v)
                     for p, v in zip(products, vectors, strict=True)]
         with _writer_lock(self.folder):  # one writer at a time, across threads and processes
-            committed = read_manifest(self.folder).get("generation", 0)
+            committed = read_folder_manifest(self.folder).get("generation", 0)
             if committed != self.generation:
                 raise StaleCatalog(f"index {self.folder} moved to generation {committed} (this copy has "
                                    f"{self.generation}); refresh and try again")
@@ -684,7 +610,7 @@ class Catalog:
         """Follow the folder: apply new log records in place; True when a newer generation needs a reload
         (`Catalog.open` again: base files are never modified, a newer generation has new ones)."""
         assert self.folder is not None, "refresh() needs a catalog opened from an index folder"
-        committed = read_manifest(self.folder).get("generation", 0)
+        committed = read_folder_manifest(self.folder).get("generation", 0)
         if committed != self.generation:
             return True
         self._apply_log()
@@ -692,7 +618,7 @@ class Catalog:
 
 
 def write_faiss(index: faiss.Index, path: Path, pace: int | None = None) -> None:
-    """A FAISS index to a new file, durably, with paced write-back every `pace` bytes (default index.files.WRITE_PACE;
+    """A FAISS index to a new file, durably, with paced write-back every `pace` bytes (default rtdgan.index.files.WRITE_PACE;
     PacedWriter: a catalog's gigabytes never sit dirty in the page cache in front of the log's fsyncs)."""
     pace = _files.WRITE_PACE if pace is None else pace  # read at call time: a benchmark varies it
     with open(path, "wb") as f:
@@ -703,7 +629,7 @@ def write_faiss(index: faiss.Index, path: Path, pace: int | None = None) -> None
 
 
 def write_sqlite(db: sqlite3.Connection, path: Path, pace: int | None = None) -> None:
-    """An SQLite database copied to a new file, durably, synced every `pace` bytes (default index.files.WRITE_PACE) as the
+    """An SQLite database copied to a new file, durably, synced every `pace` bytes (default rtdgan.index.files.WRITE_PACE) as the
     backup goes."""
     pace = _files.WRITE_PACE if pace is None else pace  # read at call time: a benchmark varies it
     with closing(sqlite3.connect(path)) as target:
@@ -717,19 +643,6 @@ def write_sqlite(db: sqlite3.Connection, path: Path, pace: int | None = None) ->
     _fsync(path)
 
 
-def exact_truth(stored: np.ndarray, k: int, queries: int = 500, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Recall queries and their exact top-k: `queries` stored vectors picked at random, each perturbed to a cosine of
-    about 0.9 (a generated image vs the catalog image); the rows of `stored` nearest each. Every engine's recall
-    at build is measured on these (index/milvus.py too)."""
-    rng = np.random.default_rng(seed)
-    picked = rng.choice(len(stored), size=min(queries, len(stored)), replace=False)
-    dim = stored.shape[1]
-    q = stored[picked] + rng.standard_normal((len(picked), dim)).astype(np.float32) * (0.5 / math.sqrt(dim))
-    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
-    exact = faiss.IndexFlatIP(dim)
-    exact.add(np.ascontiguousarray(stored, dtype=np.float32))
-    _, truth = exact.search(q, min(k, len(stored)))
-    return q, list(truth)
 
 
 class StaleCatalog(UserError):
@@ -754,7 +667,7 @@ def compact(folder: Path) -> int | None:
         write_faiss(snapshot._index_for_file(), folder / files["faiss"])
         write_sqlite(snapshot.db, folder / files["sqlite"])
         with _writer_lock(folder):
-            if read_manifest(folder).get("generation") != base:  # a full save replaced the folder meanwhile
+            if read_folder_manifest(folder).get("generation") != base:  # a full save replaced the folder meanwhile
                 for name in files.values():
                     (folder / name).unlink(missing_ok=True)
                 return None

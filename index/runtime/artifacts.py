@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from index.errors import UserError
-from index.onnx import sha256_file
+from rtdgan.index.errors import UserError
+from rtdgan.index.files import sha256_file
 
 MODEL_JSON = "model.json"
 POINTER_KEY = "current"  # ARTIFACTS/model.json's key naming the version folder that holds the files
