@@ -4,8 +4,8 @@ Each default and help text is written once, here (`rtdgan.index.configs.opt`); t
 training/export_cli.py derive their flags from these classes, so `--help` shows every default. What
 `rtd train` saves as RUN/config.json reads back with `rtd train --config RUN/config.json`.
 
-training/steps.py and training/train.py both import this module (and never each other's config), and the
-command-line modules import it without pulling torch in.
+training/steps.py, training/train.py and the model registry (training/registry.py) import this module, never
+the other way round; the command-line modules import it without pulling torch in.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Literal
 
 from rtdgan.index.configs import opt
-from rtdgan.training.registry import MODEL_NAMES, get
 
-# The registry's names as a type: --model's choices (index/configs.py reads them off the Literal).
-ModelName = Literal[MODEL_NAMES]  # type: ignore[valid-type]
-Model = ModelName  # the name older imports use
+# The model families, --model's choices (index/configs.py reads them off the Literal): rtdGAN and the paper's
+# two baselines (Sec. 5). training/registry.py holds one ModelSpec for each and checks it has exactly these.
+ModelName = Literal["rtdgan", "pix2pix", "pldt"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16"]
 MemoryFormat = Literal["auto", "channels_last", "contiguous"]
@@ -66,11 +65,6 @@ class TrainConfig:
     checkpoint_every_steps: int = opt(1000, "steps between checkpoints; also at each stage end and on stop")
     limit_items: int | None = opt(None, "train on the first n (photo, product) items only")
     stop_after_steps: int | None = opt(None, "stop (with a checkpoint) once this many steps are done")
-
-    @property
-    def data_resolution(self) -> int:
-        """Side of the images the data loader produces: the model's native output size at S (PLDT: min(S, 64))."""
-        return get(self.model).native_size(self.resolution)
 
 
 @dataclass(frozen=True)

@@ -15,18 +15,17 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from rtdgan.index.errors import UserError
+from rtdgan.training.config import ModelName, TrainConfig
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-    from rtdgan.training.config import TrainConfig
-    from rtdgan.training.schedule import Phase
-    from rtdgan.training.steps import Nets
-
-    StepFn = Callable[[TrainConfig, Nets, Tensor, Tensor, Phase], dict[str, Tensor]]
+    # (cfg, the networks and optimisers of training/steps.py, photo, product, phase) -> loss terms; the nets'
+    # type is not named here: training/steps.py imports this module.
+    StepFn = Callable[..., dict[str, Tensor]]
     Critics = tuple[nn.Module, nn.Module | None]
 
 PLDT_RESOLUTION = 64  # Yoo et al. 2016 generate 64 x 64 products
@@ -184,6 +183,7 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
               native_size=_pldt_native),
 )}
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+assert MODEL_NAMES == get_args(ModelName), "training/config.py's ModelName must list the registry's models"
 
 
 def get(name: str) -> ModelSpec:
@@ -192,6 +192,11 @@ def get(name: str) -> ModelSpec:
         return MODELS[name]
     except (KeyError, TypeError):
         raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}") from None
+
+
+def data_resolution(cfg: TrainConfig) -> int:
+    """Side of the images the data loader produces: the model's native output size at S (PLDT: min(S, 64))."""
+    return get(cfg.model).native_size(cfg.resolution)
 
 
 def report_label(generator: dict) -> str:

@@ -253,11 +253,12 @@ def train(cfg: TrainConfig) -> Path:
     train_records, shown_records = read_records(cfg)
     n_images = sum(1 + len(r.photos) for r in train_records)
     # Small sets are decoded once and kept as uint8 (JPEG decoding otherwise costs as much as a step).
-    preload = n_images * 3 * cfg.data_resolution**2 <= PRELOAD_MAX_BYTES
-    dataset = PairDataset(train_records, cfg.data_resolution, preload=preload)
+    side = registry.data_resolution(cfg)
+    preload = n_images * 3 * side**2 <= PRELOAD_MAX_BYTES
+    dataset = PairDataset(train_records, side, preload=preload)
     items = min(len(dataset), cfg.limit_items or len(dataset))
     plan = make_run_plan(cfg, items, world)
-    shown = PairDataset(shown_records, cfg.data_resolution)
+    shown = PairDataset(shown_records, side)
     shown_photo, shown_product = (torch.stack(t).to(device) for t in zip(
         *(shown[i] for i in range(min(SAMPLE_COUNT, len(shown)))), strict=True))  # (k, 3, S, S) each
 

@@ -31,7 +31,7 @@ def test_every_entry_builds_steps_and_exports_at_a_tiny_size(name: str) -> None:
     torch.manual_seed(0)
     nets = build_nets(cfg, torch.device("cpu"), distributed=False)
     assert all(g["betas"] == spec.betas for g in nets.opt_g.param_groups + nets.opt_d.param_groups)
-    size = cfg.data_resolution
+    size = registry.data_resolution(cfg)
     assert size == spec.native_size(cfg.resolution)
     photo, product = torch.rand(2, 3, size, size) * 2 - 1, torch.rand(2, 3, size, size) * 2 - 1
     phase = schedule_at(0, make_plan(spec.stages(cfg), 0, 1, cfg.batch_sizes[-spec.stages(cfg):], items=2))
