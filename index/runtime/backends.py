@@ -28,14 +28,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
+import onnxruntime as ort
 
 from rtdgan.index.errors import UserError
-
-if TYPE_CHECKING:
-    import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +53,12 @@ CPU = "CPUExecutionProvider"
 
 def default_providers() -> list[str]:
     """CUDA first when this onnxruntime build has it (onnxruntime-gpu), CPU always as the fallback."""
-    import onnxruntime as ort  # imported when used: an OpenVINO-only install runs without it
-
     available = ort.get_available_providers()
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
 def make_session(path: Path, providers: Sequence[str] | None = None, threads: int | None = None) -> ort.InferenceSession:
     """An InferenceSession on the best available provider; `threads` caps intra-op CPU threads."""
-    import onnxruntime as ort
     path = Path(path)
     if not path.is_file():
         raise UserError(f"ONNX model not found: {path}")
