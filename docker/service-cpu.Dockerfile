@@ -15,7 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 # The dependencies come from the project itself: its `cpu` extra, versions pinned by the lock (`make lock`).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY requirements/lock-cpu.txt requirements/
 RUN pip install -c requirements/lock-cpu.txt ".[cpu,milvus]"
 # Only the packages the service imports (no training/, models/, torch), as in docker/service.Dockerfile.

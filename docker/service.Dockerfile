@@ -24,7 +24,7 @@ WORKDIR /app
 # The dependencies come from the project itself: its `gpu` extra (onnxruntime-gpu, never beside the `cpu` extra's
 # onnxruntime: both install the module `onnxruntime`), every version pinned by the lock (`make lock`). They are
 # installed before the code is copied, in a layer that changes only with pyproject.toml or the lock.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY requirements/lock-gpu.txt requirements/
 RUN pip install -c requirements/lock-gpu.txt ".[gpu,milvus]"
 # Only the packages the service imports; training/ and models/ (torch) are not even copied. `rtd` imports a

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 
@@ -33,3 +38,26 @@ def make_lookbook(folder: Path, products: int = 10, photos: int = 3, size: int =
             random_picture(rng, size).save(folder / f"PID{pid:06d}_CLEAN0_IID{iid:06d}.jpg", quality=95)
             iid += 1
     return folder
+
+
+def venv_env(venv: Path, base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """A clean environment for the commands of a fresh venv: `base` (e.g. a Dockerfile's ENV), the venv first on
+    PATH, pip's settings and proxies kept, nothing of this test run's Python; PIP_FIND_LINKS is unset as the
+    Makefile does (a machine's pip config may point it at a CPU torch wheel that torchvision cannot use)."""
+    keep = {k: v for k, v in os.environ.items()
+            if k in ("HOME", "LANG", "TMPDIR", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE") or k.lower().endswith("_proxy")
+            or (k.startswith("PIP_") and k != "PIP_FIND_LINKS")}
+    return keep | dict(base or {}) | {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "PIP_FIND_LINKS": "",
+                                       "PIP_DISABLE_PIP_VERSION_CHECK": "1"} | extra
+
+
+def fresh_venv(tmp: Path) -> Path:
+    """A new venv at tmp/venv made by this Python; the test is skipped, with the reason, when pip reaches no
+    package index (PyPI or a mirror in pip's config) to install into it."""
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    probe = subprocess.run([str(venv / "bin" / "pip"), "download", "--no-deps", "--dest", str(tmp / "probe"),
+                            "tqdm>=4.66"], env=venv_env(venv), capture_output=True, text=True, timeout=300)
+    if probe.returncode != 0:
+        pytest.skip(f"no package index reachable for pip (PyPI or a configured mirror): {probe.stderr.strip()[-300:]}")
+    return venv

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +29,7 @@ import pytest
 import tomllib
 from packaging.requirements import Requirement
 
+from tests.helpers import fresh_venv, venv_env
 from tests.service.conftest import Tiny, free_port, make_world
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,11 +48,7 @@ def minimum_pins() -> dict[str, str]:
 
 
 def _env(venv: Path, **extra: str) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items()
-            if k in ("HOME", "LANG", "TMPDIR", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE") or k.lower().endswith("_proxy")
-            or (k.startswith("PIP_") and k != "PIP_FIND_LINKS")}
-    return keep | {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "PIP_FIND_LINKS": "", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-                   "RTD_PROVIDERS": "CPUExecutionProvider", "RTD_THREADS": "1"} | extra
+    return venv_env(venv, RTD_PROVIDERS="CPUExecutionProvider", RTD_THREADS="1", **extra)
 
 
 def _run(venv: Path, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -63,13 +58,9 @@ def _run(venv: Path, *args: str, cwd: Path, timeout: float = 120) -> subprocess.
 
 def install_minimums(tmp: Path) -> tuple[Path, Path]:
     """(venv, app): the service's files installed at their minimum versions."""
-    venv, app = tmp / "venv", tmp / "app"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    probe = _run(venv, "pip", "download", "--no-deps", "--dest", str(tmp / "probe"), "tqdm>=4.66", cwd=tmp, timeout=300)
-    if probe.returncode != 0:
-        pytest.skip(f"no package index reachable for pip (PyPI or a configured mirror): {probe.stderr.strip()[-300:]}")
+    venv, app = fresh_venv(tmp), tmp / "app"
     app.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy2(ROOT / name, app / name)
     for package in ("index", "service"):
         shutil.copytree(ROOT / package, app / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

@@ -20,18 +20,17 @@ It needs a package index (PyPI or a mirror in pip's config): skipped with the re
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from rtdgan.service.cli import TRAIN_EXTRA
+from tests.helpers import fresh_venv, venv_env
 from tests.service.conftest import free_port, make_world
 from tests.service.test_docker import instructions
 
@@ -43,14 +42,9 @@ GPU_EXTRA, CPU_EXTRA = '".[gpu,milvus]"', '".[cpu,milvus]"'
 pytestmark = pytest.mark.slow
 
 
-def _env(venv: Path, dockerfile_env: dict[str, str], **extra: str) -> dict[str, str]:
-    """A clean environment: the Dockerfile's ENV, the venv first on PATH, nothing of this test run's Python."""
-    keep = {k: v for k, v in os.environ.items()
-            if k in ("HOME", "LANG", "TMPDIR", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE") or k.lower().endswith("_proxy")
-            or (k.startswith("PIP_") and k != "PIP_FIND_LINKS")}
-    env = keep | {k: v for k, v in dockerfile_env.items() if k != "PIP_NO_CACHE_DIR"}
-    env |= {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "PIP_FIND_LINKS": "", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    return env | extra
+def _env(venv: Path, dockerfile_env: dict[str, str]) -> dict[str, str]:
+    """The venv's clean environment with the Dockerfile's ENV (PIP_NO_CACHE_DIR aside: it only saves image space)."""
+    return venv_env(venv, {k: v for k, v in dockerfile_env.items() if k != "PIP_NO_CACHE_DIR"})
 
 
 def _dockerfile_env(value: str) -> dict[str, str]:
@@ -66,13 +60,7 @@ def _sh(command: str, cwd: Path, env: dict[str, str], timeout: float = 600) -> s
 def build(tmp: Path) -> tuple[Path, Path, dict[str, str], list[tuple[str, str]]]:
     """The image's /app and /opt/venv under tmp, built as the Dockerfile does; (app, venv, env, steps)."""
     steps = instructions(DOCKERFILE.read_text())
-    venv, app = tmp / "venv", tmp / "app"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    env = _env(venv, {})
-    probe = subprocess.run([str(venv / "bin" / "pip"), "download", "--no-deps", "--dest", str(tmp / "probe"),
-                            "tqdm>=4.66"], env=env, capture_output=True, text=True, timeout=300)
-    if probe.returncode != 0:
-        pytest.skip(f"no package index reachable for pip (PyPI or a configured mirror): {probe.stderr.strip()[-300:]}")
+    venv, app = fresh_venv(tmp), tmp / "app"
     workdir, dockerfile_env, swapped = Path("/"), {}, 0
     for op, args in steps:
         if op == "ENV":
