@@ -29,14 +29,14 @@ def _ks(text: str) -> tuple[int, ...]:
 
 def _default(name: str) -> object:
     """EvalConfig's default for a field: each default is written once, in the dataclass."""
-    from rtdgan.training.evaluate import EvalConfig
+    from rtdgan.training.eval_protocol import EvalConfig
 
     return next(f.default for f in dataclasses.fields(EvalConfig) if f.name == name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `rtd eval` flags (EvalConfig's fields and defaults), and the `compare` subcommand, to `parser`."""
-    from rtdgan.training.evaluate import QUERY_CHOICES
+    from rtdgan.training.eval_protocol import QUERY_CHOICES
 
     p = parser
     p.add_argument("--artifacts", type=Path, help="folder from `rtd export` (generator.onnx, embedder.onnx, model.json)")
@@ -75,7 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`rtd eval` (or `rtd eval compare`): print the config, run, print a summary; returns the exit code."""
-    from rtdgan.training.evaluate import EvalConfig, compare_reports, evaluate, summary_text
+    from rtdgan.training.eval_protocol import EvalConfig
+    from rtdgan.training.eval_report import compare_reports, summary_text
+    from rtdgan.training.evaluate import evaluate
 
     if getattr(args, "eval_command", None) == "compare":
         print(f"rtd eval compare: config {json.dumps({'reports': [str(r) for r in args.reports], 'out': str(args.out)})}",

@@ -330,7 +330,8 @@ def shop_split(e: Experiment, shop: Path) -> Path:
 
 def evaluate_model(e: Experiment, name: str, run: Path, shop: Path, split: Path, timings: dict) -> dict:
     """Export and `rtd eval` one model; the slim report is committed under docs/results-synthetic/."""
-    from rtdgan.training.evaluate import EvalConfig, evaluate
+    from rtdgan.training.eval_protocol import EvalConfig
+    from rtdgan.training.evaluate import evaluate
     from rtdgan.training.export import ExportConfig, export_run
 
     artifacts, report_dir = e.root / "artifacts" / name, e.root / "reports" / name
@@ -384,7 +385,8 @@ def evaluate_head(e: Experiment, name: str, mode: str, shop: Path, split: Path, 
     generator feeds, into photo-head.json (fitted once, with whichever model's artifacts come first)."""
     from rtdgan.index.runtime.artifacts import read_artifacts
     from rtdgan.index.runtime.head import has_head
-    from rtdgan.training.evaluate import EvalConfig, evaluate
+    from rtdgan.training.eval_protocol import EvalConfig
+    from rtdgan.training.evaluate import evaluate
     from rtdgan.training.head import FitHeadConfig, fit_head
 
     source, artifacts = e.root / "artifacts" / name, e.root / "artifacts-head" / f"{name}-{mode}"
@@ -509,7 +511,7 @@ def recall_figures(e: Experiment, done: dict[str, dict]) -> str:
     """Recall@K plots (training/plots.py: PNG + SVG under docs/results-synthetic/) of Table 1 (each model's
     generated query, the photo, chance) and of Table 3 (each model's fused head, the photo-only head, chance);
     returns their Markdown."""
-    from rtdgan.training.evaluate import chance_curve
+    from rtdgan.training.eval_report import chance_curve
     from rtdgan.training.plots import recall_plot, report_curve
 
     if not done:

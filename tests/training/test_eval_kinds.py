@@ -24,7 +24,9 @@ from rtdgan.index.pipeline import Pipeline
 from rtdgan.index.runtime.onnx import OnnxGenerator
 from rtdgan.training import eval_cli
 from rtdgan.training.data import ProductRecord, load_split, write_split
-from rtdgan.training.evaluate import EvalConfig, compare_reports, evaluate
+from rtdgan.training.eval_protocol import EvalConfig
+from rtdgan.training.eval_report import compare_reports
+from rtdgan.training.evaluate import evaluate
 from rtdgan.training.metrics import true_ranks
 from tests.helpers import random_picture
 from tests.service.conftest import make_artifacts, make_head, swap_red_blue

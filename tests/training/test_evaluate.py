@@ -1,4 +1,4 @@
-"""`rtd eval` (training/evaluate.py, training/eval_cli.py) on artifacts with known answers.
+"""`rtd eval` (training/evaluate.py, eval_protocol.py, eval_report.py, eval_cli.py) on artifacts with known answers.
 
 The artifacts are hand-written ONNX graphs (no torch, no training): an identity or a negating generator,
 and an embedder that average-pools to 4x4 cells and L2-normalises. With photos that are copies of their
@@ -28,7 +28,9 @@ from rtdgan.index.files import sha256_file
 from rtdgan.index.images import preprocess
 from rtdgan.training import eval_cli
 from rtdgan.training.data import load_records, write_split
-from rtdgan.training.evaluate import EvalConfig, compare_reports, evaluate
+from rtdgan.training.eval_protocol import EvalConfig
+from rtdgan.training.eval_report import compare_reports
+from rtdgan.training.evaluate import evaluate
 from tests.helpers import make_lookbook
 from tests.service.conftest import make_crop
 

@@ -336,7 +336,8 @@ from collections.abc import Callable
 from pathlib import Path
 from rtdgan.index.build import build_index
 from rtdgan.index.pipeline import Pipeline
-from rtdgan.training.evaluate import EvalConfig, evaluate
+from rtdgan.training.eval_protocol import EvalConfig
+from rtdgan.training.evaluate import evaluate
 art, data, split, out = map(Path, sys.argv[1:5])
 build_index(art, data, out / "index")
 pipeline = Pipeline.open(art, out / "index")
