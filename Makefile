@@ -32,6 +32,8 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/rtd demo
 
+# One benchmark that needs nothing built first (synthetic pairs per second); every other maintained benchmark and its
+# command is in docs/benchmarks.md, the answered experiments in bench/experiments/README.md.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_synth.py
 

@@ -1,4 +1,4 @@
-"""Inference backends side by side in one run (issue #16): model-only latency and throughput, and parity.
+"""Inference backends side by side in one run: model-only latency and throughput, and parity.
 
 Every backend/precision this machine runs (index/backends.py) on the same .onnx files: onnxruntime fp32 (the
 reference), OpenVINO fp32, OpenVINO bf16 (only on a CPU with bf16 units), OpenVINO int8 (the `<graph>.int8.onnx`
@@ -9,8 +9,8 @@ reason. Models:
 
   - demo size: the generator and embedder of an artifacts folder (`--artifacts`, e.g. the demo's, 64 px, width
     16, EfficientNet-Lite0 at 224), on real photos when `--photos` is given, else uniform noise;
-  - paper size: the 256 px, width 64 rtdGAN (N = 3, random weights) that bench/bench_generator.py builds and
-    exports with `rtd export`'s code (`export_case`).
+  - paper size: the 256 px, width 64 rtdGAN (N = 3, random weights) exported with `rtd export`'s code
+    (bench/common.py `export_random_generator`, as bench/bench_generator.py times it).
 
 Per model and backend: median latency at batch 1, throughput at `--batch` (8; calls alternate between backends, so
 load from other processes hits all alike), and against onnxruntime fp32 the max and mean absolute difference
@@ -22,17 +22,15 @@ load from other processes hits all alike), and against onnxruntime fp32 the max 
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.common
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np  # noqa: E402
 
+from bench.common import export_random_generator, machine, median_ms  # noqa: E402
 from rtdgan.index.errors import UserError  # noqa: E402
 from rtdgan.index.parity import load_images  # noqa: E402
 from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
@@ -58,15 +56,9 @@ def backends(threads: int) -> tuple[list[Backend], list[tuple[str, str]]]:
 
 
 def median_seconds(models: dict[str, OnnxModel], batch: np.ndarray, repeats: int) -> dict[str, float]:
-    for model in list(models.values()) * 2:  # warm-up
-        model(batch)
-    times: dict[str, list[float]] = {key: [] for key in models}
-    for _ in range(repeats):
-        for key, model in models.items():
-            start = time.perf_counter()
-            model(batch)
-            times[key].append(time.perf_counter() - start)
-    return {key: statistics.median(t) for key, t in times.items()}
+    """Median seconds per call of each model on `batch`, the models taking turns."""
+    ms = median_ms({key: (lambda m=model: m(batch)) for key, model in models.items()}, repeats)
+    return {key: v / 1000 for key, v in ms.items()}
 
 
 def load_models(path: Path, chosen: list[Backend]) -> tuple[dict[str, OnnxModel], list[tuple[str, str]]]:
@@ -125,8 +117,8 @@ def main() -> None:
             engines[module] = __import__(module).__version__
         except ImportError:
             engines[module] = "not installed"
-    print(f"{args.threads} threads, {args.repeats} repeats, load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} CPUs; {', '.join(f'{k} {v}' for k, v in engines.items())}", flush=True)
+    print(f"{args.threads} threads, {args.repeats} repeats, {machine()}; "
+          f"{', '.join(f'{k} {v}' for k, v in engines.items())}", flush=True)
     rows = [f"| model | backend | batch 1 ms | speed-up b1 | batch {args.batch} img/s | speed-up b{args.batch} | "
             "vs onnxruntime fp32 |",
             "|---|---|---|---|---|---|---|"]
@@ -146,10 +138,9 @@ def main() -> None:
             rows += new
             print("\n".join(new), flush=True)
     if not args.no_paper:
-        from bench.bench_generator import export_case  # torch: only for building the paper-size graph
-
         with tempfile.TemporaryDirectory() as tmp:
-            _, path = export_case(256, 64, Path(tmp))
+            path = Path(tmp) / "g256.onnx"
+            export_random_generator(256, 64, path)  # torch: only for building the paper-size graph
             photos = rng.uniform(-1, 1, (8, 3, 256, 256)).astype(np.float32)
             new = bench_model("generator 256 px w64 (paper)", path, chosen, photos, max(5, args.repeats // 2),
                               "generator", args.batch)

@@ -1,4 +1,4 @@
-"""Each inference backend through HTTP (issue #16): `rtd serve` on onnxruntime fp32 and on the others, side by side.
+"""Each inference backend through HTTP: `rtd serve` on onnxruntime fp32 and on the others, side by side.
 
     python bench/bench_backends_http.py --artifacts demo/artifacts --catalog demo/data --photos demo/samples
 
@@ -21,10 +21,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.common
 
-from bench.bench_head_latency import alternate  # noqa: E402
-from bench.bench_service import drive, free_port, load_photos, paper_size_world, percentile, start_server  # noqa: E402
+from bench.common import (  # noqa: E402
+    alternate,
+    drive,
+    load_photos,
+    machine,
+    paper_size_world,
+    percentile,
+    serve,
+    stop_servers,
+)
 from rtdgan.index.build import build_index  # noqa: E402
 from rtdgan.index.errors import UserError  # noqa: E402
 from rtdgan.index.parity import CheckConfig, require_parity, run_check  # noqa: E402
@@ -45,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--request-timeout-ms", type=int, default=30_000, help="RTD_REQUEST_TIMEOUT_MS of the servers: "
                    "long enough that the paper-size model's queue is measured, not shed (default: %(default)s)")
     p.add_argument("--paper-size", type=int, default=None, help="replace the generator by an untrained rtdGAN at this "
-                   "size (the paper's: 256; bench_service.paper_size_world, needs torch) with the embedder re-exported; no head "
+                   "size (the paper's: 256; bench/common.py paper_size_world, needs torch) with the embedder re-exported; no head "
                    "or crop")
     p.add_argument("--generator-width", type=int, default=64, help="its width (the paper's: 64)")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
@@ -71,20 +79,17 @@ def main(argv: list[str] | None = None) -> int:
                 except UserError:
                     run_check(CheckConfig(artifacts=artifacts, backend=name, precision=precision, photos=args.photos,
                                           threads=args.threads))
-                ns = argparse.Namespace(artifacts=artifacts, index=index, max_batch=16, max_wait_ms=2.0, queue_size=64,
-                                        request_timeout_ms=args.request_timeout_ms, providers="", threads=args.threads,
-                                        backend=name, precision=precision)
-                port = free_port()
-                servers.append(start_server(ns, port, Path(tmp) / f"server-{name}-{precision}.log"))
-                bases[f"{name} {precision}"] = f"http://127.0.0.1:{port}"
+                server, bases[f"{name} {precision}"] = serve(
+                    artifacts, index, Path(tmp) / f"server-{name}-{precision}.log", max_wait_ms=2.0,
+                    request_timeout_ms=args.request_timeout_ms, threads=args.threads, backend=name, precision=precision)
+                servers.append(server)
             times = asyncio.run(alternate(bases, photos, args.repeats))
             load = {label: drive(base, "/search", photos, args.concurrency, seconds=args.seconds)
                     for label, base in bases.items()}
         finally:
-            for server in servers:
-                server.terminate()
-                server.wait(timeout=30)
+            stop_servers(servers)
     reference = next(iter(bases))
+    print(machine())
     rows = {label: {"p50_ms": round(percentile(times[label], 50), 2), "p90_ms": round(percentile(times[label], 90), 2),
                     "ok_per_s": round(load[label]["ok_per_s"], 2), "p99_ms_loaded": round(load[label]["p99_ms"], 1),
                     "statuses": load[label]["statuses"]} for label in bases}

@@ -6,7 +6,7 @@
 For each size n it builds a catalog of n clustered unit vectors, saves it as an index folder and opens it
 the way the service does. Then, side by side in one run:
   - `Catalog.write` (what an admin add or delete does now: one fsynced log record) for --writes adds and
-    deletes, and, for reference, one full `Catalog.save` (what every admin write did before);
+    deletes, and, for reference, one full `Catalog.save` (what every admin write would cost without the log);
   - a search thread querying (k = 10) without pause while the writes run, against the same thread with no
     writes: the longest search latency in each, and their difference, the longest stall a write caused.
 """
@@ -23,21 +23,17 @@ import threading
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.common
+
+from bench.common import clustered, machine, ms_since, passive_openmp  # noqa: E402
+
+passive_openmp()  # before FAISS loads
 
 import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from rtdgan.index.catalog.base import ProductMeta  # noqa: E402
 from rtdgan.index.catalog.file import KINDS, Catalog  # noqa: E402
 from rtdgan.index.files import WRITE_PACE  # noqa: E402
-
-
-def clustered(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    centres = rng.standard_normal((max(1, n // 100), dim)).astype(np.float32)
-    x = centres[rng.integers(0, len(centres), n)] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def search_latencies(catalog: Catalog, queries: np.ndarray, stop: threading.Event, out: list[float]) -> None:
@@ -45,7 +41,7 @@ def search_latencies(catalog: Catalog, queries: np.ndarray, stop: threading.Even
     while not stop.is_set():
         start = time.perf_counter()
         catalog.search(queries[i % len(queries)], 10)
-        out.append((time.perf_counter() - start) * 1000)
+        out.append(ms_since(start))
         i += 1
 
 
@@ -86,7 +82,7 @@ class Phases:
         C._writer_lock = timed_lock
 
     def _add(self, name: str, start: float) -> None:
-        self.current[name] = self.current.get(name, 0.0) + (time.perf_counter() - start) * 1000
+        self.current[name] = self.current.get(name, 0.0) + ms_since(start)
 
     def _timed(self, fn, name: str):  # noqa: ANN001, ANN202
         def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -128,7 +124,7 @@ def during_compaction(folder: Path, vectors: np.ndarray, pace: int, first: int) 
             catalog.write([ProductMeta(f"c{i}", category="c0")], vectors[i % len(vectors)][None])
         except StaleCatalog:  # the compaction committed: a service reloads here
             break
-        latencies.append((time.perf_counter() - t0) * 1000)
+        latencies.append(ms_since(t0))
         i += 1
     thread.join()
     seconds = time.perf_counter() - start
@@ -143,7 +139,7 @@ def during_compaction(folder: Path, vectors: np.ndarray, pace: int, first: int) 
 def run(n: int, dim: int, kind: str, writes: int, seed: int = 0, phases: Phases | None = None,
         settle: bool = True, compaction_rounds: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    vectors = clustered(rng, n + writes, dim)
+    vectors = clustered(rng, n + writes, dim, noise=0.3)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "index"
         t = time.perf_counter()
@@ -168,22 +164,22 @@ def run(n: int, dim: int, kind: str, writes: int, seed: int = 0, phases: Phases 
                 time.sleep(0.02)  # writes arrive one by one between searches, as admin adds do
                 t0 = time.perf_counter()
                 catalog.write([ProductMeta(f"new{i}", category="c0")], vectors[i:i + 1])
-                add_ms.append((time.perf_counter() - t0) * 1000)
+                add_ms.append(ms_since(t0))
                 if phases is not None:
                     phases.done(add_ms[-1], f"add {i}")
                 t0 = time.perf_counter()
                 catalog.write(removed=[f"p{i}"])
-                delete_ms.append((time.perf_counter() - t0) * 1000)
+                delete_ms.append(ms_since(t0))
                 if phases is not None:
                     phases.done(delete_ms[-1], f"delete {i}")
 
         busy = with_searches(catalog, queries, do_writes)
         t = time.perf_counter()
-        catalog.save(folder)  # what each admin write did before the log
+        catalog.save(folder)  # what an admin write would cost without the log
         save_s = time.perf_counter() - t
         catalog = None  # its memory back before each compaction loads a snapshot of its own
         compactions, next_id = [], 0
-        for _ in range(compaction_rounds):  # unpaced (every base file left to the page cache, as before) and paced
+        for _ in range(compaction_rounds):  # unpaced (every base file left to the page cache) and paced
             for pace in (1 << 62, WRITE_PACE):
                 compactions.append(during_compaction(folder, vectors, pace, next_id))
                 next_id = compactions[-1].pop("next_id")
@@ -193,7 +189,7 @@ def run(n: int, dim: int, kind: str, writes: int, seed: int = 0, phases: Phases 
             "search_ms_p50_idle": round(statistics.median(idle), 2), "search_ms_max_idle": round(max(idle), 2),
             "search_ms_max_during_writes": round(max(busy), 2),
             "longest_stall_ms": round(max(0.0, max(busy) - max(idle)), 2),
-            "full_save_s (before: every write)": round(save_s, 2)} | (
+            "full_save_s (without the log: every write)": round(save_s, 2)} | (
             {"during_compaction": compactions} if compactions else {})
 
 
@@ -205,12 +201,14 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=50, help="adds (and as many deletes) per size")
     parser.add_argument("--phases", action="store_true", help="also print where the 5 slowest writes spent their time")
     parser.add_argument("--no-settle", dest="settle", action="store_false", help="measure the writes while the "
-                        "build's files are still being written back (before session 9, every run did)")
+                        "build's files are still being written back (by default the build is synced first, as a "
+                        "service starts on an index written earlier)")
     parser.add_argument("--compaction-rounds", type=int, default=0, help="then this many rounds of adds during a "
                         "compaction, its base files written unpaced and paced (rtdgan.index.files.PacedWriter), side by side")
     args = parser.parse_args()
     if args.compaction_rounds < 0 or args.writes < 1:
         parser.error("--writes must be >= 1 and --compaction-rounds >= 0")
+    print(machine(), flush=True)
     for n in (int(s) for s in args.sizes.split(",")):
         phases = Phases() if args.phases else None
         print(run(n, args.dim, args.kind, args.writes, phases=phases, settle=args.settle,

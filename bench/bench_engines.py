@@ -1,9 +1,9 @@
-"""Catalog engines and FAISS factory strings side by side (issue #17): latency, recall@60, build time, memory.
+"""Catalog engines and FAISS factory strings side by side: latency, recall@60, build time, memory.
 
     nice -n 5 .venv/bin/python bench/bench_engines.py --sizes 100000 --dim 256
     nice -n 5 .venv/bin/python bench/bench_engines.py --sizes 1000000 --dim 256 --queries 256
 
-For each catalog size n, on clustered unit vectors (bench/bench_search.py `make_data`: ~100 products per
+For each catalog size n, on clustered unit vectors (bench/common.py `make_data`: ~100 products per
 centre, queries near a stored product), it builds, from the same vectors:
   exact                 the file catalog with "Flat" (the ground truth for recall)
   default               the file catalog with the factory string `rtd index build` picks for n (index/factory.py)
@@ -26,19 +26,24 @@ import tempfile
 import time
 from pathlib import Path
 
-# Sleeping OpenMP workers give repeatable numbers on a shared machine (bench/bench_search.py). Before FAISS loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.common
+
+from bench.common import (  # noqa: E402
+    add_search_arguments,
+    machine,
+    make_data,
+    numbered_products,
+    passive_openmp,
+    recall_against,
+    time_searches,
+)
+
+passive_openmp()  # before FAISS loads
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_search import make_data, time_searches  # noqa: E402
-
 from rtdgan.index.catalog import factory as factories  # noqa: E402
-from rtdgan.index.catalog.base import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, ProductMeta  # noqa: E402
 from rtdgan.index.catalog.engines import build_catalog  # noqa: E402
 
 
@@ -50,26 +55,19 @@ def rss_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100000", help="catalog sizes, comma-separated")
-    parser.add_argument("--dim", type=int, default=256, help="D: 256 the demo head's space, 1280 EfficientNet-Lite0")
-    parser.add_argument("--queries", type=int, default=256, help="queries per measurement (a multiple of 64)")
-    parser.add_argument("--k", type=int, default=60, help="top-k (recall@k)")
-    parser.add_argument("--threads", type=int, default=2, help="FAISS OpenMP threads")
-    parser.add_argument("--nprobe", type=int, default=DEFAULT_NPROBE)
-    parser.add_argument("--ef-search", type=int, default=DEFAULT_EF_SEARCH)
+    add_search_arguments(parser, "100000", 256, "D: 256 the demo head's space, 1280 EfficientNet-Lite0")
     parser.add_argument("--alternatives", default="IVF{K},SQ8;HNSW32,Flat;IVF{K}_HNSW32,Flat",
                         help="other factory strings, ';'-separated; {K} = the default's IVF lists")
     parser.add_argument("--no-milvus", action="store_true", help="leave Milvus Lite out")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
-    print("bench_engines config: " + json.dumps(vars(args) | {"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]}),
-          flush=True)
+    print("bench_engines config: " + json.dumps(vars(args) | {"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"],
+                                                              "machine": machine()}), flush=True)
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         rng = np.random.default_rng(args.seed)
         base, queries = make_data("clustered", n, args.queries, args.dim, rng)
-        products = [ProductMeta(f"p{i}", category=f"c{i % 10}") for i in range(n)]
+        products = numbered_products(n)
         default = factories.default_factory(n)
         lists = default.split(",")[0][3:].split("_")[0] if default.startswith("IVF") else "1024"
         candidates = {"exact (Flat)": "Flat", f"default ({default})": default}
@@ -98,7 +96,7 @@ def main() -> None:
         results = time_searches(catalogs, queries, args.k)
         exact = results["exact (Flat)"]
         for name, r in results.items():
-            recall = float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(r["ids"], exact["ids"], strict=True)]))
+            recall = recall_against(r["ids"], exact["ids"])
             row = {"n": n, "index": name, "build_s": round(build_s[name], 1), "rss_mb": round(memory[name]),
                    "p50_ms": round(r["p50"], 3), "p95_ms": round(r["p95"], 3), "batch64_ms": round(r["batched"], 3),
                    f"recall@{args.k}": round(recall, 3)}

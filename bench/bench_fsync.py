@@ -1,5 +1,5 @@
 """The disk under the catalog's write-ahead log: one record's append + sync, three ways, with and without a large
-file being written back at the same time (issue #15: where the slowest admin writes at 1M spend their time).
+file being written back at the same time (where the slowest admin writes on a 1M catalog spend their time).
 
     .venv/bin/python bench/bench_fsync.py --dir /path/on/the/index/disk [--writes 60] [--load-mb 256]
 
@@ -24,6 +24,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.common
+
+from bench.common import machine, ms_since  # noqa: E402
 
 WAYS = ("fsync", "fdatasync", "prealloc")
 
@@ -66,7 +70,7 @@ def run(folder: Path, writes: int, record_bytes: int, gap_ms: float, load_mb: in
                 start = time.perf_counter()
                 os.pwrite(fd, record, offsets[way])
                 (os.fsync if way == "fsync" else os.fdatasync)(fd)
-                times[way].append((time.perf_counter() - start) * 1000)
+                times[way].append(ms_since(start))
                 offsets[way] += record_bytes
                 time.sleep(gap_ms / 1000)
     finally:
@@ -97,7 +101,8 @@ def main() -> None:
     load = f"{a.load_mb} MB rewritten in a loop" if a.load_mb else "none"
     if a.load_mb and a.pace_mb:
         load += f", fdatasync every {a.pace_mb} MB"
-    print(f"{a.writes} appends of {a.record_bytes} B each way, {a.gap_ms:g} ms apart; background write-back: {load}")
+    print(f"{a.writes} appends of {a.record_bytes} B each way, {a.gap_ms:g} ms apart; background write-back: {load}; "
+          f"{machine()}")
     print("| way | p50 ms | p90 ms | max ms |")
     print("|---|---|---|---|")
     for way, t in times.items():

@@ -11,49 +11,25 @@ from other processes hits both alike; medians are reported.
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import sys
 import tempfile
-import time
-import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.common
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
+from bench.common import PAPER_STAGES, export_random_generator, machine, median_ms  # noqa: E402
 from rtdgan.index.runtime.backends import CPU  # noqa: E402
 from rtdgan.index.runtime.onnx import OnnxGenerator  # noqa: E402
-from rtdgan.models.generator import GeneratorConfig, ProgressiveGenerator  # noqa: E402
-from rtdgan.training.export import export_generator  # noqa: E402
 
 CASES = ((64, 16), (256, 64))  # (S, width): the demo's and the paper's generator
-STAGES = 3
-
-
-def timed(fn, batch: np.ndarray) -> float:  # noqa: ANN001 - a callable over one batch
-    start = time.perf_counter()
-    fn(batch)
-    return time.perf_counter() - start
-
-
-def export_case(size: int, width: int, folder: Path) -> tuple[torch.nn.Module, Path]:
-    """rtdGAN (N = STAGES) at S = size and `width`, random weights (seed 0), exported to FOLDER/g<S>.onnx by
-    `rtd export`'s code (parity-checked); the network and the file. bench/bench_backends.py uses it too."""
-    torch.manual_seed(0)
-    net = ProgressiveGenerator(GeneratorConfig(size, STAGES, width)).at_stage().eval()
-    sample = np.random.default_rng(0).uniform(-1, 1, (4, 3, size, size)).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        export_generator(net, folder / f"g{size}.onnx", size, sample)  # parity-checked like `rtd export`
-    return net, folder / f"g{size}.onnx"
 
 
 def bench_case(size: int, width: int, threads: int, repeats: int, folder: Path) -> dict:
     """Median seconds per call for both engines at batch 1 and batch 8."""
-    net, _ = export_case(size, width, folder)
+    net = export_random_generator(size, width, folder / f"g{size}.onnx")
     rng = np.random.default_rng(0)
     session = OnnxGenerator(folder / f"g{size}.onnx", providers=[CPU], threads=threads)
 
@@ -64,13 +40,8 @@ def bench_case(size: int, width: int, threads: int, repeats: int, folder: Path) 
     row = {"size": size, "width": width, "params_m": sum(p.numel() for p in net.parameters()) / 1e6}
     for batch_size in (1, 8):
         batch = rng.uniform(-1, 1, (batch_size, 3, size, size)).astype(np.float32)
-        for fn in (eager, session, eager, session):  # warm-up
-            fn(batch)
-        times: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
-        for _ in range(repeats):
-            times["torch"].append(timed(eager, batch))
-            times["onnxruntime"].append(timed(session, batch))
-        row[batch_size] = {k: statistics.median(v) for k, v in times.items()}
+        ms = median_ms({"torch": lambda b=batch: eager(b), "onnxruntime": lambda b=batch: session(b)}, repeats)
+        row[batch_size] = {k: v / 1000 for k, v in ms.items()}
     return row
 
 
@@ -80,8 +51,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per engine and batch size")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.repeats} repeats, rtdGAN N = {STAGES}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other processes slow torch's OpenMP most)")
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.repeats} repeats, rtdGAN N = {PAPER_STAGES}, "
+          f"{machine()} (other processes slow torch's OpenMP most)")
     print("| S | width | params | torch b1 ms | ort b1 ms | ort speed-up b1 | torch b8 img/s | ort b8 img/s "
           "| ort speed-up b8 |")
     print("|---|---|---|---|---|---|---|---|---|")

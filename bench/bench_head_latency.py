@@ -1,13 +1,13 @@
-"""What the retrieval head costs /search (issue #13 target: at most +15 % at concurrency 1, demo size).
+"""What the retrieval head costs /search (the target: at most +15 % at concurrency 1, demo size).
 
     python bench/bench_head_latency.py --artifacts demo/artifacts --catalog demo/data --photos demo/samples
 
 Two `rtd serve` processes on the same machine, side by side in one run: one on the artifacts with their head
 (index built through the head's catalog side; the query is fused: the generated image and the photo in one
 embedder call, then the head; and the person crop first when the artifacts have one), one on a copy of the
-artifacts without the head files and, unless --keep-crop, without the crop (the path before issue #13: the
-frozen protocol, the generated image of the whole photo). Requests alternate between them one at a time (concurrency 1), so both see the
-same machine load; the p50 ratio is the head's cost. Indexes are built into a temporary folder.
+artifacts without the head files and, unless --keep-crop, without the crop (the frozen protocol: the generated
+image of the whole photo). Requests alternate between them one at a time (concurrency 1), so both see the same
+machine load; the p50 ratio is the head's cost. Indexes are built into a temporary folder.
 """
 
 from __future__ import annotations
@@ -20,33 +20,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.common
 
-import httpx  # noqa: E402
-
-from bench.bench_service import free_port, load_photos, one_request, percentile, start_server  # noqa: E402
+from bench.common import alternate, load_photos, machine, percentile, serve, stop_servers  # noqa: E402
 from rtdgan.index.build import build_index  # noqa: E402
 from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
 from rtdgan.index.runtime.crop import CROP_JSON, CROP_ONNX  # noqa: E402
 from rtdgan.index.runtime.head import CATALOG_ONNX, HEAD_JSON, QUERY_ONNX, has_head  # noqa: E402
-
-
-async def alternate(bases: dict[str, str], photos: list[bytes], repeats: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in bases}
-    clients = {name: httpx.AsyncClient(base_url=base, timeout=30) for name, base in bases.items()}
-    try:
-        for i in range(repeats + 5):  # the first 5 of each warm the connections, not counted
-            order = list(bases) if i % 2 == 0 else list(reversed(bases))
-            for name in order:
-                status, code, ms = await one_request(clients[name], "/search", photos[i % len(photos)])
-                if status != 200:
-                    raise SystemExit(f"{name}: /search answered {status} {code}")
-                if i >= 5:
-                    times[name].append(ms)
-    finally:
-        for client in clients.values():
-            await client.aclose()
-    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,16 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for name, (artifacts, index) in variants.items():
                 build_index(artifacts, args.catalog, index)
-                ns = argparse.Namespace(artifacts=artifacts, index=index, max_batch=16, max_wait_ms=0.0, queue_size=64,
-                                        request_timeout_ms=None, providers="", threads=args.threads)
-                port = free_port()
-                servers.append(start_server(ns, port, Path(tmp) / f"server-{len(servers)}.log"))
-                bases[name] = f"http://127.0.0.1:{port}"
+                server, bases[name] = serve(artifacts, index, Path(tmp) / f"server-{len(servers)}.log",
+                                            threads=args.threads)
+                servers.append(server)
             times = asyncio.run(alternate(bases, photos, args.repeats))
         finally:
-            for server in servers:
-                server.terminate()
-                server.wait(timeout=30)
+            stop_servers(servers)
     result = {name: {"p50_ms": round(percentile(t, 50), 2), "p90_ms": round(percentile(t, 90), 2), "requests": len(t)}
               for name, t in times.items()}
     names = list(result)
@@ -95,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     result["p50_ratio_head_over_frozen"] = round(ratio, 3)
     for name in names:
         print(f"{name:24s} /search p50 {result[name]['p50_ms']:7.2f} ms  p90 {result[name]['p90_ms']:7.2f} ms")
-    print(f"head / frozen p50: {ratio:.3f} (issue #13 target: <= 1.15)")
+    print(f"head / frozen p50: {ratio:.3f} (the target: <= 1.15); {machine()}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -19,14 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.common
 
-from rtdgan.training.config import TrainConfig
-from rtdgan.training.schedule import make_plan, schedule_at
-from rtdgan.training.steps import build_nets, cpu_has_bf16, pix2pix_step, rtdgan_step
+import torch  # noqa: E402
+
+from bench.common import machine  # noqa: E402
+from rtdgan.training.config import TrainConfig  # noqa: E402
+from rtdgan.training.schedule import make_plan, schedule_at  # noqa: E402
+from rtdgan.training.steps import build_nets, cpu_has_bf16, pix2pix_step, rtdgan_step  # noqa: E402
 
 VARIANTS = {  # name: (precision, channels_last, compile)
     "fp32": ("fp32", False, False),
@@ -123,8 +128,8 @@ def main() -> None:
     units = "cuda" if device.type == "cuda" else ("bf16 units (AMX/AVX512-BF16)" if cpu_has_bf16() else
                                                   "no bf16 units: bf16 is emulated")
     print(f"images/s, {args.device} ({units}), {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"median of {args.steps} steps, torch {torch.__version__}")
-    out = {"device": args.device, "bf16_units": units, "threads": torch.get_num_threads(), "batch": args.batch,
+          f"median of {args.steps} steps, torch {torch.__version__}; {machine()}")
+    out = {"device": args.device, "machine": machine(), "bf16_units": units, "threads": torch.get_num_threads(), "batch": args.batch,
            "resolution": args.resolution, "widths": {}}
     for width in (int(w) for w in args.widths.split(",")):
         results = bench_width(args, width, variants, device)

@@ -5,7 +5,8 @@ embeds its catalog into an index through the artifacts (`rtdgan.index.build.buil
 there is one), then runs `rtdgan.training.demo.measure` — `/search`'s own pipeline (the person crop too, when the
 artifacts have one), every photo a query, the whole shop the gallery. `--framing street` queries with
 street-framed photos of the same products instead (the same seed, photos at --photo-size px), as the demo's check
-does. Issue #13 reports its held-out figures with it (use a seed used for nothing else).
+does. The held-out figures of the retrieval head and the crop are measured with it (use a seed used for
+nothing else).
 
     .venv/bin/python bench/shop_check.py --artifacts demo/artifacts --root /tmp/shops --seed 7100
     .venv/bin/python bench/shop_check.py --artifacts demo/artifacts --root /tmp/shops --seed 7300 --framing street
@@ -19,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.common
 
+from bench.common import synth_world  # noqa: E402
 from rtdgan.index.build import build_index  # noqa: E402
 from rtdgan.training.demo import measure  # noqa: E402
-from rtdgan.training.synth import SynthConfig, synthesize  # noqa: E402
 
 
 def main() -> int:
@@ -39,10 +39,7 @@ def main() -> int:
 
     def shop(framing: str, size: int) -> Path:
         data = a.root / (f"shop-{framing}-{a.seed}" + (f"-{size}" if framing == "street" else ""))
-        marker = data / "synth.json"
-        if not (marker.is_file() and json.loads(marker.read_text()).get("complete")):
-            synthesize(SynthConfig(out=data, products=a.products, photos_per_product=4, size=size, seed=a.seed,
-                                   workers=2, framing=framing))
+        synth_world(data, a.products, a.seed, framing, size=size, workers=2)
         return data
 
     data = shop("lookbook", 64)  # the catalog (and the LookBook-framed queries)

@@ -1,7 +1,7 @@
-"""Issue #13, street framing: does the learned person crop (`rtd fit-crop`, index/crop.py) before the generator
+"""Street framing: does the learned person crop (`rtd fit-crop`, index/crop.py) before the generator
 reach R@10 >= 0.60 on a street shop, and does it leave LookBook framing alone?
 
-    artifacts: a copy of bench/street_probe.py's mixed fused head (the committed LookBook-trained demo generator,
+    artifacts: a copy of bench/experiments/street_probe.py's mixed fused head (the committed LookBook-trained demo generator,
         efficientnet_lite0 at embed level 0, a fused head fitted on 2,500 street + 2,500 LookBook products, no
         crop) into which `rtd fit-crop` wrote crop.onnx (trained on --crop-data: a street-framed and a
         LookBook-framed synthetic world with their boxes.csv, seeds 6100/6101; its validation IoU is read back)
@@ -10,14 +10,14 @@ reach R@10 >= 0.60 on a street shop, and does it leave LookBook framing alone?
         (source resolution for the crop) and at 64 px; LookBook (seed 6301) at 64 px and 256 px
     rows: (a) no crop (`Pipeline.open(..., crop=False)`: today's query), (b) the predicted crop, the same head (no
         refit), (c) the oracle crop (the synthesizer's own person box, squared the same way, cut from the same
-        source photo; bench/street_probe.py `crop_shop`), the same head; the crop's mean IoU on the shop's boxes
+        source photo; bench/common.py `crop_shop`), the same head; the crop's mean IoU on the shop's boxes
     features go through the pipeline's own stages (training/head.py `cached_features`: the crop stage, the
-        generator, the embedder), the head's ONNX sides rank the gallery, as bench/street_probe.py does
+        generator, the embedder), the head's ONNX sides rank the gallery, as bench/experiments/street_probe.py does
 
 Every step is cached (features by training/head.py); the results are written to ROOT/crop-results.json and a
 table is printed. Nothing is chosen on these shops: the crop's settings were chosen on its validation photos.
 
-    .venv/bin/python bench/crop_probe.py --root /tmp/rtd-crop --artifacts /tmp/rtd-crop/artifacts-crop --threads 2
+    .venv/bin/python bench/experiments/crop_probe.py --root /tmp/rtd-crop --artifacts /tmp/rtd-crop/artifacts-crop --threads 2
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bench.common
 
 import numpy as np  # noqa: E402
 
-from bench.street_probe import crop_shop, synth  # noqa: E402
+from bench.common import crop_shop, ms_since, say, synth_world  # noqa: E402
 from rtdgan.index.images import decode_image  # noqa: E402
 from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
 from rtdgan.index.runtime.crop import CROP_SOURCE_SIDE, Cropper, read_crop  # noqa: E402
@@ -44,10 +43,6 @@ from rtdgan.training.crop import mean_iou  # noqa: E402
 from rtdgan.training.data import ProductRecord, load_records  # noqa: E402
 from rtdgan.training.head import cached_features, recall  # noqa: E402
 from rtdgan.training.synth import BOXES_CSV  # noqa: E402
-
-
-def say(text: str) -> None:
-    print(f"crop_probe: {text}", file=sys.stderr, flush=True)
 
 
 def with_products_of(records: list[ProductRecord], catalog: Path) -> list[ProductRecord]:
@@ -77,7 +72,7 @@ def stage_ms(art: Path, photos: list[Path], threads: int | None) -> dict[str, fl
     def timed(name: str, fn, *args):  # noqa: ANN001, ANN202 - a local stopwatch
         t = time.perf_counter()
         out = fn(*args)
-        times.setdefault(name, []).append((time.perf_counter() - t) * 1000)
+        times.setdefault(name, []).append(ms_since(t))
         return out
 
     for path in photos:
@@ -122,7 +117,7 @@ def main() -> int:
         small = root / f"shop-{seed}-{framing}-64"
         for f, s in ((folder, size), (small, 64)):
             t = time.perf_counter()
-            if synth(f, a.shop_products, seed, framing, size=s):
+            if synth_world(f, a.shop_products, seed, framing, size=s):
                 times[f"synth {f.name}"] = round(time.perf_counter() - t, 1)
         records = with_products_of(load_records(folder).records, small)
         oracle = root / f"oracle-{seed}-{framing}-{size}"

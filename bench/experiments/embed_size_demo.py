@@ -1,4 +1,4 @@
-"""A smaller embedder input for the demo's head (issue #13: /search latency): validation recall and model time.
+"""A smaller embedder input for the demo's head (the fused query's cost on /search): validation recall and model time.
 
 The fused query embeds two images where the frozen protocol embeds one, and EfficientNet-Lite0 resizes each 64 px
 image to 224 px first. Two 160 px embeddings cost about one 224 px one, so `rtd export --embed-input-size 160`
@@ -7,10 +7,10 @@ data only: it exports the committed demo generator with the embedder at `--input
 from the demo's artifacts, fits a fused head on the demo's own head world (`rtd demo`'s head-world/: train-data,
 split.json; features cached in its head-cache/) at the committed head's grid point, and prints the head's
 validation recall beside the committed head card's at the same grid point (224 px). Then it times the model
-path of one /search request side by side (onnxruntime, 2 threads, interleaved, medians): the path before issue
-#13 (generator, one 224 px embedding) against crop + generator + two embeddings + head, at 224 px and at the size.
+path of one /search request side by side (onnxruntime, 2 threads, interleaved, medians): the frozen protocol's
+path (generator, one 224 px embedding) against crop + generator + two embeddings + head, at 224 px and at the size.
 
-    .venv/bin/python bench/embed_size_demo.py --world demo/head-world --demo-artifacts demo/artifacts --input-size 160
+    .venv/bin/python bench/experiments/embed_size_demo.py --world demo/head-world --demo-artifacts demo/artifacts --input-size 160
 """
 
 from __future__ import annotations
@@ -19,15 +19,13 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bench.common
 
 import numpy as np  # noqa: E402
 
-from bench.head_probe import export_demo_generator  # noqa: E402
+from bench.common import ROOT, export_demo_generator, interleaved_ms  # noqa: E402
 from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
 from rtdgan.index.runtime.backends import make_session  # noqa: E402
 from rtdgan.index.runtime.crop import CROP_JSON, CROP_ONNX  # noqa: E402
@@ -41,20 +39,19 @@ def model_ms(graphs: dict[str, Path], size: int, dim: int, repeats: int) -> dict
     """Median ms of each path's graph calls, the paths interleaved."""
     sessions = {name: make_session(path, threads=2) for name, path in graphs.items()}
     photo = np.random.default_rng(0).uniform(-1, 1, (2, 3, size, size)).astype(np.float32)
-    paths = {"before #13: generator + embedder(1)": [("generator", photo[:1]), ("embedder-224", photo[:1])],
+    paths = {"frozen: generator + embedder(1)": [("generator", photo[:1]), ("embedder-224", photo[:1])],
              "crop + generator + embedder-224(2) + head": [("crop", photo[:1]), ("generator", photo[:1]),
                                                            ("embedder-224", photo), ("head", None)],
              "crop + generator + embedder-small(2) + head": [("crop", photo[:1]), ("generator", photo[:1]),
                                                              ("embedder-small", photo), ("head", None)]}
     features = np.random.default_rng(1).standard_normal((1, 2 * dim)).astype(np.float32)
-    times: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(repeats):
-        for name, calls in paths.items():
-            start = time.perf_counter()
-            for graph, x in calls:
-                s = sessions[graph]
-                s.run(None, {s.get_inputs()[0].name: features if x is None else x})
-            times[name].append((time.perf_counter() - start) * 1000)
+
+    def path_of(calls: list) -> None:
+        for graph, x in calls:
+            s = sessions[graph]
+            s.run(None, {s.get_inputs()[0].name: features if x is None else x})
+
+    times = interleaved_ms({name: (lambda c=calls: path_of(c)) for name, calls in paths.items()}, repeats, warmup=0)
     return {name: round(float(np.median(v[5:])), 2) for name, v in times.items()}
 
 

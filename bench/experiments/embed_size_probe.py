@@ -1,15 +1,15 @@
-"""Does a smaller embedder input keep the fused head's recall? (issue #13: /search latency with the head.)
+"""Does a smaller embedder input keep the fused head's recall? (The fused query's cost on /search.)
 
 The fused query embeds two images (the generated one and the photo) where the frozen protocol embeds one; at
 the demo's size the embedder dominates /search's model time, and EfficientNet-Lite0 resizes every 64 px image
 to 224 px first. This probe exports the committed demo generator with the embedder resizing to
 `--input-size` instead (rtd export --embed-input-size), fits a fused head on the same training world as
-bench/head_probe.py (its ROOT is reused read-only: train-data, split.json, and the 224 px artifacts with their
+bench/experiments/head_probe.py (its ROOT is reused read-only: train-data, split.json, and the 224 px artifacts with their
 fused head), and scores both heads on a VALIDATION shop drawn with its own seed (default 5200, used for
 nothing else), gallery = the whole shop, every photo a query. It also times the two embedders side by side
 (batch 1 and 2, this process, median of interleaved runs).
 
-    .venv/bin/python bench/embed_size_probe.py --probe-root /tmp/rtd-head-probe --root /tmp/rtd-embed-size
+    .venv/bin/python bench/experiments/embed_size_probe.py --probe-root /tmp/rtd-head-probe --root /tmp/rtd-embed-size
 """
 
 from __future__ import annotations
@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bench.common
 
 import numpy as np  # noqa: E402
 
-from bench.head_probe import export_demo_generator, synth  # noqa: E402
+from bench.common import export_demo_generator, interleaved_ms, synth_world  # noqa: E402
 from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
 from rtdgan.index.runtime.head import read_head  # noqa: E402
 from rtdgan.index.runtime.onnx import OnnxEmbedder  # noqa: E402
@@ -34,16 +32,12 @@ from rtdgan.training.head import FitHeadConfig, cached_features, fit_head, recal
 
 
 def embedder_ms(paths: dict[str, Path], size: int, repeats: int = 40) -> dict[str, dict[int, float]]:
+    """Median ms of each embedder at batch 1 and 2, the calls interleaved."""
     sessions = {name: OnnxEmbedder(read_artifacts(p).folder / "embedder.onnx", threads=2) for name, p in paths.items()}
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, size, size)).astype(np.float32)
-    times: dict[str, dict[int, list[float]]] = {name: {1: [], 2: []} for name in sessions}
-    for _ in range(repeats):
-        for name, session in sessions.items():
-            for b in (1, 2):
-                start = time.perf_counter()
-                session(x[:b])
-                times[name][b].append((time.perf_counter() - start) * 1000)
-    return {name: {b: round(float(np.median(v)), 2) for b, v in per.items()} for name, per in times.items()}
+    calls = {(name, b): (lambda s=session, b=b: s(x[:b])) for name, session in sessions.items() for b in (1, 2)}
+    times = interleaved_ms(calls, repeats, warmup=0)
+    return {name: {b: round(float(np.median(times[name, b])), 2) for b in (1, 2)} for name in sessions}
 
 
 def head_recall(artifacts: Path, shop: Path, cache: Path) -> dict:
@@ -64,7 +58,7 @@ def main() -> int:
     a = p.parse_args()
     a.root.mkdir(parents=True, exist_ok=True)
     shop = a.root / f"val-shop-{a.val_shop_seed}"
-    synth(shop, 300, 4, a.val_shop_seed, 1)
+    synth_world(shop, 300, a.val_shop_seed)
     small = export_demo_generator(a.root, shop, a.input_size, name=f"artifacts-{a.input_size}")
     train, split = a.probe_root / "train-data", a.probe_root / "split.json"
     if not (read_artifacts(small).folder / "head.json").is_file():

@@ -1,18 +1,18 @@
-"""Issue #13, the fused query's latency: can the generator's own encoder stand in for the photo's embedding?
+"""The fused query's latency: can the generator's own encoder stand in for the photo's embedding?
 
 The fused query embeds two images (the generated one and the photo) where the frozen protocol embeds one:
 +50 % on /search at the demo's size (docs/benchmarks.md). The generator's encoder reads the photo anyway, so
 its activations cost nothing extra. This probe pools them (mean and standard deviation over space of each of
 the encoder's levels, standardised on the training rows) and trains the head's query side on [generated ‖
 encoder] instead of [generated ‖ photo], with the committed demo head's settings (temperature 0.1, E = 256,
-linear, 10 epochs, AdamW 1e-3, batch 512), on the features of bench/head_probe.py's 10,000-product world
+linear, 10 epochs, AdamW 1e-3, batch 512), on the features of bench/experiments/head_probe.py's 10,000-product world
 (`--root`, its cached features through the committed demo generator and EfficientNet-Lite0 at level 0). It
 is scored on that world's validation part (15 % of the training products, seed 0, gallery = those products):
 nothing is chosen on a test shop.
 
-    .venv/bin/python bench/head_probe.py --root /tmp/rtd-head10k --train-products 10000 --train-seed 3300 \\
+    .venv/bin/python bench/experiments/head_probe.py --root /tmp/rtd-head10k --train-products 10000 --train-seed 3300 \\
         --shop-seed 5200 --modes fused          # the world and its cached features, once
-    .venv/bin/python bench/encoder_probe.py --root /tmp/rtd-head10k
+    .venv/bin/python bench/experiments/encoder_probe.py --root /tmp/rtd-head10k
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bench.common
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.common import say  # noqa: E402
 from rtdgan.index.images import preprocess_many  # noqa: E402
 from rtdgan.models.head import Projection  # noqa: E402
 from rtdgan.training.export import load_generator  # noqa: E402
@@ -85,7 +85,7 @@ def fit(train_q: np.ndarray, products: np.ndarray, owner: np.ndarray, val_q: np.
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", type=Path, default=Path("/tmp/rtd-head10k"), help="bench/head_probe.py's root")
+    p.add_argument("--root", type=Path, default=Path("/tmp/rtd-head10k"), help="head_probe.py's root")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -98,7 +98,7 @@ def main() -> int:
         raise SystemExit(f"the cached features skipped photos ({len(feats.owner)} of {len(photos)}): rerun head_probe")
     t = time.perf_counter()
     enc = encoder_features(root / "pretrained-run", photos, 64)
-    print(f"encoder features {enc.shape} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    say(f"encoder features {enc.shape} in {time.perf_counter() - t:.0f} s")
     train_rows, val_rows = validation_split(feats, 0.15, 0)
     train, val = feats.subset(train_rows), feats.subset(val_rows)
     in_train, in_val = np.isin(feats.owner, train_rows), np.isin(feats.owner, val_rows)
@@ -113,7 +113,7 @@ def main() -> int:
     results = {}
     for name, (tq, vq) in rows.items():
         results[name] = fit(tq, train.products, train.owner, vq, val.products, val.owner)
-        print(f"{name}: R@1 {results[name]['1']:.3f} R@10 {results[name]['10']:.3f}", file=sys.stderr, flush=True)
+        say(f"{name}: R@1 {results[name]['1']:.3f} R@10 {results[name]['10']:.3f}")
     print(f"\nvalidation: {len(val.products)} products, {len(val.owner)} photos (gallery = those products)\n")
     print("| query side input | R@1 | R@5 | R@10 |\n|---|---|---|---|")
     for name, r in results.items():

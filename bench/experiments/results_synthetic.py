@@ -1,4 +1,4 @@
-"""Reproduce docs/results-synthetic.md: the paper's Tables 1 and 2 where generation works (issue #14).
+"""Reproduce docs/results-synthetic.md: the paper's Tables 1 and 2 at a scale where generation works.
 
 The five models of Table 1 — rtdGAN with N = 3, 2 and 1 rough-to-detail stages (Table 2), pix2pix and
 PLDT — trained on one LookBook-framed synthetic world at the scale where the demo's generator learns
@@ -9,32 +9,32 @@ rtdGAN N = 3 is the committed demo generator (models/pretrained/rtdgan-demo-64.p
 exported with EfficientNet-Lite0 (the DenseNet-121 weights cannot be downloaded here) and evaluated by
 `rtd eval` on a held-out shop (its own seed: none of its products was trained on), gallery = the whole shop,
 every photo a query: RMSE, SSIM, Recall@K with bootstrap 95 % intervals, the paper's protocol (frozen
-embedder, generated query, full resolution), with the photo itself as the baseline row; and with issue #13's
-learned retrieval head, fitted for each model's generator on a world of its own (5,000 products, seed 8100):
+embedder, generated query, full resolution), with the photo itself as the baseline row; and with the
+learned retrieval head (`rtd fit-head`), fitted for each model's generator on a world of its own (5,000 products, seed 8100):
 the fused query (generated image + photo) beside a photo-only head, the row without generation.
 
-A model costs 1.5-2.5 hours on 2 CPU cores, more than a working session has to spare, so the experiment
+A model costs 1.5-2.5 hours on 2 CPU cores, more than one sitting may have to spare, so the experiment
 runs a model at a time (`--only`) and keeps what it needs to carry on:
 - training resumes from ROOT/runs/NAME/checkpoints/last.pt (a checkpoint every 1,000 steps);
 - a run stopped before it finished (SIGTERM or Ctrl-C: training writes its checkpoint first) is also packed into
   docs/results-synthetic/carry/NAME.pt (weights and optimiser moments in bf16, about 15 MB at width 16, with the
-  wall time trained so far), to be committed: a later session on a fresh machine, whose ROOT is empty, resumes
+  wall time trained so far), to be committed: a later run on a fresh machine, whose ROOT is empty, resumes
   from it. Once the run is finished the file becomes its final generator alone (fp32, about 7 MB, with its
-  timings), so a later session can export, evaluate and fit a head for the model without training it again.
+  timings), so a later run can export, evaluate and fit a head for the model without training it again.
   `--pack-carry` packs a run by hand (one stopped or finished by an older checkout);
 - each finished model's evaluation (report.json, without its per-query lists) and sample grid are copied
   into docs/results-synthetic/ and committed: the tables and the Recall@K plots of Tables 1 and 3
   (docs/results-synthetic/recall*.png and .svg, matplotlib) are drawn from those files, so a model evaluated in
-  one session stays in the tables of the next, whatever happened to ROOT.
+  one run stays in the tables of the next, whatever happened to ROOT.
 
-    .venv/bin/python bench/results_synthetic.py --root /tmp/rtd-t12 --only rtdgan-n1   # train + eval one model
-    .venv/bin/python bench/results_synthetic.py --root /tmp/rtd-t12 --doc-only           # redraw the doc
+    .venv/bin/python bench/experiments/results_synthetic.py --root /tmp/rtd-t12 --only rtdgan-n1   # train + eval one model
+    .venv/bin/python bench/experiments/results_synthetic.py --root /tmp/rtd-t12 --doc-only           # redraw the doc
 
-On a GPU (issue #14 item 4) the same script runs at the paper's sizes; another size, width or budget writes
+On a GPU the same script runs at the paper's sizes; another size, width or budget writes
 docs/results-synthetic-128px-w16.md and docs/results-synthetic-128px-w16/ (never the CPU run's files), and needs
 a ROOT of its own (the worlds are synthesized at that size; a ROOT holding another size's world is refused):
 
-    .venv/bin/python bench/results_synthetic.py --root /tmp/rtd-128 --device cuda --size 128 --threads 16 --only rtdgan-n3
+    .venv/bin/python bench/experiments/results_synthetic.py --root /tmp/rtd-128 --device cuda --size 128 --threads 16 --only rtdgan-n3
 
 A carried file over 20 MB (width 64 at 256 px) is not written: such a run resumes only from its ROOT.
 """
@@ -49,8 +49,9 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bench.common
+
+from bench.common import PRETRAINED, ROOT, say, synthesize_once  # noqa: E402
 
 # The reported experiment's files (64 px, width 16, 27 passes); another size, width or budget gets siblings named
 # after it (results_dir, doc_path), so a GPU run at 128 px never overwrites the CPU run's committed tables.
@@ -58,9 +59,8 @@ DOC = ROOT / "docs" / "results-synthetic.md"
 RESULTS = ROOT / "docs" / "results-synthetic"  # committed: one JSON (and sample grid) per evaluated model
 CARRY = RESULTS / "carry"  # committed: an unfinished run's bf16 checkpoint, then the finished run's generator
 CARRY_LIMIT = 20 * 2**20  # a carried file must stay committable (the project's 20 MB cap on weights in git)
-BEGIN, END = "<!-- results:begin (written by bench/results_synthetic.py) -->", "<!-- results:end -->"
+BEGIN, END = "<!-- results:begin (written by bench/experiments/results_synthetic.py) -->", "<!-- results:end -->"
 EMBEDDER = "efficientnet_lite0"
-PRETRAINED = ROOT / "models" / "pretrained" / "rtdgan-demo-64.pt"
 MODELS = ("rtdgan-n3", "rtdgan-n2", "rtdgan-n1", "pix2pix", "pldt")
 # Table 1 and 2 of the paper (LookBook, 256 px, DenseNet-121), for the ratios beside ours.
 PAPER = {"rtdgan-n3": {"ssim": 0.597, "r60": 0.337}, "pix2pix": {"ssim": 0.557, "r60": 0.187},
@@ -85,11 +85,11 @@ class Experiment:
     lambda_con: float = 10.0  # Eq. 4; 1 in the paper. At this budget rtdGAN learns only with 10 (README "Choices")
     lambda_lap: float = 10.0
     precision: str = "auto"
-    device: str = "auto"  # `rtd train --device`: cuda when available (the paper-size runs of issue #14 item 4)
+    device: str = "auto"  # `rtd train --device`: cuda when available (the paper-size runs)
     threads: int = 2
     ks: tuple[int, ...] = (1, 5, 10, 20, 60)
     bootstrap: int = 1000
-    # Issue #13's learned retrieval head, fitted for each model's generator (`rtd fit-head`, its default grid chosen
+    # The learned retrieval head, fitted for each model's generator (`rtd fit-head`, its default grid chosen
     # on the head world's own validation products) on a LookBook-framed world of its own: neither the generators'
     # training world (whose photos the generators have seen) nor the shop.
     head_products: int = 5000
@@ -141,25 +141,14 @@ def doc_path(e: Experiment) -> Path:
     return DOC.with_name(f"{DOC.stem}{tag(e)}.md") if tag(e) else DOC
 
 
-def say(text: str) -> None:
-    print(f"results: {text}", file=sys.stderr, flush=True)
-
-
 def synth(out: Path, products: int, photos: int, seed: int, size: int, workers: int) -> Path:
-    """A LookBook-framed synthetic set, unless it exists complete (`workers` processes draw it)."""
-    from rtdgan.index.errors import UserError
-    from rtdgan.training.synth import SynthConfig, synthesize
+    """A LookBook-framed synthetic set, unless it exists complete (`workers` processes draw it); another world
+    there is refused (UserError)."""
+    from rtdgan.training.synth import SynthConfig
 
-    marker = out / "synth.json"
-    have = json.loads(marker.read_text()) if marker.is_file() else {}
-    want = {"products": products, "photos_per_product": photos, "size": size, "seed": seed, "framing": "lookbook"}
-    if have.get("complete") and (diff := {k: have.get(k) for k, v in want.items() if have.get(k) != v}):
-        raise UserError(f"{out} holds another world ({diff}, this experiment wants {want}): give each size its "
-                        "own --root")
-    if not have.get("complete"):
-        say(f"synthesizing {products} x {photos} photos, seed {seed}, into {out}")
-        synthesize(SynthConfig(out=out, products=products, photos_per_product=photos, size=size, seed=seed,
-                               workers=workers, framing="lookbook"))
+    if synthesize_once(SynthConfig(out=out, products=products, photos_per_product=photos, size=size, seed=seed,
+                                   workers=workers, framing="lookbook"), hint="give each size its own --root"):
+        say(f"synthesized {products} x {photos} photos, seed {seed}, into {out}")
     return out
 
 
@@ -378,7 +367,7 @@ def head_world(e: Experiment) -> tuple[Path, Path]:
 
 
 def evaluate_head(e: Experiment, name: str, mode: str, shop: Path, split: Path, timings: dict) -> dict:
-    """Fit issue #13's retrieval head (`rtd fit-head --mode MODE`) for this model's exported generator on the head
+    """Fit the learned retrieval head (`rtd fit-head --mode MODE`) for this model's exported generator on the head
     world, then `rtd eval --query head` on the shop; returns the slim record (also committed, see below).
 
     The fused head's record goes into the model's file in docs/results-synthetic/; the photo-only head, which no
@@ -662,7 +651,7 @@ def main() -> int:
     p.add_argument("--no-doc", action="store_true", help="do not redraw the doc (the per-model files in "
                                                            "docs/results-synthetic*/ are still written)")
     p.add_argument("--no-head", action="store_true", help="skip fitting and evaluating the learned retrieval heads "
-                                                            "(issue #13) for the models")
+                                                            "for the models")
     p.add_argument("--pack-carry", action="store_true", help="only pack each --only model's run into "
                                                                "docs/results-synthetic*/carry/ (unfinished: resumable, "
                                                                "bf16; finished: its generator)")
@@ -685,7 +674,7 @@ def main() -> int:
         e = experiment(a)
     except UserError as err:
         p.error(str(err))
-    command = ".venv/bin/python bench/results_synthetic.py --root ROOT" + "".join(
+    command = ".venv/bin/python bench/experiments/results_synthetic.py --root ROOT" + "".join(
         f" --{flag} {value}" for flag, value in (("size", e.size), ("width", e.width), ("passes", e.passes),
                                                  ("device", e.device))
         if value != getattr(Experiment, flag))

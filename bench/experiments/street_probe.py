@@ -1,12 +1,12 @@
-"""Issue #13, "Street framing works": what retrieval does the committed LookBook-trained generator reach in
-street framing with a learned head trained on a mixed-framing world, and would a person crop step help?
+"""Street framing: what retrieval does the committed LookBook-trained generator reach on street-framed photos
+with a learned head trained on a mixed-framing world, and would a person crop step help?
 
     training world (mixed framing): two synthetic worlds of 64 px, 4 photos per product, --half products each,
         one street-framed (seed 4100: a person 40-95 % of the height, anywhere) and one LookBook-framed
         (seed 4101: 80-95 %, centred), joined by a pairs manifest (ROOT/train-mixed/pairs.csv; product ids
         prefixed s/l) -> `rtd data split` (10 % test, unused here)
     generator: the committed demo generator (models/pretrained/rtdgan-demo-64.pt, trained on LookBook framing
-        only), exported as bench/head_probe.py does, EfficientNet-Lite0 at embed level 0 (full resolution)
+        only), exported as bench/experiments/head_probe.py does, EfficientNet-Lite0 at embed level 0 (full resolution)
     heads: `rtd fit-head` (training/head.py, its default validation grid, chosen on validation products of the
         training split only) in modes photo and fused, each into its own copy of the export
     held-out shops (seeds used for nothing else, 300 products x 4 photos, gallery = the whole shop, every photo
@@ -16,47 +16,37 @@ street framing with a learned head trained on a mixed-framing world, and would a
         the 64 px photo itself (crop64: the pixels the service has today) or from the same photo rendered at
         256 px (crop256: a detector on the full-size upload, before the 64 px preprocessing)
     compared: frozen features (photo, generated, fused = summed cosines), the mixed heads, and the
-        LookBook-only fused head of bench/head_probe.py (--lookbook-head, default /tmp/rtd-head-probe/artifacts,
+        LookBook-only fused head of bench/experiments/head_probe.py (--lookbook-head, default /tmp/rtd-head-probe/artifacts,
         copied, read only)
 
 Every stage is skipped when its output exists (features are cached by training/head.py); the results are
 written to ROOT/results.json after each stage and a table is printed.
 
-    .venv/bin/python bench/street_probe.py --root /tmp/rtd-street-probe --threads 2
+    .venv/bin/python bench/experiments/street_probe.py --root /tmp/rtd-street-probe --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bench.common
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from bench.head_probe import export_demo_generator  # noqa: E402
+from bench.common import crop_shop, export_demo_generator, say, synth_world  # noqa: E402
 from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
-from rtdgan.index.runtime.crop import square_box  # noqa: E402
 from rtdgan.index.runtime.head import read_head  # noqa: E402
 from rtdgan.training.data import load_records, write_pairs_manifest  # noqa: E402
 from rtdgan.training.head import FitHeadConfig, cached_features, fit_head, frozen_recall, recall  # noqa: E402
 from rtdgan.training.split import SplitConfig, make_split  # noqa: E402
-from rtdgan.training.synth import SynthConfig, photo_person_box, synthesize  # noqa: E402
 
 MODES = ("photo", "fused")
-PHOTO_RE = re.compile(r"^PID(\d{6})_CLEAN0_IID(\d{6})\.jpg$")
-
-
-def say(text: str) -> None:
-    print(f"street_probe: {text}", file=sys.stderr, flush=True)
 
 
 class Results:
@@ -77,53 +67,6 @@ class Results:
         self.path.write_text(json.dumps(self.doc, indent=1) + "\n")
 
 
-def synth(out: Path, products: int, seed: int, framing: str, size: int = 64) -> bool:
-    """The synthetic set unless complete already; True when it was written now."""
-    marker = out / "synth.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("complete"):
-        return False
-    synthesize(SynthConfig(out=out, products=products, photos_per_product=4, size=size, seed=seed, workers=1,
-                           framing=framing))
-    return True
-
-
-def person_square(seed: int, index: int, k: int, size: int, framing: str = "street") -> tuple[int, int, int, int]:
-    """The square crop (left, top, right, bottom) of photo k of product `index` that frames its person as
-    LookBook does (index/crop.py `square_box`): the synthesizer's own person box (training/synth.py
-    `photo_person_box`, replayed from the photo's random stream)."""
-    return tuple(round(v) for v in square_box(photo_person_box(seed, index, k, size, framing), size, size))
-
-
-def crop_shop(source: Path, products_from: Path, out: Path, seed: int, out_size: int = 64) -> bool:
-    """Every photo of `source` cropped to its person (oracle box) and resized to out_size; the product
-    images and products.csv of `products_from` (the 64 px shop: the same products)."""
-    marker = out / "crop.json"
-    if marker.is_file():
-        return False
-    out.mkdir(parents=True, exist_ok=True)
-    info = json.loads((source / "synth.json").read_text())
-    if info["seed"] != seed:
-        raise SystemExit(f"{source}: expected a set of seed {seed}")
-    per = int(info["photos_per_product"])
-    count = 0
-    for path in sorted(source.iterdir()):
-        m = PHOTO_RE.match(path.name)
-        if not m:
-            continue
-        index, iid = int(m.group(1)), int(m.group(2))
-        k = iid - index * (per + 1) - 1
-        with Image.open(path) as img:
-            box = person_square(seed, index, k, img.size[0], info["framing"])
-            crop = img.convert("RGB").crop(box).resize((out_size, out_size), Image.Resampling.LANCZOS)
-        crop.save(out / path.name, "JPEG", quality=92, subsampling="4:2:0")
-        count += 1
-    for path in products_from.iterdir():
-        if "_CLEAN1_" in path.name or path.name == "products.csv":
-            shutil.copy2(path, out / path.name)
-    marker.write_text(json.dumps({"source": str(source), "seed": seed, "photos": count, "size": out_size}) + "\n")
-    return True
-
-
 def head_copy(base: Path, out: Path) -> Path:
     """A copy of the export without any head files, for one fit (fit-head writes into its artifacts)."""
     if not out.exists():
@@ -141,7 +84,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None, help="onnxruntime and torch threads")
     p.add_argument("--modes", default=",".join(MODES), help="mixed heads to fit, comma-separated")
     p.add_argument("--lookbook-head", type=Path, default=Path("/tmp/rtd-head-probe/artifacts"),
-                   help="artifacts with bench/head_probe.py's LookBook-only head (copied; skipped if missing)")
+                   help="artifacts with head_probe.py's LookBook-only head (copied; skipped if missing)")
     p.add_argument("--no-crop", action="store_true", help="skip the oracle crop shops")
     a = p.parse_args()
     if a.threads:
@@ -157,19 +100,19 @@ def main() -> int:
     for (prefix, folder), seed in zip(worlds.items(), (street_seed, lookbook_seed), strict=True):
         t = time.perf_counter()
         framing = "street" if prefix == "s" else "lookbook"
-        if synth(folder, a.half, seed, framing):
+        if synth_world(folder, a.half, seed, framing):
             res.time(f"synth {folder.name} ({a.half} x 4, seed {seed})", t)
     shops = {"street": (root / "shop-street", shop_street_seed, "street"),
              "lookbook": (root / "shop-lookbook", shop_lookbook_seed, "lookbook")}
     for folder, seed, framing in shops.values():
         t = time.perf_counter()
-        if synth(folder, a.shop_products, seed, framing):
+        if synth_world(folder, a.shop_products, seed, framing):
             res.time(f"synth {folder.name} ({a.shop_products} x 4, seed {seed})", t)
     shop_folders = {name: folder for name, (folder, _, _) in shops.items()}
     if not a.no_crop:
         t = time.perf_counter()
         big = root / "shop-street-256"
-        if synth(big, a.shop_products, shop_street_seed, "street", size=256):
+        if synth_world(big, a.shop_products, shop_street_seed, "street", size=256):
             res.time(f"synth {big.name} ({a.shop_products} x 4, seed {shop_street_seed}, 256 px)", t)
         for name, source in (("street-crop64", root / "shop-street"), ("street-crop256", big)):
             t = time.perf_counter()

@@ -40,9 +40,10 @@ def train_parser() -> argparse.ArgumentParser:
 
 @pytest.fixture(scope="module")
 def results():
-    """bench/results_synthetic.py as a module (bench/ is not a package)."""
+    """bench/experiments/results_synthetic.py as a module (bench/ is not a package)."""
     root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("results_synthetic", root / "bench" / "results_synthetic.py")
+    path = root / "bench" / "experiments" / "results_synthetic.py"
+    spec = importlib.util.spec_from_file_location("results_synthetic", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)

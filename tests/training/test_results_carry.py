@@ -1,4 +1,4 @@
-"""bench/results_synthetic.py carries a run across machines: packed in bf16 when stopped, resumed from the packed
+"""bench/experiments/results_synthetic.py carries a run across machines: packed in bf16 when stopped, resumed from the packed
 file on a machine whose experiment folder is empty, and replaced by the final generator once the run ends."""
 
 from __future__ import annotations

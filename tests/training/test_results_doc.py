@@ -1,4 +1,4 @@
-"""bench/results_synthetic.py redraws docs/results-synthetic.md from the committed per-model files: Tables 1-3 and
+"""bench/experiments/results_synthetic.py redraws docs/results-synthetic.md from the committed per-model files: Tables 1-3 and
 the Recall@K plots of Tables 1 and 3 (matplotlib, PNG + SVG), byte-identical when nothing changed."""
 
 from __future__ import annotations
