@@ -5,9 +5,11 @@ Every path that searches goes through it (docs/architecture.md, "The pipeline"):
 artifacts folder (generator.onnx, embedder.onnx, model.json) and, for searching, an index folder.
 
 The order of the stages is written once, in `plan`: a generator that yields one `(stage, args)` step at a
-time and receives each stage's output. Two drivers run it: `query` calls the stages directly (batch
-callers: CLI, eval, demo check) and `query_async` awaits stage callables given by the caller (the service,
-whose generator and embedder sit behind micro-batchers). Both time each stage the same way.
+time and receives each stage's output. Its first part is `feature_plan` (crop -> generate -> embed -> head:
+a query's features without searching, `features`), whose first part is `generation_plan` (crop -> generate:
+POST /generate). Two drivers run a plan: `run` calls the stages directly (batch callers: CLI, eval, demo
+check, the parity gate, `rtd fit-head`) and `run_async` awaits stage callables given by the caller (the
+service, whose generator and embedder sit behind micro-batchers). Both time each stage the same way.
 
 Without a retrieval head (the paper's protocol) the query is the generated product image (Sec. 5,
 "Recall@K": it lives in the catalog's domain) or the photo itself (`query="photo"`, the no-generation
@@ -31,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -52,6 +54,7 @@ QueryKind = Literal["generated", "photo", "fused"]
 QUERY_KINDS: tuple[QueryKind, ...] = ("generated", "photo", "fused")
 FROZEN_KINDS: tuple[QueryKind, ...] = ("generated", "photo")  # without a head: the embedder's own space
 Step = tuple[str, tuple[Any, ...]]  # (stage name, its arguments)
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,6 +66,22 @@ class QueryResult:
     generated: np.ndarray | None  # (B, 3, S, S) in [-1, 1]
     timings_ms: dict[str, float]
     features: dict[str, np.ndarray] = field(default_factory=dict)  # "generated" / "photo" -> (B, D)
+
+
+@dataclass
+class QueryFeatures:
+    """A query batch's features without searching (`Pipeline.features`): the photos as the generator and the
+    embedder see them, the generated images when the query needs them, the embedder's features per input, the
+    vectors `search` takes, and milliseconds per stage."""
+
+    photos: np.ndarray  # (B, 3, S, S) in [-1, 1]: with a person crop, each cut to its person
+    generated: np.ndarray | None  # (B, 3, S, S) in [-1, 1], when the query uses the generated image
+    features: dict[str, np.ndarray]  # "generated" / "photo" -> (B, D): the embedder's features (before the head)
+    # (B, dim): what `search` takes for this query: the head's query vectors for its mode, without a head the
+    # one input's features; None when this pipeline cannot search with the query (a fused query without a
+    # head, a kind other than the head's mode).
+    vectors: np.ndarray | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 def check_index(artifacts: Artifacts, index: Path, head: HeadInfo | None = None) -> dict:
@@ -186,6 +205,11 @@ class Pipeline:
             return self.preprocess(source, max_pixels=max_pixels)
         return decode_image(source, max_pixels=max_pixels, reduce_to=CROP_SOURCE_SIDE)
 
+    def batch(self, prepared: Sequence[np.ndarray | Image.Image]) -> np.ndarray | list[Image.Image]:
+        """Photos from `prepare` -> what `plan` takes: a (B, 3, S, S) batch, or with a person crop the decoded
+        photos (its crop stage cuts them)."""
+        return list(prepared) if self.cropper is not None else np.stack(prepared)  # type: ignore[return-value]
+
     def crop(self, photos: Sequence[Image.Image] | np.ndarray) -> np.ndarray:
         """Decoded photos (or a (B, 3, H, W) batch in [-1, 1]) -> (B, 3, S, S): each cut to a square around its
         person (the person crop), else only preprocessed."""
@@ -235,38 +259,85 @@ class Pipeline:
 
     # ---- the order, written once -------------------------------------------------------------------
 
+    def _query_kind(self, query: QueryKind | None, *, search: bool) -> QueryKind:
+        """`query`, or the default, checked: a search takes `query_kinds` (with a head only its mode, without
+        one the frozen kinds); features alone (`search=False`) any kind (the embedder's features of its inputs)."""
+        query = query or self.default_query
+        kinds = self.query_kinds if search else QUERY_KINDS
+        if query not in kinds:
+            raise UserError(f"query must be one of {', '.join(kinds)} with "
+                            f"{'this head' if self.head else 'no retrieval head'}, got {query!r}")
+        return query
+
+    def crop_plan(self, photos: np.ndarray | Sequence[Image.Image]) -> Generator[Step, Any, np.ndarray]:
+        """The crop step (with a person crop); returns the (B, 3, S, S) photos the models see. Decoded photos
+        without a crop are only preprocessed here, not a stage."""
+        if self.cropper is not None:
+            return (yield "crop", (photos,))
+        return photos if isinstance(photos, np.ndarray) else self.crop(photos)
+
+    def generation_plan(self, photos: np.ndarray | Sequence[Image.Image]) -> Generator[
+            Step, Any, tuple[np.ndarray, np.ndarray]]:
+        """crop (with a person crop) -> generate; returns (the photos the generator saw, the generated images):
+        what POST /generate serves."""
+        photos = yield from self.crop_plan(photos)
+        generated = yield "generate", (photos,)
+        return photos, generated
+
+    def feature_plan(self, photos: np.ndarray | Sequence[Image.Image],
+                     query: QueryKind | None = None) -> Generator[Step, Any, QueryFeatures]:
+        """crop (with a person crop) -> generate (unless only the photo is the query) -> embed (every query image
+        of the batch in one call) -> head (with a head, for its mode); yields each step, returns the features."""
+        query = self._query_kind(query, search=False)
+        inputs = QUERY_INPUTS[query]
+        if "generated" in inputs:
+            photos, generated = yield from self.generation_plan(photos)
+        else:
+            photos, generated = (yield from self.crop_plan(photos)), None
+        images = {"generated": generated, "photo": photos}
+        batch = images[inputs[0]] if len(inputs) == 1 else np.concatenate([images[name] for name in inputs])
+        embedded = yield "embed", (batch,)
+        features = dict(zip(inputs, np.split(np.asarray(embedded), len(inputs)), strict=True))
+        if self.head is not None:
+            vectors = (yield "head", (embedded, inputs)) if query == self.head.mode else None
+        else:
+            vectors = embedded if len(inputs) == 1 else None
+        return QueryFeatures(photos, generated, features, vectors)
+
     def plan(self, photos: np.ndarray | Sequence[Image.Image], k: int, category: str | None = None,
              query: QueryKind | None = None) -> Generator[Step, Any, tuple[list[list[Hit]], np.ndarray | None,
                                                                             dict[str, np.ndarray]]]:
-        """crop (with a person crop) -> generate (unless only the photo is the query) -> embed (every query image
-        of the batch in one call) -> head (with a head) -> search; yields each step, returns the result.
+        """`feature_plan` (crop -> generate -> embed -> head) -> search; yields each step, returns the result.
         `photos`: a (B, 3, S, S) batch, or decoded photos (`prepare`); `query` None: the default."""
         if k < 1:
             raise UserError(f"-k must be >= 1, got {k}")
-        query = query or self.default_query
-        if query not in self.query_kinds:
-            raise UserError(f"query must be one of {', '.join(self.query_kinds)} with "
-                            f"{'this head' if self.head else 'no retrieval head'}, got {query!r}")
-        inputs = QUERY_INPUTS[query]
-        if self.cropper is not None:
-            photos = yield "crop", (photos,)
-        elif not isinstance(photos, np.ndarray):
-            photos = self.crop(photos)
-        generated = (yield "generate", (photos,)) if "generated" in inputs else None
-        images = {"generated": generated, "photo": photos}
-        batch = images[inputs[0]] if len(inputs) == 1 else np.concatenate([images[name] for name in inputs])
-        vectors = yield "embed", (batch,)
-        features = dict(zip(inputs, np.split(np.asarray(vectors), len(inputs)), strict=True))
-        if self.head is not None:
-            vectors = yield "head", (vectors, inputs)
-        hits = yield "search", (vectors, k, category)
-        return hits, generated, features
+        found = yield from self.feature_plan(photos, self._query_kind(query, search=True))
+        hits = yield "search", (found.vectors, k, category)
+        return hits, found.generated, found.features
 
-    def query(self, photos: np.ndarray | Sequence[Image.Image], k: int = 10, category: str | None = None,
-              query: QueryKind | None = None) -> QueryResult:
-        """Run the plan on a (B, 3, S, S) batch (or decoded photos), calling the stages directly."""
-        stages = self.stages()
-        plan, timings = self.plan(photos, k, category, query), {}
+    def run(self, plan: Generator[Step, Any, T]) -> tuple[T, dict[str, float]]:
+        """Drive a plan (`plan`, `feature_plan`, `generation_plan`) calling the stages directly: its result and
+        milliseconds per stage."""
+        return self._drive(plan, self.stages())
+
+    async def run_async(self, plan: Generator[Step, Any, T],
+                        stages: Mapping[str, Callable[..., Awaitable[Any]]]) -> tuple[T, dict[str, float]]:
+        """Drive a plan with awaitable stages (the service's micro-batched generator and embedder); a stage the
+        caller does not give (the head: a small matrix product) is called directly."""
+        direct, timings = self.stages(), {}
+        try:
+            name, args = next(plan)
+            while True:
+                start = time.perf_counter()
+                out = await stages[name](*args) if name in stages else direct[name](*args)
+                timings[name] = _ms(start)
+                name, args = plan.send(out)
+        except StopIteration as done:
+            return done.value, timings
+
+    @staticmethod
+    def _drive(plan: Generator[Step, Any, T], stages: Mapping[str, Callable[..., Any]]) -> tuple[T, dict[str, float]]:
+        timings: dict[str, float] = {}
         try:
             name, args = next(plan)
             while True:
@@ -275,23 +346,25 @@ class Pipeline:
                 timings[name] = _ms(start)
                 name, args = plan.send(out)
         except StopIteration as done:
-            hits, generated, features = done.value
+            return done.value, timings
+
+    def features(self, photos: np.ndarray | Sequence[Image.Image], query: QueryKind | None = None) -> QueryFeatures:
+        """A batch's query features without searching (`feature_plan`, the stages called directly): what the
+        served query computes before its search, for the parity gate (index/parity.py) and `rtd fit-head`."""
+        found, timings = self.run(self.feature_plan(photos, query))
+        found.timings_ms = timings
+        return found
+
+    def query(self, photos: np.ndarray | Sequence[Image.Image], k: int = 10, category: str | None = None,
+              query: QueryKind | None = None) -> QueryResult:
+        """Run the plan on a (B, 3, S, S) batch (or decoded photos), calling the stages directly."""
+        (hits, generated, features), timings = self.run(self.plan(photos, k, category, query))
         return QueryResult(hits, generated, timings, features)
 
     async def query_async(self, photos: np.ndarray | Sequence[Image.Image], k: int, category: str | None, query: QueryKind | None,
                           stages: Mapping[str, Callable[..., Awaitable[Any]]]) -> QueryResult:
-        """Run the plan with awaitable stages (the service's micro-batched generator and embedder); a stage the
-        caller does not give (the head: a small matrix product) is called directly."""
-        plan, timings = self.plan(photos, k, category, query), {}
-        try:
-            name, args = next(plan)
-            while True:
-                start = time.perf_counter()
-                out = await stages[name](*args) if name in stages else self.stages()[name](*args)
-                timings[name] = _ms(start)
-                name, args = plan.send(out)
-        except StopIteration as done:
-            hits, generated, features = done.value
+        """Run the plan with awaitable stages (`run_async`)."""
+        (hits, generated, features), timings = await self.run_async(self.plan(photos, k, category, query), stages)
         return QueryResult(hits, generated, timings, features)
 
     def search_image(self, source: Source, k: int = 10, category: str | None = None,

@@ -573,17 +573,18 @@ def load_head(path: Path) -> RetrievalHead:
 
 def parity_samples(artifacts: Path, data: Path, inputs: tuple[str, ...], n: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Query and catalog features of a few shop products through the artifacts' graphs, for the export's parity
-    check: ((n, F), (n, D))."""
+    check: ((n, F), (n, D)). The query side's are the served query's (`Pipeline.features`: the person crop
+    when the artifacts have one, then generator and embedder), before any head."""
     from rtdgan.index.pipeline import Pipeline
     from rtdgan.index.runtime.head import query_features
     from rtdgan.training.data import load_records
 
     pipeline = Pipeline.open(artifacts, head=False)
     records = [r for r in load_records(data).records if r.photos][:n]
-    photos = np.stack([pipeline.preprocess(r.photos[0]) for r in records])
+    query = "fused" if len(inputs) > 1 else inputs[0]  # the query kind whose images give these features
+    found = pipeline.features(pipeline.batch([pipeline.prepare(r.photos[0]) for r in records]), query)
     products = np.stack([pipeline.preprocess(r.product_image) for r in records])
-    features = {"photo": pipeline.embed(photos), "generated": pipeline.embed(pipeline.generate(photos))}
-    return query_features(inputs, features), pipeline.embed(products)
+    return query_features(inputs, found.features), pipeline.embed(products)
 
 
 def export_demo_head(artifacts: Path, data: Path, head: RetrievalHead, card: dict, generator_sha: str | None,
@@ -730,15 +731,12 @@ def measure(artifacts: Path, index: Path, data: Path, batch: int = 32, queries_f
     for start in range(0, len(queries), batch):
         chunk = queries[start:start + batch]
         # As /search takes them: (B, 3, S, S), or with a person crop the decoded photos the crop stage cuts.
-        prepared = [served.prepare(path) for path, _ in chunk]
-        photos = prepared if served.cropper is not None else np.stack(prepared)  # type: ignore[arg-type]
+        photos = served.batch([served.prepare(path) for path, _ in chunk])
         result = served.query(photos, CHECK_K)  # the served query; its embedder features come back with it
         features = result.features
-        if "photo" not in features or "generated" not in features:
-            cut = served.crop(photos)  # the frozen rows see the photo as the served query does
-            features.setdefault("photo", served.embed(cut))
-            features.setdefault("generated", served.embed(result.generated if result.generated is not None
-                                                          else served.generate(cut)))
+        for kind in FROZEN_KINDS:  # an input the served query does not use: the same path's features for it
+            if kind not in features:
+                features[kind] = served.features(photos, kind).features[kind]
         truths = [truth for _, truth in chunk]
         ranks[served_name] += [rank(t, found) for t, found in zip(truths, result.hits, strict=True)]
         for kind in FROZEN_KINDS:
