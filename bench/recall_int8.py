@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rtdgan.index.images import preprocess  # noqa: E402
 from rtdgan.index.lookbook import LOOKBOOK_RE  # noqa: E402
-from rtdgan.index.parity import _outputs  # noqa: E402
+from rtdgan.index.parity import outputs  # noqa: E402
 from rtdgan.index.pipeline import Pipeline  # noqa: E402
 from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
 from rtdgan.index.runtime.backends import make_backend  # noqa: E402
@@ -43,8 +43,8 @@ def main() -> None:
     for key in args.backends.split(","):
         name, precision = key.rsplit("-", 1)
         start = time.perf_counter()
-        out = _outputs(Pipeline.open(args.artifacts, backend=make_backend(name, precision, threads=args.threads)),
-                       queries, gallery)
+        out = outputs(Pipeline.open(args.artifacts, backend=make_backend(name, precision, threads=args.threads)),
+                      queries, gallery)
         ranked = catalog_ids[np.argsort(-(out["query"] @ out["gallery"].T), axis=1)[:, :10]]
         recall = {k: float(np.mean([q in r[:k] for q, r in zip(query_ids, ranked, strict=True)])) for k in (1, 5, 10)}
         print(f"| {key} | " + " | ".join(f"{recall[k]:.4f}" for k in (1, 5, 10)) +

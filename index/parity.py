@@ -26,19 +26,29 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
+from PIL import Image
 
 from rtdgan.index.configs import opt
 from rtdgan.index.errors import ImageError, UserError
 from rtdgan.index.files import is_image_file, write_atomic
-from rtdgan.index.images import preprocess
+from rtdgan.index.images import decode_image, preprocess
 from rtdgan.index.runtime.artifacts import Artifacts, read_artifacts
 from rtdgan.index.runtime.backends import KINDS, Backend, make_backend
-from rtdgan.index.runtime.head import QUERY_INPUTS, has_head, read_head
+from rtdgan.index.runtime.crop import CROP_SOURCE_SIDE, has_crop
+from rtdgan.index.runtime.head import has_head, read_head
+
+if TYPE_CHECKING:
+    from rtdgan.index.pipeline import Pipeline
+
+T = TypeVar("T")
+Photos = np.ndarray | Sequence[Image.Image]  # a (N, 3, S, S) batch, or decoded photos (`load_photos`)
 
 PARITY_FORMAT = 1
 MIN_COSINE = 0.99
@@ -84,20 +94,34 @@ def _image_files(path: Path, limit: int, spread: bool = False) -> list[Path]:
     return files[:limit]
 
 
+def _read_images(path: Path, limit: int, what: str, spread: bool, read: Callable[[Path], T]) -> list[T]:
+    """`read` of the first `limit` readable images under `path` (`spread`: `limit` evenly spaced over the sorted
+    names); UserError when none is readable."""
+    if limit < 1:
+        raise UserError(f"--{'gallery-limit' if what == 'gallery images' else 'limit'} must be >= 1, got {limit}")
+    images = []
+    for file in _image_files(path, limit, spread):
+        try:
+            images.append(read(file))
+        except ImageError:
+            continue  # a corrupt file: parity is measured on the readable ones
+    if not images:
+        raise UserError(f"no readable {what} under {path}")
+    return images
+
+
 def load_images(path: Path, size: int, limit: int, what: str, spread: bool = False) -> np.ndarray:
     """(N, 3, S, S): the first `limit` readable images under `path` (`spread`: `limit` evenly spaced over the
     sorted names) through the shared preprocessing."""
-    if limit < 1:
-        raise UserError(f"--{'gallery-limit' if what == 'gallery images' else 'limit'} must be >= 1, got {limit}")
-    arrays = []
-    for file in _image_files(path, limit, spread):
-        try:
-            arrays.append(preprocess(file, size))
-        except ImageError:
-            continue  # a corrupt file: parity is measured on the readable ones
-    if not arrays:
-        raise UserError(f"no readable {what} under {path}")
-    return np.stack(arrays)
+    return np.stack(_read_images(path, limit, what, spread, lambda file: preprocess(file, size)))
+
+
+def load_photos(path: Path, info: Artifacts, limit: int) -> np.ndarray | list[Image.Image]:
+    """Query photos as the service takes them (index/pipeline.py `prepare`): a (N, 3, S, S) batch, or, when the
+    artifacts have a person crop, the photos decoded at about CROP_SOURCE_SIDE px (the crop stage cuts them)."""
+    if not has_crop(info):
+        return load_images(path, info.size, limit, "photos")
+    return _read_images(path, limit, "photos", False, lambda file: decode_image(file, reduce_to=CROP_SOURCE_SIDE))
 
 
 def default_photos(info: Artifacts) -> Path:
@@ -108,20 +132,30 @@ def default_photos(info: Artifacts) -> Path:
     raise UserError(f"no parity photos: model.json's generator data ({data}) is not a folder here; pass --photos DIR")
 
 
-def _chunks(fn, images: np.ndarray) -> np.ndarray:  # noqa: ANN001 - a stage of the pipeline
-    return np.concatenate([fn(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
+def outputs(pipeline: Pipeline, photos: Photos, gallery: np.ndarray) -> dict[str, np.ndarray]:
+    """What the service computes from the photos and what an index stores for the gallery, BATCH at a time: the
+    served query's features (`Pipeline.features`: the person crop when the artifacts have one, generator,
+    embedder, the head's query side), and the gallery's vectors (`embed_catalog`).
 
-
-def _outputs(pipeline, photos: np.ndarray, gallery: np.ndarray) -> dict[str, np.ndarray]:  # noqa: ANN001
-    """What the service computes from the photos and what an index stores for the gallery."""
-    inputs = QUERY_INPUTS[pipeline.default_query]
-    generated = _chunks(pipeline.generate, photos)
-    features = {"generated": _chunks(pipeline.embed, generated), "photo": _chunks(pipeline.embed, photos)}
-    query = np.concatenate([features[name] for name in inputs])
-    if pipeline.head is not None:
-        query = pipeline.apply_head(query, inputs)
-    return {"generated": generated, "features": np.concatenate([features["generated"], features["photo"]]),
-            "query": query, "gallery": _chunks(pipeline.embed_catalog, gallery)}
+    Returns the generated images, the embedder's features of the generated images and of the photos (both
+    inputs the embedder meets, also when the served query uses one), the query vectors and the gallery's
+    vectors. `photos`: a (N, 3, S, S) batch, or decoded photos as `Pipeline.prepare` gives them (`load_photos`)."""
+    out: dict[str, list[np.ndarray]] = {"generated": [], "generated_features": [], "photo_features": [], "query": []}
+    for i in range(0, len(photos), BATCH):
+        chunk = photos[i:i + BATCH]
+        served = pipeline.features(chunk)
+        generated = served if served.generated is not None else pipeline.features(chunk, "generated")
+        photo = served if "photo" in served.features else pipeline.features(chunk, "photo")
+        out["generated"].append(generated.generated)
+        out["generated_features"].append(generated.features["generated"])
+        out["photo_features"].append(photo.features["photo"])
+        out["query"].append(served.vectors)
+    joined = {name: np.concatenate(parts) for name, parts in out.items()}
+    return {"generated": joined["generated"],
+            "features": np.concatenate([joined["generated_features"], joined["photo_features"]]),
+            "query": joined["query"],
+            "gallery": np.concatenate([pipeline.embed_catalog(gallery[i:i + BATCH])
+                                       for i in range(0, len(gallery), BATCH)])}
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -139,15 +173,15 @@ def _agreement(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     return np.array([len(set(g) & set(w)) / len(w) for g, w in zip(got, want, strict=True)])
 
 
-def measure(artifacts: Path, backend: Backend, photos: np.ndarray, gallery: np.ndarray | None = None,
+def measure(artifacts: Path, backend: Backend, photos: Photos, gallery: np.ndarray | None = None,
             reference: Backend | None = None) -> dict:
     """The figures of `backend` against `reference` (default onnxruntime fp32) and whether they pass."""
     from rtdgan.index.pipeline import Pipeline
 
     reference = reference or Backend(threads=backend.threads)
     gallery = photos if gallery is None else gallery
-    ref = _outputs(Pipeline.open(artifacts, backend=reference), photos, gallery)
-    got = _outputs(Pipeline.open(artifacts, backend=backend), photos, gallery)
+    ref = outputs(Pipeline.open(artifacts, backend=reference), photos, gallery)
+    got = outputs(Pipeline.open(artifacts, backend=backend), photos, gallery)
     k = min(TOP_K, max(1, len(gallery) // 2))  # a top-k of most of the gallery would agree by construction
     want = _top(ref["query"], ref["gallery"], k)
     own = _agreement(_top(got["query"], got["gallery"], k), want)  # index rebuilt on the backend
@@ -198,7 +232,7 @@ def _engines() -> dict:
     return engines
 
 
-def check_backend(artifacts: Path, backend: Backend, photos: np.ndarray, gallery: np.ndarray | None = None,
+def check_backend(artifacts: Path, backend: Backend, photos: Photos, gallery: np.ndarray | None = None,
                   sources: dict | None = None) -> dict:
     """Measure `backend` and record the result in the artifacts' version folder; the record."""
     info = read_artifacts(artifacts)
@@ -286,7 +320,7 @@ def table(docs: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def _check_each(artifacts: Path, chosen: list[Backend], photos: np.ndarray, gallery: np.ndarray | None,
+def _check_each(artifacts: Path, chosen: list[Backend], photos: Photos, gallery: np.ndarray | None,
                 sources: dict, who: str) -> list[dict]:
     docs = []
     for backend in chosen:
@@ -300,7 +334,7 @@ def run_check(cfg: CheckConfig) -> list[dict]:
     info = read_artifacts(cfg.artifacts)
     chosen = candidates(cfg)  # an unknown or unrunnable backend fails before any image is read
     photos_from = cfg.photos if cfg.photos is not None else default_photos(info)
-    photos = load_images(photos_from, info.size, cfg.limit, "photos")
+    photos = load_photos(photos_from, info, cfg.limit)
     gallery = load_images(cfg.gallery, info.size, cfg.gallery_limit, "gallery images") if cfg.gallery else None
     sources = {"photos_from": str(photos_from), "gallery_from": str(cfg.gallery or photos_from)}
     docs = _check_each(cfg.artifacts, chosen, photos, gallery, sources, "rtd check-backend")
@@ -308,7 +342,7 @@ def run_check(cfg: CheckConfig) -> list[dict]:
     return docs
 
 
-def gate_after_write(artifacts: Path, photos: np.ndarray, photos_from: str, who: str,
+def gate_after_write(artifacts: Path, photos: Photos, photos_from: str, who: str,
                      threads: int | None = None) -> list[dict]:
     """The gate as the commands that write graphs run it once they have (`rtd export`, `rtd fit-head`; issue #16:
     "at export"): every backend this machine runs besides the reference, measured on `photos`

@@ -56,7 +56,7 @@ from rtdgan.index.files import sha256_file, write_atomic
 from rtdgan.index.images import preprocess_many
 from rtdgan.index.runtime.artifacts import Artifacts, read_artifacts
 from rtdgan.index.runtime.backends import CPU
-from rtdgan.index.runtime.crop import has_crop, query_photos, read_crop
+from rtdgan.index.runtime.crop import has_crop, prepare_photos, read_crop
 from rtdgan.index.runtime.head import (
     CATALOG_ONNX,
     HEAD_FORMAT,
@@ -183,12 +183,13 @@ def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch
                      threads: int | None = None, desc: str = "features", crop: bool = True) -> tuple[Features, list[str]]:
     """Product, photo and generated-image features of `records` through the artifacts' pipeline; the skips.
 
-    The photos go through the pipeline's person crop when the artifacts have one (unless `crop=False`); the
-    product images never do. An unreadable product image drops its product; an unreadable photo is skipped;
-    both are reported."""
+    The photos take the served query's path (`Pipeline.features` of a fused query: the person crop when the
+    artifacts have one, unless `crop=False`, then generator and embedder); the product images are only embedded.
+    The features are the embedder's, before any head (a head already in the artifacts is not used). An
+    unreadable product image drops its product; an unreadable photo is skipped; both are reported."""
     from rtdgan.index.pipeline import Pipeline
 
-    pipeline = Pipeline.open(artifacts, threads=threads, crop=crop)
+    pipeline = Pipeline.open(artifacts, threads=threads, crop=crop, head=False)
     size = pipeline.size
 
     ids, products, owner, photos, generated, skipped = [], [], [], [], [], []
@@ -210,16 +211,16 @@ def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch
             bar.update(sum(len(r.photos) for r, a in zip(chunk, arrays, strict=True) if isinstance(a, str)))
             for start in range(0, len(queue), batch):
                 part = queue[start:start + batch]
-                pics = query_photos(pool, [p for _, p in part], size, pipeline.cropper)
+                pics = prepare_photos(pool, [p for _, p in part], size, pipeline.cropper is not None)
                 skipped += [p for p in pics if isinstance(p, str)]
-                kept = [(row, a) for (row, _), a in zip(part, pics, strict=True) if isinstance(a, np.ndarray)]
+                kept = [(row, a) for (row, _), a in zip(part, pics, strict=True) if not isinstance(a, str)]
                 bar.update(len(part))
                 if not kept:
                     continue
-                stack = np.stack([a for _, a in kept])  # (b, 3, S, S)
+                found = pipeline.features(pipeline.batch([a for _, a in kept]), "fused")
                 owner += [row for row, _ in kept]
-                photos.append(pipeline.embed(stack))
-                generated.append(pipeline.embed(pipeline.generate(stack)))
+                photos.append(found.features["photo"])
+                generated.append(found.features["generated"])
     if not ids:
         raise UserError(f"none of the {len(records)} product images could be read")
     if not owner:
@@ -455,10 +456,12 @@ def fit_head(cfg: FitHeadConfig) -> dict:
 
         records = training_records(cfg)
         paths = [r.photos[0] for r in records[:: max(1, len(records) // GATE_PHOTOS)] if r.photos][:GATE_PHOTOS]
+        crop = has_crop(art)  # the gate measures the served path: decoded photos for the crop stage when there is one
         with ThreadPoolExecutor(DECODE_THREADS) as pool:
-            photos = [a for a in preprocess_many(pool, paths, art.size) if isinstance(a, np.ndarray)]
+            photos = [a for a in prepare_photos(pool, paths, art.size, crop) if not isinstance(a, str)]
         if photos:  # the features were read from these files: a corrupt one here is rare
-            gate_after_write(cfg.artifacts, np.stack(photos), str(cfg.data), "rtd fit-head", threads=cfg.threads)
+            gate_after_write(cfg.artifacts, photos if crop else np.stack(photos), str(cfg.data), "rtd fit-head",
+                             threads=cfg.threads)
     return doc
 
 

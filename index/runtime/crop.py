@@ -150,19 +150,29 @@ class Cropper:
                          for img, square in zip(images, self.squares(images), strict=True)])
 
 
-def query_photos(pool: Executor, paths: Sequence[Path], size: int, cropper: Cropper | None) -> list[np.ndarray | str]:
-    """Query photos from files as the pipeline's generate stage takes them: (3, S, S) each, cut to the person
-    first by `cropper` when there is one (from the photo decoded at about CROP_SOURCE_SIDE px, as `/search` does),
-    or why a file could not be read ("name: reason"), so a batch job (`rtd fit-head`, `rtd eval`) skips it."""
-    if cropper is None:
-        return preprocess_many(pool, paths, size)
+def prepare_photos(pool: Executor, paths: Sequence[Path], size: int,
+                   crop: bool) -> list[np.ndarray | Image.Image | str]:
+    """Query photos from files, read in the pool's threads, as the pipeline's plan takes them (index/pipeline.py
+    `prepare`): (3, S, S) each, or with a person crop (`crop`) the photo decoded at about CROP_SOURCE_SIDE px
+    (the crop stage cuts it); or why a file could not be read ("name: reason"), so a batch job skips it."""
+    if not crop:
+        return preprocess_many(pool, paths, size)  # type: ignore[return-value]
 
     def decode(path: Path) -> Image.Image | str:
         try:
             return decode_image(path, reduce_to=CROP_SOURCE_SIDE)
         except ImageError as e:
             return f"{Path(path).name}: {e.reason}"
-    decoded = list(pool.map(decode, paths))
+    return list(pool.map(decode, paths))
+
+
+def query_photos(pool: Executor, paths: Sequence[Path], size: int, cropper: Cropper | None) -> list[np.ndarray | str]:
+    """Query photos from files as the pipeline's generate stage takes them: (3, S, S) each, cut to the person
+    first by `cropper` when there is one (from the photo decoded at about CROP_SOURCE_SIDE px, as `/search` does),
+    or why a file could not be read ("name: reason"), so a batch job (`rtd eval`) skips it."""
+    decoded = prepare_photos(pool, paths, size, cropper is not None)
+    if cropper is None:
+        return decoded  # type: ignore[return-value]
     good = [d for d in decoded if not isinstance(d, str)]
     crops = iter(cropper(good, size) if good else ())
     return [d if isinstance(d, str) else next(crops) for d in decoded]

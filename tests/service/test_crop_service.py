@@ -18,6 +18,7 @@ from PIL import Image
 
 from rtdgan.index.errors import UserError
 from rtdgan.index.images import letterbox, to_array
+from rtdgan.index.parity import load_photos, outputs
 from rtdgan.index.pipeline import Pipeline
 from rtdgan.index.runtime.artifacts import read_artifacts
 from rtdgan.index.runtime.crop import CROP_SOURCE_SIDE, Cropper, read_crop, square_box, unletterbox
@@ -139,8 +140,52 @@ def test_the_service_reports_and_uses_the_crop(world: tuple[Tiny, Path], tmp_pat
         assert np.allclose([r["score"] for r in body["results"]], [h.score for h in direct], atol=1e-4)
         generated = c.post("/generate", files={"image": ("q.png", tiny.query_for("P004"), "image/png")})
         assert generated.status_code == 200 and generated.headers["content-type"] == "image/png"
+        # /generate takes the pipeline's crop -> generate (`generation_plan`), cropping once as /search does.
+        pipeline = Pipeline.open(cropped, tiny.index)
+        (_, want), timings = pipeline.run(pipeline.generation_plan([pipeline.prepare(tiny.query_for("P004"))]))
+        got = np.asarray(Image.open(io.BytesIO(generated.content)).convert("RGB"), np.float32) / 127.5 - 1.0
+        assert list(timings) == ["crop", "generate"]
+        np.testing.assert_allclose(got, want[0].transpose(1, 2, 0), atol=1.5 / 127.5)
     with running_client(settings_for(tiny)) as c:
         ready = c.get("/health/ready").json()
         assert ready["crop"] is None
         body = c.post("/search", files={"image": ("q.png", tiny.query_for("P004"), "image/png")}).json()
         assert "crop" not in body["timings_ms"] and body["results"][0]["product_id"] == "P004"
+
+
+def test_features_and_the_parity_gate_take_the_served_path_with_the_crop(world: tuple[Tiny, Path]) -> None:
+    """`Pipeline.features` is the served query up to its search, the crop included; the backend parity gate
+    (index/parity.py `outputs`) measures exactly that path."""
+    tiny, cropped = world
+    pipeline = Pipeline.open(cropped, tiny.index)
+    photos = pipeline.batch([pipeline.prepare(tiny.query_for(pid)) for pid in tiny.product_ids[:3]])
+    assert isinstance(photos, list) and isinstance(photos[0], Image.Image)
+    found = pipeline.features(photos)
+    assert list(found.timings_ms) == ["crop", "generate", "embed"] and list(found.features) == ["generated"]
+    result = pipeline.query(photos, k=3)
+    np.testing.assert_allclose(found.generated, result.generated, atol=1e-5)
+    np.testing.assert_allclose(found.vectors, result.features["generated"], atol=1e-5)
+    assert [[h.product_id for h in hits] for hits in pipeline.search(found.vectors, 3)] == \
+        [[h.product_id for h in hits] for hits in result.hits]
+    # The photos the models saw are the crops, not the letterboxed photos.
+    np.testing.assert_allclose(found.photos, pipeline.crop(photos), atol=1e-6)
+    plain = Pipeline.open(tiny.artifacts, tiny.index)
+    assert not np.allclose(found.photos, np.stack([plain.prepare(tiny.query_for(p)) for p in tiny.product_ids[:3]]))
+    # Without a head, a fused query's features are both inputs' (one embedder call), with no vector to search by.
+    fused = pipeline.features(photos, "fused")
+    assert list(fused.features) == ["generated", "photo"] and fused.vectors is None
+    np.testing.assert_allclose(fused.features["photo"], pipeline.embed(found.photos), atol=1e-5)
+    with pytest.raises(UserError, match="query must be one of generated, photo with no retrieval head"):
+        pipeline.query(photos, k=3, query="fused")
+    # The gate's outputs: the served query's generated images and vectors, the photos' features after the crop.
+    gallery = np.stack([pipeline.preprocess(tiny.products / f"{pid}.png") for pid in tiny.product_ids[:4]])
+    out = outputs(pipeline, photos, gallery)
+    np.testing.assert_allclose(out["generated"], found.generated, atol=1e-5)
+    np.testing.assert_allclose(out["query"], found.vectors, atol=1e-5)
+    np.testing.assert_allclose(out["features"], np.concatenate([fused.features["generated"], fused.features["photo"]]),
+                               atol=1e-5)
+    np.testing.assert_allclose(out["gallery"], pipeline.embed_catalog(gallery), atol=1e-5)
+    # `rtd check-backend` reads its photos as the service does: decoded for the crop stage when there is one.
+    decoded = load_photos(tiny.samples, read_artifacts(cropped), 2)
+    assert len(decoded) == 2 and all(isinstance(p, Image.Image) for p in decoded)
+    assert load_photos(tiny.samples, read_artifacts(tiny.artifacts), 2).shape == (2, 3, pipeline.size, pipeline.size)
