@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from bench.common import (  # noqa: E402
     percentile,
     serve,
     stop_servers,
+    write_json,
 )
 from rtdgan.index.build import build_index  # noqa: E402
 from rtdgan.index.errors import UserError  # noqa: E402
@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, r in rows.items():
         print(f"| {label} | {r['p50_ms']} ms | {r['p90_ms']} ms | {r['p50_ms'] / rows[reference]['p50_ms']:.2f}x | "
               f"{r['ok_per_s']} | {r['ok_per_s'] / rows[reference]['ok_per_s']:.2f}x | {r['p99_ms_loaded']} ms |")
-    if args.out:
-        args.out.write_text(json.dumps(rows, indent=1) + "\n")
+    write_json(args.out, rows)
     return 0
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.common
 
-from bench.common import alternate, load_photos, machine, percentile, serve, stop_servers  # noqa: E402
+from bench.common import alternate, load_photos, machine, percentile, serve, stop_servers, write_json  # noqa: E402
 from rtdgan.index.build import build_index  # noqa: E402
 from rtdgan.index.runtime.artifacts import read_artifacts  # noqa: E402
 from rtdgan.index.runtime.crop import CROP_JSON, CROP_ONNX  # noqa: E402
@@ -72,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"{name:24s} /search p50 {result[name]['p50_ms']:7.2f} ms  p90 {result[name]['p90_ms']:7.2f} ms")
     print(f"head / frozen p50: {ratio:.3f} (the target: <= 1.15); {machine()}")
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     return 0
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -49,6 +48,7 @@ from bench.common import (  # noqa: E402
     percentile,
     server_latency,
     start_server,
+    write_json,
 )
 
 passive_openmp()  # before FAISS loads; the server subprocess inherits it
@@ -160,10 +160,7 @@ def load_only(args: argparse.Namespace, photos: list[bytes], log: Path) -> int:
     print(describe_load(load, args), file=sys.stderr)
     summary = {"load_test_search": load, "settings": {k: str(v) for k, v in vars(args).items()}, "cpus": os.cpu_count(),
                "machine": machine()}
-    text = json.dumps(summary, indent=1, default=str)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    print(write_json(args.out, summary))
     return 1 if load["unexpected_5xx_or_errors"] or load["other"] else 0
 
 
@@ -254,10 +251,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{raw['batched_images_per_s'][c]:.0f} img/s ({summary['throughput_ratio'][c]:.1%})", file=sys.stderr)
     load = http["load_test_search"]
     print(describe_load(load, args), file=sys.stderr)
-    text = json.dumps(summary, indent=1, default=str)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    print(write_json(args.out, summary))
     return 1 if load["unexpected_5xx_or_errors"] else 0
 
 
