@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, as for every script under bench/
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np  # noqa: E402
 
 from rtdgan.index.images import preprocess  # noqa: E402
 from rtdgan.index.lookbook import LOOKBOOK_RE  # noqa: E402
