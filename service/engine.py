@@ -3,7 +3,9 @@
 The service's whole contract with the training side is the artifact folder and the index folder
 (docs/architecture.md, "Artifact contract"): generator.onnx, embedder.onnx and model.json; catalog-*.faiss,
 catalog-*.sqlite and index.json. No torch, no `training/`, no `models/` here. The engine owns no search
-logic of its own: it runs the pipeline's plan with the micro-batched generator and embedder as its stages.
+logic of its own: it runs the pipeline's plans (`plan` for /search, `generation_plan` for /generate) with the
+micro-batched generator and embedder as their stages. The routes reach the pipeline and the catalog only through
+its methods (service/routes/: decode, one engine call, encode).
 
 Loading runs in the background after the server starts, so /health/live answers at once and
 /health/ready says why it is not ready yet (loading, a broken folder, warming up) until a warm-up
@@ -19,7 +21,9 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import numpy as np
@@ -207,13 +211,25 @@ class Engine:
 
     # ---- serving -----------------------------------------------------------------------------------
 
+    def prepare(self, data: bytes, max_pixels: int) -> np.ndarray | Image.Image:
+        """An uploaded query photo as the plan takes it (`Pipeline.prepare`): (3, S, S), or with a person crop the
+        decoded photo. CPU work: the routes run it in a worker thread."""
+        assert self.pipeline is not None, "engine not loaded"
+        return self.pipeline.prepare(data, max_pixels=max_pixels)
+
+    def _stages(self) -> dict[str, Callable[..., Awaitable[Any]]]:
+        """The plan's stages as the service runs them: person crop and catalog off the event loop, micro-batched
+        models (the head, a small matrix product, is called directly by the pipeline)."""
+        return {"crop": self._crop, "generate": self._generate_batch, "embed": self._embed_batch,
+                "search": self._search}
+
     async def generate(self, photo: np.ndarray | Image.Image) -> np.ndarray:
         """(3, S, S) street photo in [-1, 1] (or a decoded one: `Pipeline.prepare`) -> (3, S, S) product image in
-        [-1, 1]; cut to its person first when the artifacts have a person crop."""
-        assert self.generator is not None
-        if not isinstance(photo, np.ndarray) or (self.pipeline is not None and self.pipeline.cropper is not None):
-            photo = (await self._crop(photo[None] if isinstance(photo, np.ndarray) else [photo]))[0]
-        return await self.generator.submit(photo)
+        [-1, 1]: the pipeline's `generation_plan` (cut to its person first when the artifacts have a person crop)."""
+        assert self.pipeline is not None
+        photos = photo[None] if isinstance(photo, np.ndarray) else [photo]
+        (_, generated), _ = await self.pipeline.run_async(self.pipeline.generation_plan(photos), self._stages())
+        return generated[0]
 
     async def embed(self, image: np.ndarray) -> np.ndarray:
         """(3, S, S) image in [-1, 1] -> (D,) unit embedding (the embedder's features)."""
@@ -251,10 +267,52 @@ class Engine:
         """One (3, S, S) photo (or a decoded one: `Pipeline.prepare`) through the pipeline's plan: person crop and
         catalog off the event loop, micro-batched models."""
         assert self.pipeline is not None
-        stages = {"crop": self._crop, "generate": self._generate_batch, "embed": self._embed_batch,
-                  "search": self._search}
         photos = photo[None] if isinstance(photo, np.ndarray) else [photo]
-        return await self.pipeline.query_async(photos, k, category, query, stages)
+        return await self.pipeline.query_async(photos, k, category, query, self._stages())
+
+    # ---- the catalog as a resource (the routes' reads) ------------------------------------------
+
+    @property
+    def has_catalog(self) -> bool:
+        """Whether a catalog is loaded (product pages need no models)."""
+        return self.catalog is not None
+
+    @property
+    def product_count(self) -> int:
+        """Products in the catalog being served."""
+        assert self.catalog is not None, "catalog not loaded"
+        return len(self.catalog)
+
+    def page(self, limit: int, offset: int, category: str | None) -> tuple[list[ProductMeta], int]:
+        """A page of products in insertion order, only `category` when given, and how many match."""
+        assert self.catalog is not None, "catalog not loaded"
+        return self.catalog.page(limit, offset, category)
+
+    def categories(self) -> dict[str, int]:
+        """Every category with its number of products."""
+        assert self.catalog is not None, "catalog not loaded"
+        return self.catalog.categories()
+
+    def has_category(self, category: str) -> bool:
+        """Whether some product has `category` (True while no catalog is loaded: nothing to refuse it with)."""
+        return self.catalog is None or self.catalog.has_category(category)
+
+    def product(self, product_id: str) -> ProductMeta | None:
+        """A product's metadata, None when the catalog has no such id."""
+        assert self.catalog is not None, "catalog not loaded"
+        return self.catalog.get(product_id)
+
+    def describe(self) -> dict:
+        """What /health/ready reports once ready: catalog size, image size, providers, the query, the backend
+        (and the one the index was embedded on), the retrieval head and the person crop."""
+        assert self.pipeline is not None and self.catalog is not None, "engine not loaded"
+        pipeline = self.pipeline
+        return {"products": len(self.catalog), "image_size": self.size, "providers": self.providers,
+                "query": pipeline.default_query, "backend": pipeline.backend.name,
+                "precision": pipeline.backend.precision,
+                "index_backend": getattr(self.catalog, "embedder_backend", None),
+                "head": pipeline.head.describe() if pipeline.head else None,
+                "crop": pipeline.cropper.info.describe() if pipeline.cropper else None}
 
     @property
     def images_home(self) -> Path:

@@ -183,3 +183,41 @@ def test_no_import_cycle() -> None:
     assert len(graph) > 80 and "rtdgan.index.runtime.onnx" in graph["rtdgan.index.pipeline"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+# The service's routes decode, call one engine method (service/engine.py) and encode: none reaches past the engine
+# into its pipeline or catalog (docs/architecture.md, "The service's HTTP layer").
+ENGINE_INTERNALS = {"pipeline", "catalog"}
+
+
+def engine_internals(source: str) -> list[str]:
+    """`engine.pipeline` / `engine.catalog` (also `...state.engine.catalog`, `getattr(engine, "catalog")`) in
+    `source`, as "line: expression"."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in ENGINE_INTERNALS:
+            owner = node.value
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+              and node.args[1].value in ENGINE_INTERNALS):
+            owner = node.args[0]
+        else:
+            continue
+        if (isinstance(owner, ast.Name) and owner.id == "engine") or \
+                (isinstance(owner, ast.Attribute) and owner.attr == "engine"):
+            found.append((node.lineno, node.col_offset, ast.unparse(node)))
+    return [f"{line}: {text}" for line, _, text in sorted(found)]
+
+
+def test_the_engine_internals_finder_finds_them() -> None:
+    source = ("n = len(engine.catalog)\nq = request.app.state.engine.pipeline.default_query\n"
+              "c = getattr(engine, 'catalog', None)\nok = settings.catalog, engine.categories(), engine.size\n")
+    assert engine_internals(source) == ["1: engine.catalog", "2: request.app.state.engine.pipeline",
+                                        "3: getattr(engine, 'catalog', None)"]
+
+
+def test_routes_call_the_engine_not_its_pipeline_or_catalog() -> None:
+    routes = sorted((ROOT / "service" / "routes").glob("*.py"))
+    assert len(routes) >= 7 and any(p.name == "search.py" for p in routes)
+    found = {p.name: hits for p in routes if (hits := engine_internals(p.read_text(encoding="utf-8")))}
+    assert not found, f"routes reaching into the engine's pipeline or catalog (add an engine method): {found}"

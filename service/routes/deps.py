@@ -40,7 +40,7 @@ def ready_engine(request: Request, settings: SettingsDep) -> Engine:
 def catalog_engine(request: Request, settings: SettingsDep) -> Engine:
     """The engine once its catalog is loaded (product pages do not need the models)."""
     engine: Engine = request.app.state.engine
-    if engine.catalog is None:
+    if not engine.has_catalog:
         raise unavailable("not_ready", engine.reason or "catalog not loaded", settings.retry_after_s)
     return engine
 
@@ -140,9 +140,8 @@ async def prepare_query_upload(data: bytes, engine: Engine, settings: Settings,
                                limiter: anyio.CapacityLimiter) -> np.ndarray | Image.Image:
     """A query photo in a worker thread, as the pipeline's plan takes it (index/pipeline.py `prepare`): (3, S, S),
     or with a person crop the decoded photo reduced to about 256 px (the plan's crop stage cuts and resizes it)."""
-    assert engine.pipeline is not None
-    return await anyio.to_thread.run_sync(functools.partial(engine.pipeline.prepare, data,
-                                                            max_pixels=settings.max_pixels), limiter=limiter)
+    return await anyio.to_thread.run_sync(functools.partial(engine.prepare, data, max_pixels=settings.max_pixels),
+                                          limiter=limiter)
 
 
 async def preprocess_upload(data: bytes, size: int, settings: Settings, limiter: anyio.CapacityLimiter) -> np.ndarray:

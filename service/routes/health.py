@@ -30,9 +30,4 @@ def ready(request: Request, settings: SettingsDep) -> JSONResponse:
     if not engine.ready:
         return error_response(503, "not_ready", engine.reason or "not ready",
                               {"Retry-After": str(settings.retry_after_s)})
-    return JSONResponse({"status": "ready", "products": len(engine.catalog), "image_size": engine.size,
-                         "providers": engine.providers, "query": engine.pipeline.default_query,
-                         "backend": engine.pipeline.backend.name, "precision": engine.pipeline.backend.precision,
-                         "index_backend": getattr(engine.catalog, "embedder_backend", None),
-                         "head": engine.pipeline.head.describe() if engine.pipeline.head else None,
-                         "crop": engine.pipeline.cropper.info.describe() if engine.pipeline.cropper else None})
+    return JSONResponse({"status": "ready", **engine.describe()})

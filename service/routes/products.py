@@ -61,7 +61,7 @@ def products(
     category: Annotated[str | None, Query(max_length=64, description="only this category")] = None,
 ) -> ProductPage:
     """A page of products in the order they were added; `total` counts every match."""
-    page, total = engine.catalog.page(limit, offset, category or None)
+    page, total = engine.page(limit, offset, category or None)
     return ProductPage(products=[_product(m, settings) for m in page], total=total, offset=offset, limit=limit)
 
 
@@ -69,14 +69,14 @@ def products(
             responses=error_responses(503))
 def categories(engine: CatalogDep) -> Categories:
     """Every category with its number of products (what /search's `category` accepts)."""
-    return Categories(categories=engine.catalog.categories())
+    return Categories(categories=engine.categories())
 
 
 @router.get("/products/{product_id}", response_model=Product, summary="A catalog product's metadata",
             responses=error_responses(400, 404, 503))
 def product(product_id: ProductId, engine: CatalogDep, settings: SettingsDep) -> Product:
     """Metadata of one product, 404 when the catalog has no such id."""
-    meta = engine.catalog.get(product_id)
+    meta = engine.product(product_id)
     if meta is None:
         raise ApiError(404, "not_found", f"no product {product_id!r} in the catalog")
     return _product(meta, settings)
@@ -87,7 +87,7 @@ def product(product_id: ProductId, engine: CatalogDep, settings: SettingsDep) ->
                        **error_responses(400, 404, 503)})
 def product_image(product_id: ProductId, engine: CatalogDep) -> FileResponse:
     """The product's catalog image file, with its content type."""
-    meta = engine.catalog.get(product_id)
+    meta = engine.product(product_id)
     if meta is None:
         raise ApiError(404, "not_found", f"no product {product_id!r} in the catalog")
     path = engine.image_file(meta)

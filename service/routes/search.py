@@ -110,8 +110,8 @@ async def search(
             photo = await prepare_query_upload(await read_upload(image, settings), engine, settings, decodes)
         preprocess_ms = _ms(start)
         category = category or None
-        if category is not None and engine.catalog is not None and not engine.catalog.has_category(category):
-            known = list(engine.catalog.categories())
+        if category is not None and not engine.has_category(category):
+            known = list(engine.categories())
             listed = ", ".join(known[:MAX_LISTED_CATEGORIES]) + (" ..." if len(known) > MAX_LISTED_CATEGORIES else "")
             # A schema-valid filter that matches nothing: an explicit empty result saying why (a 422 would
             # tell the client its request was malformed; it is not, the catalog just has no such category).
