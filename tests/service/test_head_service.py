@@ -70,6 +70,25 @@ def test_a_fused_query_embeds_the_generated_image_and_the_photo_in_one_call(worl
     assert set(result.timings_ms) == {"generate", "embed", "head", "search"}
 
 
+def test_features_are_the_fused_query_up_to_its_search(world: tuple[Tiny, Path]) -> None:
+    """`Pipeline.features` runs the plan's steps before the search: with a head, its mode's query vectors; another
+    kind's features come without vectors (they are not in the catalog's space)."""
+    tiny, head_index = world
+    pipeline = Pipeline.open(tiny.artifacts, head_index)
+    photos = np.stack([pipeline.preprocess(tiny.query_for(pid)) for pid in tiny.product_ids[:3]])
+    found, result = pipeline.features(photos), pipeline.query(photos, k=2)
+    assert list(found.timings_ms) == ["generate", "embed", "head"] and found.vectors.shape == (3, 6)
+    for name in ("generated", "photo"):
+        np.testing.assert_allclose(found.features[name], result.features[name], atol=1e-5)
+    assert [[h.product_id for h in hits] for hits in pipeline.search(found.vectors, 2)] == \
+        [[h.product_id for h in hits] for hits in result.hits]
+    np.testing.assert_allclose(found.vectors, pipeline.apply_head(
+        np.concatenate([found.features["generated"], found.features["photo"]]), ("generated", "photo")), atol=1e-6)
+    photo = pipeline.features(photos, "photo")
+    assert list(photo.timings_ms) == ["embed"] and photo.vectors is None and photo.generated is None
+    np.testing.assert_allclose(photo.features["photo"], found.features["photo"], atol=1e-5)
+
+
 def test_an_index_in_another_space_is_refused(world: tuple[Tiny, Path], tmp_path: Path) -> None:
     tiny, head_index = world
     with pytest.raises(UserError, match="without a retrieval head, but the artifacts have one"):
