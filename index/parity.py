@@ -175,12 +175,15 @@ def _agreement(got: np.ndarray, want: np.ndarray) -> np.ndarray:
 
 def measure(artifacts: Path, backend: Backend, photos: Photos, gallery: np.ndarray | None = None,
             reference: Backend | None = None) -> dict:
-    """The figures of `backend` against `reference` (default onnxruntime fp32) and whether they pass."""
+    """The figures of `backend` against `reference` (default onnxruntime fp32) and whether they pass. No
+    `gallery`: the photos themselves, through the shared preprocessing (decoded photos are letterboxed to S)."""
     from rtdgan.index.pipeline import Pipeline
 
     reference = reference or Backend(threads=backend.threads)
-    gallery = photos if gallery is None else gallery
-    ref = outputs(Pipeline.open(artifacts, backend=reference), photos, gallery)
+    ref_pipeline = Pipeline.open(artifacts, backend=reference)
+    if gallery is None:
+        gallery = photos if isinstance(photos, np.ndarray) else np.stack([ref_pipeline.preprocess(p) for p in photos])
+    ref = outputs(ref_pipeline, photos, gallery)
     got = outputs(Pipeline.open(artifacts, backend=backend), photos, gallery)
     k = min(TOP_K, max(1, len(gallery) // 2))  # a top-k of most of the gallery would agree by construction
     want = _top(ref["query"], ref["gallery"], k)

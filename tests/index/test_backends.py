@@ -18,13 +18,15 @@ from rtdgan.index.parity import (
     CheckConfig,
     check_backend,
     load_images,
+    load_photos,
     parity_path,
     require_parity,
     run_check,
 )
 from rtdgan.index.runtime import backends as B
+from rtdgan.index.runtime.artifacts import read_artifacts
 from rtdgan.index.runtime.onnx import OnnxEmbedder, OnnxGenerator, OnnxHead
-from tests.service.conftest import Tiny, make_artifacts, make_head, make_world
+from tests.service.conftest import Tiny, make_artifacts, make_crop, make_head, make_world
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is the [cpu] extra's optional backend")
 
@@ -117,6 +119,18 @@ def test_check_backend_records_a_pass_and_the_gate_accepts_it(world: Tiny, capsy
     record = json.loads(parity_path(world.artifacts, openvino).read_text())
     assert record == doc and record["engines"]["openvino"] == ov.__version__
     assert require_parity(world.artifacts, openvino)["passed"]
+
+
+def test_check_backend_measures_the_served_path_with_a_person_crop(world: Tiny, tmp_path: Path) -> None:
+    """With a crop the photos are read as the service prepares them (decoded, for the crop stage); the gallery,
+    when none is given, is those photos letterboxed to S."""
+    cropped = make_crop(Path(shutil.copytree(world.artifacts, tmp_path / "cropped")))
+    photos = load_photos(world.samples, read_artifacts(cropped), 6)
+    assert isinstance(photos, list) and len(photos) == 6
+    docs = run_check(CheckConfig(artifacts=cropped, backend="openvino", precision="fp32", photos=world.samples,
+                                 limit=6))
+    assert [d["passed"] for d in docs] == [True] and docs[0]["inputs"]["photos"] == docs[0]["inputs"]["gallery"] == 6
+    assert require_parity(cropped, B.make_backend("openvino", "fp32"))["passed"]
     assert require_parity(world.artifacts, B.make_backend()) is None  # the reference needs no record
 
 
