@@ -41,6 +41,13 @@ def package_of(module: str) -> str:
     return ".".join(parts[:2]) if parts[0] == "rtdgan" else parts[0]
 
 
+def lacks_training_install(missing: str) -> bool:
+    """Whether a missing module means this install lacks the training code or its extras: a training-only
+    package, or our training package as a whole; a missing file inside our own packages is a bug, not an extra."""
+    root = package_of(missing)
+    return root in TRAIN_ONLY and not (root.startswith("rtdgan.") and missing != root)
+
+
 @dataclass(frozen=True)
 class Command:
     """One leaf subcommand: `rtd <path...>` runs `<module>.<run>(args)` after `<module>.<add>(parser)`."""
@@ -130,11 +137,9 @@ def add_command(command: Command, parser: argparse.ArgumentParser) -> None:
         getattr(module, command.add)(parser)
         parser.set_defaults(func=getattr(module, command.run))
     except ModuleNotFoundError as e:
-        root = package_of(e.name or "")
-        if root == "onnxruntime":
+        if package_of(e.name or "") == "onnxruntime":
             raise MissingExtra(RUNTIME_MISSING) from e
-        ours_incomplete = root in ("rtdgan.training", "rtdgan.models") and e.name != root  # a missing file of ours: a bug
-        if command.extra is None or root not in TRAIN_ONLY or ours_incomplete:
+        if command.extra is None or not lacks_training_install(e.name or ""):
             raise
         raise MissingExtra(f"needs the training code and extras, which this install lacks (no module "
                            f"{e.name!r}): {command.install}") from e
@@ -191,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if e.name and package_of(e.name) == "onnxruntime":
             print(f"rtd {name}: error: {RUNTIME_MISSING}", file=sys.stderr)
             return EXIT_USAGE
-        if e.name and package_of(e.name) in TRAIN_ONLY:
+        if e.name and lacks_training_install(e.name):
             hint = target.install if target is not None else TRAIN_EXTRA
             print(f"rtd {name}: error: needs {e.name}; install the training extras: {hint}", file=sys.stderr)
             return EXIT_USAGE

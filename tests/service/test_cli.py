@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from rtdgan.service.cli import COMMANDS, EVAL_EXTRA, TRAIN_EXTRA
+from rtdgan.service.cli import COMMANDS, EVAL_EXTRA, TRAIN_EXTRA, lacks_training_install
 from tests.helpers import make_lookbook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,3 +140,12 @@ def test_data_split_reports_corrupt_jpeg_and_succeeds(tmp_path: Path) -> None:
 def test_serve_with_missing_folders_is_one_line(tmp_path: Path) -> None:
     result = rtd("serve", "--artifacts", str(tmp_path / "nope"), "--index", str(tmp_path / "nope2"))
     assert_one_line_error(result)
+
+
+def test_a_missing_file_of_ours_is_a_bug_not_a_missing_extra() -> None:
+    """The training package absent (the service image) or a training-only dependency: the extra's hint; a module
+    missing inside our own packages is an internal error, never "install the extras"."""
+    assert lacks_training_install("torch") and lacks_training_install("skimage.metrics")
+    assert lacks_training_install("rtdgan.training") and lacks_training_install("rtdgan.models")
+    assert not lacks_training_install("rtdgan.training.eval_protocol")
+    assert not lacks_training_install("rtdgan.index") and not lacks_training_install("faiss")
