@@ -474,10 +474,10 @@ def synth_world(out: Path, products: int, seed: int, framing: str = "lookbook", 
 
 def export_demo_generator(root: Path, parity_data: Path, input_size: int | None = None,
                           name: str = "artifacts") -> Path:
-    """ROOT/`name`: the committed demo generator as a run folder (as training/demo.py does), exported with
+    """ROOT/`name`: the committed demo generator as a run folder (as training/demo_generator.py does), exported with
     EfficientNet-Lite0 at embed level 0 (the embedder resizing to `input_size`, None: its 224); kept when there."""
     from rtdgan.index.files import sha256_file
-    from rtdgan.training.demo import weights_run
+    from rtdgan.training.demo_generator import weights_run
     from rtdgan.training.export import ExportConfig, export_run
 
     artifacts = root / name

@@ -2,7 +2,7 @@
 
 Synthesizes a shop (300 products x 4 LookBook-framed photos at 64 px, the given seed; skipped when it exists),
 embeds its catalog into an index through the artifacts (`rtdgan.index.build.build_index`: the head's catalog side when
-there is one), then runs `rtdgan.training.demo.measure` — `/search`'s own pipeline (the person crop too, when the
+there is one), then runs `rtdgan.training.demo_check.measure` — `/search`'s own pipeline (the person crop too, when the
 artifacts have one), every photo a query, the whole shop the gallery. `--framing street` queries with
 street-framed photos of the same products instead (the same seed, photos at --photo-size px), as the demo's check
 does. The held-out figures of the retrieval head and the crop are measured with it (use a seed used for
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: be
 
 from bench.common import synth_world  # noqa: E402
 from rtdgan.index.build import build_index  # noqa: E402
-from rtdgan.training.demo import measure  # noqa: E402
+from rtdgan.training.demo_check import measure  # noqa: E402
 
 
 def main() -> int:

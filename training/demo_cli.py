@@ -15,14 +15,16 @@ from rtdgan.index import configs
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `rtd demo` flags: DemoConfig's fields marked for the command line (the recipe is not)."""
-    from rtdgan.training.demo import DemoConfig
+    from rtdgan.training.demo_config import DemoConfig
 
     configs.add_arguments(parser, DemoConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build what is missing (training/demo.py), then serve it until stopped unless --build-only."""
-    from rtdgan.training.demo import DemoConfig, build_demo, say
+    from rtdgan.training.demo import build_demo
+    from rtdgan.training.demo_config import DemoConfig
+    from rtdgan.training.demo_stage import say
 
     cfg = configs.job_config(DemoConfig, args, "demo")
     built = build_demo(cfg)

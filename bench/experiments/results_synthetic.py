@@ -73,7 +73,7 @@ class Experiment:
     """The experiment's knobs; the defaults are what docs/results-synthetic.md reports."""
 
     root: Path
-    train_products: int = 8000  # the demo's training world (training/demo.py DemoConfig): seed 0, LookBook
+    train_products: int = 8000  # the demo's training world (training/demo_config.py DemoConfig): seed 0, LookBook
     train_photos: int = 2
     train_seed: int = 0
     shop_products: int = 1000  # the held-out shop: a gallery of 1,000 makes chance Recall@60 0.06
@@ -175,7 +175,7 @@ def pretrained_matches(e: Experiment) -> str | None:
 def train_model(e: Experiment, name: str, world: Path, timings: dict) -> Path:
     """The model's run folder: the committed weights for N = 3 when they match, else trained (resuming)."""
     from rtdgan.training.checkpoint import load_checkpoint
-    from rtdgan.training.demo import weights_run
+    from rtdgan.training.demo_generator import weights_run
     from rtdgan.training.train import TrainConfig, train
 
     run = e.root / "runs" / name

@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def one_torch_thread() -> None:
-    """One thread in every test, whatever an earlier test left (training/demo.py sets all cores): a short
+    """One thread in every test, whatever an earlier test left (training/demo_generator.py sets all cores): a short
     GAN run's outcome depends on the summation order, so a test must not see another test's setting."""
     torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""`rtd demo` (training/demo.py, training/demo_cli.py) end to end at a tiny size: synth -> train -> export ->
+"""`rtd demo` (training/demo*.py, training/demo_cli.py) end to end at a tiny size: synth -> train -> export ->
 head -> index -> the real service."""
 
 from __future__ import annotations
@@ -26,15 +26,10 @@ from rtdgan.service import cli
 from rtdgan.service.settings import Settings
 from rtdgan.training.checkpoint import load_checkpoint
 from rtdgan.training.data import load_records
-from rtdgan.training.demo import (
-    CROP_RECIPE,
-    HEAD_RECIPE,
-    DemoConfig,
-    _head_card_problem,
-    crop_onnx_sha256,
-    recipe,
-    run_demo,
-)
+from rtdgan.training.demo import run_demo
+from rtdgan.training.demo_config import CROP_RECIPE, HEAD_RECIPE, DemoConfig, recipe
+from rtdgan.training.demo_crop import crop_onnx_sha256
+from rtdgan.training.demo_head import _head_card_problem
 from tests.service.conftest import running_client, uvicorn_server
 from tests.service.test_demo_page import CHROMIUM, run_chromium
 
