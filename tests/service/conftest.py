@@ -300,3 +300,16 @@ def uvicorn_server(settings: Settings) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+# The browser tests drive Debian's chromium headless; they are skipped where it is not installed.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=15000"]
+
+
+def run_chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium with its own profile folder, run with `args` (a page to dump or screenshot)."""
+    return subprocess.run([str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=120)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.service.conftest import Tiny, running_client, settings_for, uvicorn_server
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--virtual-time-budget=15000"]
+from tests.service.conftest import CHROMIUM, Tiny, run_chromium, running_client, settings_for, uvicorn_server
 
 
 def test_page_and_static_files(client: TestClient) -> None:
@@ -46,11 +40,6 @@ def test_samples_setting(tiny: Tiny) -> None:
         assert c.get("/demo/samples").json() == {"samples": []}
     with running_client(settings_for(tiny, demo_sample_count=3)) as c:
         assert len(c.get("/demo/samples").json()["samples"]) == 3
-
-
-def run_chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "

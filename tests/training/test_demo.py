@@ -30,8 +30,7 @@ from rtdgan.training.demo import run_demo
 from rtdgan.training.demo_config import CROP_RECIPE, HEAD_RECIPE, DemoConfig, recipe
 from rtdgan.training.demo_crop import crop_onnx_sha256
 from rtdgan.training.demo_head import _head_card_problem
-from tests.service.conftest import running_client, uvicorn_server
-from tests.service.test_demo_page import CHROMIUM, run_chromium
+from tests.service.conftest import CHROMIUM, run_chromium, running_client, uvicorn_server
 
 HEAD_ROWS = {"head fused", "frozen generated", "frozen photo"}
 
