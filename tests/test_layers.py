@@ -76,6 +76,8 @@ for module in sys.argv[2:]:
 print(json.dumps(failures))
 """
 
+TORCH_PACKAGES = {"models", "training"}  # importing every module takes about 4 CPU-seconds (torch): slow
+
 
 def modules(package: str) -> dict[str, Path]:
     """Every module of the package folder (the .py files under it): installed dotted name -> file."""
@@ -86,7 +88,8 @@ def modules(package: str) -> dict[str, Path]:
     return found
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+@pytest.mark.parametrize("package", [pytest.param(p, marks=pytest.mark.slow) if p in TORCH_PACKAGES else p
+                                     for p in sorted(FORBIDDEN)])
 def test_importing_the_package_needs_nothing_it_must_not_use(package: str) -> None:
     blocked = FORBIDDEN[package]
     result = subprocess.run([sys.executable, "-c", IMPORT_ALL, ",".join(sorted(blocked)), *modules(package)],

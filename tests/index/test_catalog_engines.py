@@ -28,7 +28,7 @@ def lite_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("milvus") / "catalog.db"
 
 
-@pytest.fixture(params=["file", "milvus-lite"])
+@pytest.fixture(params=["file", pytest.param("milvus-lite", marks=pytest.mark.slow)])
 def location(request: pytest.FixtureRequest, tmp_path: Path, lite_db: Path) -> str:
     """A fresh catalog location of each engine."""
     if request.param == "file":
@@ -152,6 +152,7 @@ def test_approximate_index_records_recall(location: str) -> None:
     assert reopened.search(vectors[:1], 1)[0][0].product_id == "p0"
 
 
+@pytest.mark.slow
 def test_milvus_rebuild_swaps_the_collection_under_open_handles(lite_db: Path) -> None:
     location = f"milvus://{lite_db}/swap"
     build(location, clustered(20))
@@ -185,6 +186,7 @@ def test_locations_parse_and_bad_ones_fail_in_one_line(tmp_path: Path) -> None:
         assert "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_missing_collection_and_faiss_only_strings_are_refused(lite_db: Path) -> None:
     build(f"milvus://{lite_db}/present", clustered(12))
     with pytest.raises(UserError, match="no catalog collection 'absent'"):

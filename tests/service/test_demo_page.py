@@ -42,6 +42,7 @@ def test_samples_setting(tiny: Tiny) -> None:
         assert len(c.get("/demo/samples").json()["samples"]) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
                     "(apt-get install chromium chromium-driver)")
 def test_browser_runs_a_sample_search(tiny: Tiny, tmp_path: Path) -> None:

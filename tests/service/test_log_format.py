@@ -69,6 +69,7 @@ def test_text_stays_the_default_and_a_bad_value_is_one_error(capsys: pytest.Capt
         serve_cli.configure_logging("info", "xml")
 
 
+@pytest.mark.slow
 def test_a_real_server_logs_json_lines(tiny: Tiny, tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "server.log"

@@ -30,6 +30,8 @@ from tests.service.test_admin import AUTH, KEY, add, new_product
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
+pytestmark = pytest.mark.slow  # starts a Milvus Lite server and `rtd serve` processes
+
 
 @pytest.fixture
 def milvus_server(tmp_path: Path) -> Iterator[int]:

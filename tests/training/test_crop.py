@@ -51,6 +51,7 @@ def test_synth_records_each_photos_person_box(street: Path) -> None:
     np.testing.assert_allclose(boxes[7 * 2 + 1], replayed, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_the_regressor_beats_a_centre_box_and_fit_crop_writes_a_readable_crop(street: Path, tmp_path: Path) -> None:
     artifacts = make_artifacts(tmp_path / "artifacts")
     cfg = C.FitCropConfig(artifacts=artifacts, data=(street,), size=32, width=8, epochs=12, batch_size=32,

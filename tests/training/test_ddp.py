@@ -11,9 +11,12 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+pytestmark = pytest.mark.slow  # two processes train every model
 
 WORLD = 2
 MODELS = ("rtdgan", "pix2pix", "pldt")

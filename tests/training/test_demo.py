@@ -75,6 +75,7 @@ def head_doc(root: Path) -> dict | None:
     return json.loads((folder / HEAD_JSON).read_text()) if (folder / HEAD_JSON).is_file() else None
 
 
+@pytest.mark.slow
 def test_demo_builds_every_stage_then_serves_it(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path / "demo", crop=True)
     assert run_demo(cfg) == 0
@@ -178,6 +179,7 @@ def test_demo_builds_every_stage_then_serves_it(tmp_path: Path) -> None:
     assert {name: row["10"] for name, row in check["recall"].items()} == direct_recall(root)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)  # four tiny demos: about 2 minutes on 2 quiet cores
 def test_retrain_writes_weights_that_a_fresh_demo_uses_without_training(tmp_path: Path) -> None:
     weights, head = tmp_path / "pretrained" / "g.pt", tmp_path / "pretrained" / "h.pt"

@@ -134,7 +134,7 @@ def shop_catalog_csv(testset: tuple[Path, Path], root: Path, drop: str | None = 
     return root / "catalog.csv"
 
 
-@pytest.mark.parametrize("engine", ["file", "milvus-lite"])
+@pytest.mark.parametrize("engine", ["file", pytest.param("milvus-lite", marks=pytest.mark.slow)])
 def test_against_a_prebuilt_catalog_ranks_are_read_down_to_the_largest_k(testset: tuple[Path, Path], tmp_path: Path,
                                                                         engine: str) -> None:
     if engine == "milvus-lite":

@@ -103,6 +103,7 @@ def test_each_architecture_exports_with_parity(runs: dict[str, Path], tmp_path: 
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "v-000001"]
 
 
+@pytest.mark.slow
 def test_export_runs_the_parity_gate_on_every_other_backend(runs: dict[str, Path], tmp_path: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("openvino", reason="the gate needs a backend besides the reference")
@@ -116,6 +117,7 @@ def test_export_runs_the_parity_gate_on_every_other_backend(runs: dict[str, Path
         require_parity(tmp_path / "b", openvino)
 
 
+@pytest.mark.slow
 def test_intermediate_stage_is_upsampled_from_its_own_checkpoint(runs: dict[str, Path], tmp_path: Path) -> None:
     doc = export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "a", stage=1), embedder=tiny_embedder(32))
     g = doc["generator"]
@@ -127,6 +129,7 @@ def test_intermediate_stage_is_upsampled_from_its_own_checkpoint(runs: dict[str,
         load_generator(runs["pix2pix"], stage=2)
 
 
+@pytest.mark.slow
 def test_nan_weight_is_refused_and_nothing_written(runs: dict[str, Path], tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(runs["rtdgan"], run)
@@ -139,6 +142,7 @@ def test_nan_weight_is_refused_and_nothing_written(runs: dict[str, Path], tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+@pytest.mark.slow
 def test_parity_photos_can_come_from_another_folder_when_the_run_data_is_gone(runs: dict[str, Path],
                                                                             tmp_path: Path) -> None:
     run = tmp_path / "run"
@@ -162,6 +166,7 @@ def assert_onnx_embeds_like(artifacts: Path, expected: Callable[[Tensor], Tensor
     assert np.abs(got - want).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_embed_level_goes_into_the_onnx_graph_and_model_json(runs: dict[str, Path], tmp_path: Path) -> None:
     net, info = tiny_embedder(32)
     doc = export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "a", embed_level=1), embedder=(net, info))
@@ -171,6 +176,7 @@ def test_embed_level_goes_into_the_onnx_graph_and_model_json(runs: dict[str, Pat
     assert plain["embedder"]["level"] == 0 and plain["embedder"]["onnx_sha256"] != doc["embedder"]["onnx_sha256"]
 
 
+@pytest.mark.slow
 def test_embed_input_size_goes_into_the_onnx_graph_and_model_json(runs: dict[str, Path], tmp_path: Path) -> None:
     net, info = tiny_embedder(32)
     doc = export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "a", embed_input_size=64), embedder=(net, info))
@@ -242,6 +248,7 @@ def _refuse_to_move(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(os, name, guarded)
 
 
+@pytest.mark.slow
 def test_exports_into_a_mounted_folder_publish_whole_versions(runs: dict[str, Path], tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "mnt"
@@ -280,6 +287,7 @@ def test_exports_into_a_mounted_folder_publish_whole_versions(runs: dict[str, Pa
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "v-000001", "v-000002"]  # the previous kept
 
 
+@pytest.mark.slow
 def test_a_crash_mid_export_leaves_the_previous_version_readable(runs: dict[str, Path], tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "artifacts"  # (no parity gate: it runs after the publish this test is about)
@@ -350,6 +358,7 @@ print(json.dumps({"own": own.name[3:9], "hit": hit.product_id, "score": hit.scor
 """
 
 
+@pytest.mark.slow
 def test_cli_export_with_efficientnet_then_use_without_torch(runs: dict[str, Path], tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     export_cli.add_arguments(parser)

@@ -21,6 +21,8 @@ from rtdgan.training import export_embedder as export_module
 from rtdgan.training.export_embedder import export_embedder
 from rtdgan.training.weights import load_embedder
 
+pytestmark = pytest.mark.slow  # exports the real EfficientNet-Lite0 (the module fixture alone takes seconds)
+
 torch.set_num_threads(1)
 SIZE = 32
 REPO = Path(__file__).resolve().parents[2]

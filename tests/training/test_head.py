@@ -171,6 +171,7 @@ def test_exported_sides_match_pytorch(hidden: int) -> None:
 
 # ---- the job: features through the artifacts, cache, export, refusal ---------------------------------
 
+@pytest.mark.slow
 def test_fit_head_writes_a_checked_head_and_reuses_the_feature_cache(world: tuple[Path, Path, Path],
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     artifacts, data, split = world
@@ -224,6 +225,7 @@ def _replace_generator(artifacts: Path, swap: bool) -> None:
     (artifacts / "model.json").write_text(json.dumps(model))
 
 
+@pytest.mark.slow
 def test_a_head_for_another_generator_or_embedder_is_refused(world: tuple[Path, Path, Path]) -> None:
     artifacts, data, split = world
     H.fit_head(tiny_config(artifacts, data, split, epochs=(1,)))
@@ -240,6 +242,7 @@ def test_a_head_for_another_generator_or_embedder_is_refused(world: tuple[Path, 
         read_head(read_artifacts(artifacts))
 
 
+@pytest.mark.slow
 def test_a_photo_head_does_not_depend_on_the_generator(world: tuple[Path, Path, Path]) -> None:
     artifacts, data, split = world
     H.fit_head(tiny_config(artifacts, data, split, mode="photo", epochs=(1,)))
@@ -247,6 +250,7 @@ def test_a_photo_head_does_not_depend_on_the_generator(world: tuple[Path, Path, 
     assert read_head(read_artifacts(artifacts)).query_inputs == ("photo",)
 
 
+@pytest.mark.slow
 def test_a_damaged_head_is_refused(world: tuple[Path, Path, Path]) -> None:
     artifacts, data, split = world
     with pytest.raises(UserError, match="no head.json.*rtd fit-head"):
@@ -265,6 +269,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@pytest.mark.slow
 def test_cli_flags_come_from_the_config_and_bad_input_is_one_line(world: tuple[Path, Path, Path], tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     artifacts, data, split = world

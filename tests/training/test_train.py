@@ -94,6 +94,7 @@ def test_baselines_run_with_the_same_command(model: str, tiny_lookbook: Path, tr
         assert last["generator_config"]["resolution"] == 32
 
 
+@pytest.mark.slow
 def test_resume_mid_fade_in_equals_an_uninterrupted_run(tiny_lookbook: Path, train_parser, tmp_path: Path) -> None:
     # Batches 8, 4, 4: stage 2 has 4 steps per epoch, so step 6 is mid fade-in and mid-epoch.
     flags = ("--batch-sizes", "8,4,4")
@@ -147,6 +148,7 @@ def test_sigterm_writes_a_checkpoint_and_stops(tiny_lookbook: Path, tmp_path: Pa
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is removed again
 
 
+@pytest.mark.slow
 def test_cli_exits_143_on_sigterm_so_a_scheduler_sees_the_job_did_not_finish(tiny_lookbook: Path,
                                                                             tmp_path: Path) -> None:
     run = tmp_path / "run"
@@ -164,6 +166,7 @@ def test_cli_exits_143_on_sigterm_so_a_scheduler_sees_the_job_did_not_finish(tin
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] >= 1
 
 
+@pytest.mark.slow
 def test_overfits_four_pairs(tiny_lookbook: Path, train_parser, tmp_path: Path) -> None:
     run = tmp_path / "overfit"
     args = train_parser.parse_args(["--data", str(tiny_lookbook), "--out", str(run), "--stages", "1",
