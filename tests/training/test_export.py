@@ -76,6 +76,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: Path(cfg.out) for name, cfg in configs.items()} | {"data": data, "split": root / "split.json"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, size, native", [("rtdgan", 32, 32), ("pix2pix", 32, 32), ("pldt", 128, 64)])
 def test_each_architecture_exports_with_parity(runs: dict[str, Path], tmp_path: Path, model: str, size: int,
                                                native: int) -> None:
