@@ -259,8 +259,12 @@ class Engine:
 
     async def _search(self, vectors: np.ndarray, k: int, category: str | None) -> list:
         assert self.pipeline is not None
-        with stage_deadline("search"):  # not started past the request's deadline (service/batching.py)
-            return await anyio.to_thread.run_sync(functools.partial(self.pipeline.search, vectors, k, category))
+        # Not started past the request's deadline, and not waited for past it (service/batching.py): a catalog
+        # server that stops answering mid-call is a 503 at the deadline; the abandoned call ends with its own
+        # timeout (index/catalog/milvus.py CALL_TIMEOUT_S).
+        with stage_deadline("search"):
+            return await anyio.to_thread.run_sync(functools.partial(self.pipeline.search, vectors, k, category),
+                                                  abandon_on_cancel=True)
 
     async def query(self, photo: np.ndarray | Image.Image, k: int, category: str | None,
                     query: QueryKind | None = None) -> QueryResult:

@@ -1,18 +1,38 @@
-"""The Milvus catalog engine (issue #17): one collection per catalog, through pymilvus's `MilvusClient`. No torch.
+"""The Milvus catalog engine: one collection per catalog, through pymilvus's `MilvusClient`. No torch.
 
 The same client talks to Milvus Lite (a local database, pip `milvus-lite`: `milvus:///abs/path/catalog.db`) and
-to a Milvus Standalone or Distributed server (`milvus://host:19530/products`); index/catalogs.py parses the
-location. Behaviour is the file catalog's (index/catalog.py) — upsert, remove, search with a category filter,
-the embedder/head check, metadata and image path, count / categories / page — with the state on the server:
-every replica sees a write as soon as it is acknowledged, and there is nothing to follow or reload.
+to a Milvus Standalone or Distributed server (`milvus://host:19530/products`); index/catalog/base.py parses the
+location. Behaviour is the file catalog's (index/catalog/file.py) — upsert, remove, search with a category
+filter, the embedder/head check, metadata and image path, count / categories / page — with the state on the
+server: every replica sees a write as soon as it is acknowledged, and there is nothing to follow or reload.
+
+Servers. Supported: Milvus 2.3 to 2.6 servers and Milvus Lite (tested against the 2.3.5 server of the PyPI
+package `milvus` and Milvus Lite 3.2; the docker-compose profile runs 2.6). What differs between them is read
+from the version the server reports (`server_features`) and from the collection's own schema:
+  - the category field's scalar index: INVERTED (2.4+, Lite; https://milvus.io/docs/scalar_index.md), Trie on
+    2.3, which has no INVERTED;
+  - nullable fields (2.5+, Lite): a product without title, category or image path stores null there; on older
+    servers it stores "" (which the product fields never hold: index/build.py and the service turn "" into
+    none), and `category is not null` is `category != ""`. A collection keeps the form it was built with, so a
+    catalog built on 2.3 still reads right once the server is upgraded;
+  - older than 2.3 (no upsert) or a version it cannot read: refused in one line.
+Index types are FLAT, HNSW and IVF_FLAT on every supported server.
 
 The collection. Fields: `product_id` (VARCHAR primary key, so an insert of a known id is Milvus's upsert),
 `vector` (FLOAT_VECTOR, metric IP: the vectors are unit length, so inner product is cosine), `title`,
-`category`, `image_path` (nullable VARCHARs), `added_at`. `category` has an INVERTED scalar index: Milvus's
-recommended index for filtering on a VARCHAR field (https://milvus.io/docs/scalar_index.md); a category search
-is a filtered search (`category == "..."`, https://milvus.io/docs/filtered-search.md). The collection's
-consistency level is Strong, so a search issued after an acknowledged write sees it whichever replica wrote it
-(https://milvus.io/docs/consistency.md); Bounded, Milvus's default, could miss a write made a moment earlier.
+`category`, `image_path` (VARCHARs), `added_at`. A category search is a filtered search (`category == "..."`,
+https://milvus.io/docs/filtered-search.md).
+
+Consistency. The collection's level is Strong: a search or read issued after an acknowledged write sees it,
+whichever replica wrote it (https://milvus.io/docs/consistency.md). On a 2.3 server that costs a wait for the
+server's next time tick in every search (proxy.timeTickInterval, 200 ms by default: docs/benchmarks.md);
+$RTD_MILVUS_CONSISTENCY=Session reads at once and still sees this process's own writes at once (pymilvus
+keeps each collection's last write timestamp), another replica's within a time tick; Bounded and Eventually
+are Milvus's others. Milvus Lite, one process, has nothing to wait for.
+
+Faults. Every call carries a timeout (CALL_TIMEOUT_S), so a server that stops answering makes a call fail,
+not hang; a failed call after the catalog is open is `MilvusFailed` (a `CatalogUnavailable`: the service
+answers 503 with Retry-After, the CLI one line). The client reconnects by itself once the server is back.
 
 What index.json records for a folder — format version, embedder (name, sha256), retrieval head, dim, index,
 search parameters, recall at build, catalog root — is the collection's property `rtd.manifest` (JSON), and
@@ -35,10 +55,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -72,7 +94,49 @@ MAX_WINDOW = 16_384  # Milvus caps a query's offset + limit (and a search's topk
 MAX_DISTINCT_QUERIES = 64  # categories() finds this many distinct categories by query, then scans for the rest
 INSERT_BYTES = 8 << 20  # rows per insert call: about 8 MB of vectors (the server's gRPC limit is 64 MB+)
 CONNECT_TIMEOUT_S = 10.0
+CALL_TIMEOUT_S = 10.0  # any one call, retries included (pymilvus retries an unreachable server until then)
+BUILD_TIMEOUT_S = 3600.0  # a build's flush, indexing and load, and a load at open (minutes at millions of rows)
 GENERATION = re.compile(r"^(?P<alias>[A-Za-z_][A-Za-z0-9_]*)_g\d+$")
+CONSISTENCY_ENV = "RTD_MILVUS_CONSISTENCY"
+CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
+OLDEST, NEWEST = (2, 3), (2, 6)  # the server versions supported (module docstring, "Servers")
+SUPPORTED = "Milvus 2.3 to 2.6 servers and Milvus Lite"
+
+
+@dataclass(frozen=True)
+class ServerFeatures:
+    """What a Milvus server supports that the catalog chooses by (module docstring, "Servers")."""
+
+    version: str  # as the server reports it: "v2.3.5-lite", "v2.6.9", "milvus_lite-3.2.2"
+    scalar_index: str  # the category field's index: "INVERTED" (2.4+, Lite) or "Trie" (2.3)
+    nullable: bool  # nullable fields and `is null` filters (2.5+, Lite)
+    newer_than_tested: bool = False
+
+
+def server_features(version: str, where: object = "milvus") -> ServerFeatures:
+    """The features of a server reporting `version`; UserError (one line) for one this catalog does not support."""
+    if version.startswith("milvus_lite"):
+        return ServerFeatures(version, "INVERTED", True)
+    m = re.search(r"(\d+)\.(\d+)", version)
+    if m is None:
+        raise UserError(f"{where}: the server reports version {version!r}, not a Milvus version this catalog "
+                        f"knows ({SUPPORTED})")
+    found = (int(m.group(1)), int(m.group(2)))
+    if found < OLDEST:
+        raise UserError(f"{where}: Milvus {version} is not supported: the catalog needs upsert, new in Milvus 2.3 "
+                        f"({SUPPORTED}); upgrade the server")
+    return ServerFeatures(version, "INVERTED" if found >= (2, 4) else "Trie", found >= (2, 5), found > NEWEST)
+
+
+def consistency_level() -> str | None:
+    """$RTD_MILVUS_CONSISTENCY for every read (None: the collection's own, Strong); UserError if not a level."""
+    raw = os.environ.get(CONSISTENCY_ENV, "").strip()
+    if not raw:
+        return None
+    level = {name.lower(): name for name in CONSISTENCY_LEVELS}.get(raw.lower())
+    if level is None:
+        raise UserError(f"{CONSISTENCY_ENV}={raw!r}: choose one of {', '.join(CONSISTENCY_LEVELS)}")
+    return level
 
 
 @contextlib.contextmanager
@@ -94,9 +158,10 @@ def _first_line(e: BaseException) -> str:
     return str(text).strip().splitlines()[0][:300]
 
 
-def connect(where: Location, *, create: bool = False) -> Any:
-    """A MilvusClient for the location; UserError (one line) when pymilvus is missing, the Milvus Lite file or its
-    folder does not exist, or the server cannot be reached."""
+def connect(where: Location, *, create: bool = False) -> tuple[Any, ServerFeatures]:
+    """A MilvusClient for the location and its server's features; UserError (one line) when pymilvus is missing,
+    the Milvus Lite file or its folder does not exist, the server cannot be reached or its version is not
+    supported."""
     try:
         from pymilvus import MilvusClient
     except ImportError as e:
@@ -114,13 +179,19 @@ def connect(where: Location, *, create: bool = False) -> Any:
         uri = where.uri
     try:
         with _quiet():
-            return MilvusClient(uri=uri, token=milvus_token(), timeout=CONNECT_TIMEOUT_S)
+            client = MilvusClient(uri=uri, token=milvus_token(), timeout=CONNECT_TIMEOUT_S)
+            version = str(client.get_server_version(timeout=CONNECT_TIMEOUT_S))
     except Exception as e:  # noqa: BLE001 - pymilvus raises MilvusException, gRPC and OS errors alike
         if where.engine == "milvus-lite":
             raise UserError(f"{where}: cannot open Milvus Lite database {where.path} ({_first_line(e)}); Milvus Lite "
                             f"serves one process: to share it, run `milvus-lite server --data-dir {where.path}` and "
                             f"use milvus://127.0.0.1:PORT/{where.collection}") from e
         raise UserError(f"{where}: cannot reach Milvus at {where.uri} ({_first_line(e)})") from e
+    features = server_features(version, where)
+    if features.newer_than_tested:
+        log.warning("%s: Milvus %s is newer than the versions tested (%s); using 2.6's features", where, version,
+                    SUPPORTED)
+    return client, features
 
 
 def _index_params(spec: str, n: int) -> tuple[str, str, dict]:
@@ -141,20 +212,26 @@ def read_milvus_manifest(location: object) -> dict:
     """What the collection records (its `rtd.manifest` property), as index.json's dict; UserError when the
     collection does not exist or was not built by `rtd index build`."""
     where = parse_location(str(location))
-    return _read_manifest(connect(where), where)
+    return _manifest(_describe(connect(where)[0], where), where)
 
 
-def _read_manifest(client: Any, where: Location) -> dict:
+def _describe(client: Any, where: Location) -> dict:
+    """The collection's description (schema, properties); UserError when there is none."""
     try:
         with _quiet():
-            if not client.has_collection(where.collection):
+            if not client.has_collection(where.collection, timeout=CALL_TIMEOUT_S):
                 raise UserError(f"{where}: no catalog collection {where.collection!r} (build one with "
                                 f"`rtd index build --out {where}`)")
-            properties = client.describe_collection(where.collection).get("properties") or {}
+            return client.describe_collection(where.collection, timeout=CALL_TIMEOUT_S)
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001
         raise UserError(f"{where}: {_first_line(e)}") from e
+
+
+def _manifest(description: dict, where: Location) -> dict:
+    """The collection's `rtd.manifest`, checked."""
+    properties = description.get("properties") or {}
     if MANIFEST_PROPERTY not in properties:
         raise UserError(f"{where}: collection {where.collection!r} was not built by `rtd index build` "
                         f"(no {MANIFEST_PROPERTY} property)")
@@ -177,9 +254,12 @@ def _literal(value: str) -> str:
 class MilvusCatalog:
     """A catalog in a Milvus collection (module docstring); the interface of index/catalogs.py `CatalogEngine`."""
 
-    def __init__(self, client: Any, where: Location, manifest: dict) -> None:
+    def __init__(self, client: Any, where: Location, manifest: dict, features: ServerFeatures, nullable: bool) -> None:
         self.client = client
         self.where = where
+        self.features = features
+        self.nullable = nullable  # the collection's VARCHARs hold null for none; else "" (module docstring)
+        self.consistency = consistency_level()  # None: the collection's own (Strong)
         self.name: str = where.collection  # type: ignore[assignment]  # the alias every call goes through
         self.dim: int = manifest["dim"]
         self.embedder_name: str = manifest["embedder"]["name"]
@@ -203,7 +283,7 @@ class MilvusCatalog:
         return factories.kind_of(self.factory)
 
     def __repr__(self) -> str:
-        return f"MilvusCatalog({self.where}, {self.index_type})"
+        return f"MilvusCatalog({self.where}, {self.index_type}, Milvus {self.features.version})"
 
     # ---- construction ------------------------------------------------------------------------------
 
@@ -212,12 +292,14 @@ class MilvusCatalog:
              expect_head_sha256: str | None = None) -> MilvusCatalog:
         """Connect to the location's collection; with `expect_embedder_sha256`, refuse one built in another space."""
         where = parse_location(str(location))
-        client = connect(where)
-        manifest = _read_manifest(client, where)
+        client, features = connect(where)
+        description = _describe(client, where)
+        manifest = _manifest(description, where)
         if expect_embedder_sha256 is not None:
             check_space(manifest, str(where), expect_embedder_sha256, expect_head_sha256)  # type: ignore[arg-type]
-        catalog = cls(client, where, manifest)
-        catalog._call("load_collection", where.collection)
+        category = next(f for f in description["fields"] if f["name"] == "category")
+        catalog = cls(client, where, manifest, features, nullable=bool(category.get("nullable")))
+        catalog._call("load_collection", where.collection, timeout=BUILD_TIMEOUT_S)
         return catalog
 
     @classmethod
@@ -231,11 +313,11 @@ class MilvusCatalog:
         if nprobe < 1 or ef_search < 1:
             raise UserError(f"nprobe and ef_search must be >= 1, got {nprobe} and {ef_search}")
         resolved, index_type, index_build = _index_params(factory, len(x))
-        client = connect(where, create=True)
+        client, features = connect(where, create=True)
         alias = where.collection
         with _quiet():
-            aliases = set(client.list_aliases().get("aliases", []))
-            if alias not in aliases and client.has_collection(alias):
+            aliases = set(client.list_aliases(timeout=CALL_TIMEOUT_S).get("aliases", []))
+            if alias not in aliases and client.has_collection(alias, timeout=CALL_TIMEOUT_S):
                 raise UserError(f"{where}: collection {alias!r} exists and is not a catalog built by `rtd index build`; "
                                 f"choose another collection name")
         generation = f"{alias}_g{time.time_ns() // 1_000_000}"
@@ -250,63 +332,88 @@ class MilvusCatalog:
         schema.add_field("product_id", DataType.VARCHAR, is_primary=True, max_length=MAX_LENGTH["product_id"])
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(x.shape[1]))
         for name in ("title", "category", "image_path"):
-            schema.add_field(name, DataType.VARCHAR, max_length=MAX_LENGTH[name], nullable=True)
+            schema.add_field(name, DataType.VARCHAR, max_length=MAX_LENGTH[name],
+                             **({"nullable": True} if features.nullable else {}))
         schema.add_field("added_at", DataType.VARCHAR, max_length=MAX_LENGTH["added_at"])
         index_params = client.prepare_index_params()
         index_params.add_index("vector", index_type=index_type, metric_type="IP", params=index_build)
-        index_params.add_index("category", index_type="INVERTED")
-        catalog = cls(client, Location(where.engine, where.path, where.uri, generation), manifest)
+        index_params.add_index("category", index_type=features.scalar_index)
+        catalog = cls(client, Location(where.engine, where.path, where.uri, generation), manifest, features,
+                      nullable=features.nullable)
         catalog._call("create_collection", generation, schema=schema, index_params=index_params,
-                      consistency_level="Strong", properties={MANIFEST_PROPERTY: json.dumps(manifest)})
+                      consistency_level="Strong", properties={MANIFEST_PROPERTY: json.dumps(manifest)},
+                      timeout=BUILD_TIMEOUT_S)
         try:
             catalog.add(products, x)
             catalog._added = products
-            catalog._call("flush", generation)
+            catalog._call("flush", generation, timeout=BUILD_TIMEOUT_S)
+            catalog._wait_indexed(generation)
             if recall_k is not None and index_type != "FLAT":
                 catalog.check_recall(k=recall_k, vectors=x)
                 manifest["recall"] = catalog.recall
                 catalog._call("alter_collection_properties", generation,
                               properties={MANIFEST_PROPERTY: json.dumps(manifest)})
-            with _quiet():
-                if alias in set(client.list_aliases().get("aliases", [])):
-                    client.alter_alias(generation, alias)
-                else:
-                    client.create_alias(generation, alias)
+            if alias in set(catalog._call("list_aliases").get("aliases", [])):
+                catalog._call("alter_alias", generation, alias)
+            else:
+                catalog._call("create_alias", generation, alias)
         except BaseException:
             with contextlib.suppress(Exception), _quiet():
-                client.drop_collection(generation)
+                client.drop_collection(generation, timeout=CALL_TIMEOUT_S)
             raise
         with _quiet():  # the generations the alias no longer names (the previous one, crashed builds)
-            for name in client.list_collections():
+            for name in client.list_collections(timeout=CALL_TIMEOUT_S):
                 m = GENERATION.match(name)
                 if m and m.group("alias") == alias and name != generation:
                     with contextlib.suppress(Exception):
-                        client.drop_collection(name)
+                        client.drop_collection(name, timeout=CALL_TIMEOUT_S)
         catalog.where, catalog.name = where, alias
         return catalog
 
     # ---- plumbing ----------------------------------------------------------------------------------
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """A MilvusClient call; its failure as MilvusFailed naming the location (a server lost mid-request is not
-        the caller's bad input: the service answers 503 with Retry-After, the CLI one line)."""
+        """A MilvusClient call, bounded by CALL_TIMEOUT_S; its failure as MilvusFailed naming the location (a server
+        lost mid-request is not the caller's bad input: the service answers 503 with Retry-After, the CLI one
+        line)."""
+        kwargs.setdefault("timeout", CALL_TIMEOUT_S)
         try:
             with _quiet():
                 return getattr(self.client, method)(*args, **kwargs)
         except Exception as e:  # noqa: BLE001
             raise MilvusFailed(f"{self.where}: Milvus {method} failed: {_first_line(e)}") from e
 
+    def _wait_indexed(self, collection: str) -> None:
+        """Wait until the server has indexed every flushed segment it indexes (a server builds the index of sealed
+        segments in the background, and its query nodes load each one as it is done): a build is complete only
+        once its index is, so its recall is the index's and its first search as fast as the later ones."""
+        deadline = time.monotonic() + BUILD_TIMEOUT_S
+        while (pending := self._call("describe_index", collection, "vector").get("pending_index_rows", 0)) > 0:
+            if time.monotonic() > deadline:
+                raise MilvusFailed(f"{self.where}: {pending} rows still not indexed after {BUILD_TIMEOUT_S:.0f} s")
+            time.sleep(0.5)
+
     @staticmethod
     def _meta(row: dict) -> ProductMeta:
-        return ProductMeta(row["product_id"], row.get("title"), row.get("category"), row.get("image_path"),
-                           row.get("added_at"))
+        return ProductMeta(row["product_id"], row.get("title") or None, row.get("category") or None,
+                           row.get("image_path") or None, row.get("added_at"))
+
+    def _read(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A read at the chosen consistency level (module docstring, "Consistency")."""
+        if self.consistency is not None:
+            kwargs["consistency_level"] = self.consistency
+        return self._call(method, *args, **kwargs)
+
+    def _has_category(self) -> str:
+        """The filter for "has a category" in this collection's form of none."""
+        return "category is not null" if self.nullable else 'category != ""'
 
     def _count(self, where: str = "") -> int:
-        rows = self._call("query", self.name, filter=where, output_fields=["count(*)"])
+        rows = self._read("query", self.name, filter=where, output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
     def _iterate(self, where: str, fields: list[str], batch: int = 4096) -> Iterator[dict]:
-        it = self._call("query_iterator", self.name, batch_size=batch, filter=where, output_fields=fields)
+        it = self._read("query_iterator", self.name, batch_size=batch, filter=where, output_fields=fields)
         try:
             while rows := it.next():
                 yield from rows
@@ -319,7 +426,7 @@ class MilvusCatalog:
         return self._count()
 
     def get(self, product_id: str) -> ProductMeta | None:
-        rows = self._call("get", self.name, ids=[product_id], output_fields=list(FIELDS))
+        rows = self._read("get", self.name, ids=[product_id], output_fields=list(FIELDS))
         return self._meta(rows[0]) if rows else None
 
     def categories(self) -> dict[str, int]:
@@ -330,14 +437,14 @@ class MilvusCatalog:
         counts: dict[str, int] = {}
         while len(counts) < MAX_DISTINCT_QUERIES:
             seen = f" and category not in [{', '.join(map(_literal, counts))}]" if counts else ""
-            rows = self._call("query", self.name, filter=f"category is not null{seen}", output_fields=["category"],
+            rows = self._read("query", self.name, filter=f"{self._has_category()}{seen}", output_fields=["category"],
                               limit=1)
             if not rows:
                 return dict(sorted(counts.items()))
             category = rows[0]["category"]
             counts[category] = self._count(f"category == {_literal(category)}")
         seen = f" and category not in [{', '.join(map(_literal, counts))}]"
-        for row in self._iterate(f"category is not null{seen}", ["category"]):
+        for row in self._iterate(f"{self._has_category()}{seen}", ["category"]):
             counts[row["category"]] = counts.get(row["category"], 0) + 1
         return dict(sorted(counts.items()))
 
@@ -351,7 +458,7 @@ class MilvusCatalog:
         where = f"category == {_literal(category)}" if category is not None else ""
         total = self._count(where)
         if offset + limit <= MAX_WINDOW:
-            rows = self._call("query", self.name, filter=where, output_fields=list(FIELDS), limit=limit, offset=offset)
+            rows = self._read("query", self.name, filter=where, output_fields=list(FIELDS), limit=limit, offset=offset)
         else:
             rows = []
             for i, row in enumerate(self._iterate(where, list(FIELDS))):
@@ -362,7 +469,7 @@ class MilvusCatalog:
         return [self._meta(r) for r in rows], total
 
     def has_category(self, category: str) -> bool:
-        return bool(self._call("query", self.name, filter=f"category == {_literal(category)}",
+        return bool(self._read("query", self.name, filter=f"category == {_literal(category)}",
                                output_fields=["product_id"], limit=1))
 
     def search(self, vectors: np.ndarray, k: int, category: str | None = None) -> list[list[Hit]]:
@@ -372,12 +479,13 @@ class MilvusCatalog:
         queries = unit_rows(vectors, self.dim)
         params = {"nprobe": self.nprobe} if self.index_type.startswith("IVF") else \
             {"ef": max(self.ef_search, k)} if self.index_type == "HNSW" else {}
-        found = self._call("search", self.name, data=queries.tolist(), limit=min(k, MAX_WINDOW),
+        found = self._read("search", self.name, data=queries.tolist(), limit=min(k, MAX_WINDOW),
                            filter=f"category == {_literal(category)}" if category is not None else "",
                            output_fields=[f for f in FIELDS if f not in ("product_id", "added_at")],
                            search_params={"metric_type": "IP", "params": params})
         return [[Hit(h["product_id"] if "product_id" in h else h["id"], float(h["distance"]),
-                     h["entity"].get("title"), h["entity"].get("category"), h["entity"].get("image_path"))
+                     h["entity"].get("title") or None, h["entity"].get("category") or None,
+                     h["entity"].get("image_path") or None)
                  for h in row] for row in found]
 
     def check_recall(self, k: int = 10, queries: int = 500, seed: int = 0, vectors: np.ndarray | None = None) -> dict:
@@ -420,6 +528,8 @@ class MilvusCatalog:
                 if value is not None and len(value.encode("utf-8")) > MAX_LENGTH[name]:
                     raise UserError(f"product {p.product_id[:64]!r}: {name} longer than the Milvus field's "
                                     f"{MAX_LENGTH[name]} bytes")
+                if value is None and not self.nullable:
+                    row[name] = ""  # this collection's none (module docstring, "Servers")
             rows.append(row)
         step = max(1, INSERT_BYTES // (4 * self.dim))
         for first in range(0, len(rows), step):
@@ -434,7 +544,7 @@ class MilvusCatalog:
         """Remove products by id; returns how many existed."""
         if not product_ids:
             return 0
-        existing = self._call("get", self.name, ids=list(product_ids), output_fields=["product_id"])
+        existing = self._read("get", self.name, ids=list(product_ids), output_fields=["product_id"])
         if existing:
             self._call("delete", self.name, ids=[r["product_id"] for r in existing])
         return len(existing)

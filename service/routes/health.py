@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from rtdgan.index.errors import CatalogUnavailable
 from rtdgan.service.engine import Engine
 from rtdgan.service.errors import error_response, error_responses
 from rtdgan.service.routes.deps import SettingsDep
@@ -30,4 +31,9 @@ def ready(request: Request, settings: SettingsDep) -> JSONResponse:
     if not engine.ready:
         return error_response(503, "not_ready", engine.reason or "not ready",
                               {"Retry-After": str(settings.retry_after_s)})
-    return JSONResponse({"status": "ready", **engine.describe()})
+    try:
+        described = engine.describe()
+    except CatalogUnavailable as e:  # a catalog server lost after start: say which and why (a search says less)
+        return error_response(503, "catalog_unavailable", f"the catalog engine is unavailable: {e}",
+                              {"Retry-After": str(settings.retry_after_s)})
+    return JSONResponse({"status": "ready", **described})

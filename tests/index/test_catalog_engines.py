@@ -1,6 +1,8 @@
-"""The same catalog cases against both engines (issue #17): the file catalog and Milvus (real Milvus Lite).
+"""The same catalog cases against every engine: the file catalog, Milvus Lite and a real Milvus server.
 
-One Milvus Lite database per module (its in-process server starts once); each test gets its own collection.
+One Milvus Lite database per module (its in-process server starts once); the Milvus server is the run's one
+(tests/milvus_server.py: the 2.3 standalone server of the PyPI package `milvus`, slow); each test gets its own
+collection.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pytest
 from rtdgan.index.catalog.base import Location, ProductMeta, parse_location
 from rtdgan.index.catalog.engines import build_catalog, open_catalog, read_manifest
 from rtdgan.index.errors import UserError
+from tests.milvus_server import is_loopback
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
@@ -28,12 +31,25 @@ def lite_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("milvus") / "catalog.db"
 
 
-@pytest.fixture(params=["file", pytest.param("milvus-lite", marks=pytest.mark.slow)])
+SERVER = pytest.param("milvus-server", marks=pytest.mark.slow)  # the run's Milvus server (about 10 s to start)
+
+
+@pytest.fixture(params=["milvus-lite", SERVER])
+def milvus_base(request: pytest.FixtureRequest, lite_db: Path) -> str:
+    """Where a Milvus catalog goes, without its collection: the Lite database or the server."""
+    if request.param == "milvus-lite":
+        return f"milvus://{lite_db}"
+    return request.getfixturevalue("milvus_server").location("")[:-1]
+
+
+@pytest.fixture(params=["file", pytest.param("milvus-lite", marks=pytest.mark.slow), SERVER])
 def location(request: pytest.FixtureRequest, tmp_path: Path, lite_db: Path) -> str:
     """A fresh catalog location of each engine."""
     if request.param == "file":
         return str(tmp_path / "index")
-    return f"milvus://{lite_db}/c{next(_names)}"
+    if request.param == "milvus-lite":
+        return f"milvus://{lite_db}/c{next(_names)}"
+    return request.getfixturevalue("milvus_server").location(f"c{next(_names)}")
 
 
 def clustered(n: int, seed: int = 0) -> np.ndarray:
@@ -152,17 +168,33 @@ def test_approximate_index_records_recall(location: str) -> None:
     assert reopened.search(vectors[:1], 1)[0][0].product_id == "p0"
 
 
+def test_products_without_title_or_category(location: str) -> None:
+    """None stays none on every engine (a 2.3 server has no nullable fields: the catalog stores "" there)."""
+    vectors = clustered(12)
+    bare = [ProductMeta(f"p{i}", None if i % 2 else f"title {i}", None if i % 3 == 0 else "coat") for i in range(12)]
+    build_catalog(location, bare, vectors, embedder_name="tiny", embedder_sha256="sha-a", head=None, factory="flat",
+                  nprobe=8, ef_search=64, catalog_root=None, recall_k=None)
+    catalog = open_catalog(location)
+    assert catalog.categories() == {"coat": 8} and catalog.get("p3").category is None
+    assert (catalog.get("p1").title, catalog.get("p1").image_path) == (None, None)
+    hit = catalog.search(vectors[3][None], 1)[0][0]
+    assert (hit.product_id, hit.title, hit.category, hit.image_path) == ("p3", None, None, None)
+    catalog.write([ProductMeta("new")], vectors[:1])
+    assert catalog.get("new") == ProductMeta("new", None, None, None, catalog.get("new").added_at)
+    page, total = catalog.page(20, category="coat")
+    assert total == 8 and {p.category for p in page} == {"coat"}
+
+
 @pytest.mark.slow
-def test_milvus_rebuild_swaps_the_collection_under_open_handles(lite_db: Path) -> None:
-    location = f"milvus://{lite_db}/swap"
+def test_milvus_rebuild_swaps_the_collection_under_open_handles(milvus_base: str) -> None:
+    location = f"{milvus_base}/swap{next(_names)}"
     build(location, clustered(20))
     handle = open_catalog(location)
     build(location, clustered(30, seed=5))
     assert len(handle) == 30  # the alias now names the new collection; the old one is dropped
-    from pymilvus import MilvusClient
-
-    names = [n for n in MilvusClient(str(lite_db)).list_collections() if n.startswith("swap_")]
-    assert len(names) == 1
+    client = handle.client
+    prefix = location.rsplit("/", 1)[1] + "_"
+    assert len([n for n in client.list_collections() if n.startswith(prefix)]) == 1
 
 
 def test_locations_parse_and_bad_ones_fail_in_one_line(tmp_path: Path) -> None:
@@ -187,10 +219,48 @@ def test_locations_parse_and_bad_ones_fail_in_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_missing_collection_and_faiss_only_strings_are_refused(lite_db: Path) -> None:
-    build(f"milvus://{lite_db}/present", clustered(12))
+def test_missing_collection_and_faiss_only_strings_are_refused(milvus_base: str) -> None:
+    present = f"{milvus_base}/present{next(_names)}"
+    build(present, clustered(12))
     with pytest.raises(UserError, match="no catalog collection 'absent'"):
-        open_catalog(f"milvus://{lite_db}/absent")
+        open_catalog(f"{milvus_base}/absent")
     with pytest.raises(UserError, match="FAISS-only"):
-        build(f"milvus://{lite_db}/pq", clustered(12), factory="IVF2,PQ4")
-    assert len(open_catalog(f"milvus://{lite_db}/present")) == 12
+        build(f"{milvus_base}/pq", clustered(12), factory="IVF2,PQ4")
+    assert len(open_catalog(present)) == 12
+
+
+def test_the_server_version_chooses_the_features() -> None:
+    from rtdgan.index.catalog.milvus import ServerFeatures, server_features
+
+    assert server_features("v2.3.5-lite") == ServerFeatures("v2.3.5-lite", "Trie", nullable=False)
+    assert server_features("v2.4.15") == ServerFeatures("v2.4.15", "INVERTED", nullable=False)
+    assert server_features("v2.6.9") == ServerFeatures("v2.6.9", "INVERTED", nullable=True)
+    assert server_features("milvus_lite-3.2.2") == ServerFeatures("milvus_lite-3.2.2", "INVERTED", nullable=True)
+    assert server_features("v2.7.0").newer_than_tested and not server_features("v2.6.9").newer_than_tested
+    for version, why in (("v2.2.16", "not supported: the catalog needs upsert, new in Milvus 2.3"),
+                         ("nightly", "not a Milvus version this catalog knows")):
+        with pytest.raises(UserError, match=why) as caught:
+            server_features(version, "milvus://h:19530/shop")
+        assert "\n" not in str(caught.value) and "2.3 to 2.6" in str(caught.value)
+
+
+def test_a_bad_consistency_level_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtdgan.index.catalog.milvus import CONSISTENCY_ENV, consistency_level
+
+    monkeypatch.setenv(CONSISTENCY_ENV, "session")
+    assert consistency_level() == "Session"
+    monkeypatch.setenv(CONSISTENCY_ENV, "strongest")
+    with pytest.raises(UserError, match="RTD_MILVUS_CONSISTENCY='strongest': choose one of Strong, Session"):
+        consistency_level()
+    monkeypatch.delenv(CONSISTENCY_ENV)
+    assert consistency_level() is None
+
+
+@pytest.mark.slow
+def test_the_server_is_2_3_and_talks_only_to_loopback(milvus_server) -> None:
+    """The run's server: the 2.3 one whose features differ from Lite's, every connection on loopback."""
+    built = build(milvus_server.location(f"loop{next(_names)}"), clustered(12))
+    assert built.features.version.startswith("v2.3") and built.features.scalar_index == "Trie"
+    assert not built.nullable
+    connections = milvus_server.connections()
+    assert connections and all(is_loopback(local) and is_loopback(peer) for local, peer in connections), connections
