@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/pip install -q -c $(LOCK) -e '.[cpu,train,dev,milvus]'
 	touch $(STAMP)
 
+# The whole suite, as CI runs it. The speed guard (tests/conftest.py) allows an unmarked test 15 s here, three
+# times the fast loop's 5 s, so that a slower or busier machine than the developer's does not turn CI red; the
+# fast loop keeps the 5 s a developer sees.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	RTDGAN_TEST_LIMIT_S=$${RTDGAN_TEST_LIMIT_S:-15} $(BIN)/python -m pytest -q
 
 # The edit-test loop: every test not marked slow (no venv installs, browsers, Milvus, schemathesis, training
 # runs); under 3 minutes on 2 cores. tests/conftest.py fails an unmarked test that takes over 5 s.
