@@ -7,8 +7,8 @@ STAMP  := $(VENV)/.installed
 # Pinned versions of everything `setup` installs (CPython 3.11, Linux x86_64): see requirements/lock.py.
 LOCK   := requirements/lock-cpu.txt
 
-# The machine's pip config points find-links at a CPU-only torch wheel that does
-# not work with torchvision; use the registry's build instead.
+# A pip config can point find-links at a CPU-only torch wheel built without torchvision's
+# matching version; clear it so the setup installs the pinned torch from the package index.
 export PIP_FIND_LINKS :=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
