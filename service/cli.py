@@ -65,7 +65,8 @@ class Command:
         return EVAL_EXTRA if self.extra == "eval" else TRAIN_EXTRA
 
 
-GROUPS = {"data": "make, split and inspect paired data sets", "index": "build and query the catalog index"}
+GROUPS = {"data": "make, split and inspect paired data sets", "index": "build and query the catalog index",
+          "study": "the human ranking study of Sec. 5.3: create, serve to raters, report"}
 COMMANDS = (
     Command(("data", "synth"), "rtdgan.training.data_cli", "write the synthetic street-to-shop data set (LookBook layout)",
             "add_arguments_synth", "run_synth", extra="train"),
@@ -90,6 +91,14 @@ COMMANDS = (
             "onnxruntime fp32 and record the parity gate `rtd serve` checks"),
     Command(("quantize",), "rtdgan.training.quantize_cli", "int8 graphs of the embedder (and generator) beside the fp32 "
             "ones, calibrated on a data folder; served after `rtd check-backend`", extra="train"),
+    Command(("study", "create"), "rtdgan.service.study.study", "draw test photos and generate each method's image "
+            "once into a study folder (images under random ids, study.json)"),
+    Command(("study", "serve"), "rtdgan.service.study.serve_cli", "serve the ranking page to raters; responses in "
+            "SQLite, export behind an admin key"),
+    Command(("study", "simulate"), "rtdgan.service.study.serve_cli", "add simulated raters to a study (tests and "
+            "examples; marked simulated in every report)", "add_arguments_simulate", "run_simulate"),
+    Command(("study", "report"), "rtdgan.training.study_report", "average human rank per method with 95 % intervals "
+            "(Figure 5), win rates, Kendall's W, CSV", extra="eval"),
     Command(("demo",), "rtdgan.training.demo_cli", "build the demo (data, generator, retrieval head, artifacts, index) if absent and serve it",
             extra="train"),
 )

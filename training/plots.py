@@ -97,3 +97,47 @@ def recall_plot(curves: Sequence[Curve], path: Path, title: str) -> list[Path]:
         for out in written:
             fig.savefig(out, format=out.suffix[1:], metadata={"Date": None} if out.suffix == ".svg" else None)
     return written
+
+
+@dataclass(frozen=True)
+class RankBar:
+    """One method's average human rank (1 = best) and its 95 % interval, in one task's panel of Figure 5."""
+
+    label: str
+    rank: float
+    low: float
+    high: float
+
+
+def rank_plot(panels: dict[str, Sequence[RankBar]], path: Path, methods: int, title: str) -> list[Path]:
+    """Figure 5 (Sec. 5.3): one panel per task, each method's average human rank as a bar with its 95 % interval
+    as an error bar, rank 1 (best) at the left. Written to `path` (.png) and .svg; returns both paths."""
+    from matplotlib import rc_context
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not panels:
+        raise ValueError("a rank plot needs at least one task")
+    fig = Figure(figsize=(PLOT_SIZE_IN[0], 1.2 + 0.45 * methods * len(panels)), dpi=PLOT_DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    for ax, (task, bars), letter in zip(axes, panels.items(), "abcdefgh", strict=False):
+        ys = list(range(len(bars)))[::-1]  # the first method on top
+        ax.barh(ys, [b.rank for b in bars], color=[f"C{i % 10}" for i in range(len(bars))], height=0.6, zorder=Z_BAND)
+        ax.errorbar([b.rank for b in bars], ys, xerr=[[b.rank - b.low for b in bars], [b.high - b.rank for b in bars]],
+                    fmt="none", ecolor="0.15", capsize=4, linewidth=1.2, zorder=Z_CURVE)
+        ax.set_yticks(ys, [b.label for b in bars])
+        ax.set_xlim(0.0, max(methods, 2) + 0.2)
+        ax.set_title(f"({letter}) {task}" + ("" if bars else ": no responses yet"), fontsize=10, loc="left")
+        ax.grid(True, axis="x", color="0.9", linewidth=0.8, zorder=0)
+        ax.set_axisbelow(True)
+    axes[-1].set_xlabel("average human rank (1 = best), 95 % interval")
+    fig.suptitle(title, fontsize=9, x=0.01, ha="left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = [path.with_suffix(".png"), path.with_suffix(".svg")]
+    with rc_context({"svg.hashsalt": "rtdgan"}):
+        for out in written:
+            fig.savefig(out, format=out.suffix[1:], metadata={"Date": None} if out.suffix == ".svg" else None)
+    return written
