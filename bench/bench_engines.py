@@ -2,6 +2,8 @@
 
     nice -n 5 .venv/bin/python bench/bench_engines.py --sizes 100000 --dim 256
     nice -n 5 .venv/bin/python bench/bench_engines.py --sizes 1000000 --dim 256 --queries 256
+    nice -n 5 .venv/bin/python bench/bench_engines.py --sizes 100000 --no-milvus --alternatives "" \
+        --milvus-server start            # + a real Milvus server (the `milvus` package's 2.3), HNSW and IVF_FLAT
 
 For each catalog size n, on clustered unit vectors (bench/common.py `make_data`: ~100 products per
 centre, queries near a stored product), it builds, from the same vectors:
@@ -9,21 +11,30 @@ centre, queries near a stored product), it builds, from the same vectors:
   default               the file catalog with the factory string `rtd index build` picks for n (index/factory.py)
   alternatives          other factory strings (`--alternatives`; {K} is the default's number of IVF lists)
   Milvus Lite           index/milvus.py through its in-process server, with the index Milvus gets by default
+  Milvus server         with `--milvus-server`: a running server (milvus://HOST:PORT) or `start` (one from the
+                        `milvus` package, tests/milvus_server.py, in a temporary folder on loopback), each
+                        `--milvus-indexes` string built there once and searched through gRPC at each
+                        `--milvus-consistency` level (Strong, the catalog's default, waits for the server's next
+                        time tick; Session reads at once: index/catalog/milvus.py, "Consistency")
 and times each one's `search` (what the service calls: FAISS or Milvus plus the metadata of the hits) for
 single queries and for batches of 64, the candidates taking turns query by query so load from other
 processes hits them alike. Recall@k is against the exact catalog's results of the same run. Memory is the
-process's resident-set growth while building each candidate (for Milvus Lite: its server's copy and index).
+process's resident-set growth while building each candidate (for Milvus Lite: its server's copy and index; for
+a server started here: the server process's growth; a server elsewhere: not measured). A server's build time
+includes its flush and its index build (`rtd index build` waits for both).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.common
@@ -44,13 +55,36 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rtdgan.index.catalog import factory as factories  # noqa: E402
-from rtdgan.index.catalog.engines import build_catalog  # noqa: E402
+from rtdgan.index.catalog.base import parse_location  # noqa: E402
+from rtdgan.index.catalog.engines import build_catalog, open_catalog  # noqa: E402
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
+def rss_mb(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status") as f:
         line = next(line for line in f if line.startswith("VmRSS:"))
     return int(line.split()[1]) / 1024
+
+
+@contextlib.contextmanager
+def milvus_server(spec: str | None, folder: Path) -> Iterator[tuple[str, int | None, str] | None]:
+    """(location prefix, server pid or None, version) of the server `--milvus-server` names; None without one."""
+    if not spec:
+        yield None
+        return
+    if spec != "start":
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=parse_location(f"{spec.rstrip('/')}/x").uri)
+        yield spec.rstrip("/"), None, str(client.get_server_version())
+        return
+    from tests.milvus_server import LocalMilvus
+
+    server = LocalMilvus(folder / "milvus-server")
+    server.start()
+    try:
+        yield f"milvus://127.0.0.1:{server.port}", server.pid, "v2.3.5 (the milvus package, started here)"
+    finally:
+        server.kill()
 
 
 def main() -> None:
@@ -59,6 +93,12 @@ def main() -> None:
     parser.add_argument("--alternatives", default="IVF{K},SQ8;HNSW32,Flat;IVF{K}_HNSW32,Flat",
                         help="other factory strings, ';'-separated; {K} = the default's IVF lists")
     parser.add_argument("--no-milvus", action="store_true", help="leave Milvus Lite out")
+    parser.add_argument("--milvus-server", default=None,
+                        help="also a Milvus server: milvus://HOST:PORT of a running one, or `start` to start one")
+    parser.add_argument("--milvus-indexes", default="HNSW32,Flat;IVF{K},Flat",
+                        help="factory strings built on the server, ';'-separated; {K} = the default's IVF lists")
+    parser.add_argument("--milvus-consistency", default="Strong,Session",
+                        help="consistency levels the server's catalogs are searched at, comma-separated")
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
     print("bench_engines config: " + json.dumps(vars(args) | {"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"],
@@ -74,6 +114,8 @@ def main() -> None:
         candidates |= {alt.replace("{K}", lists): alt.replace("{K}", lists) for alt in args.alternatives.split(";") if alt}
         catalogs, build_s, memory = {}, {}, {}
         tmp = tempfile.TemporaryDirectory(prefix="bench_engines_")
+        stack = contextlib.ExitStack()
+        server = stack.enter_context(milvus_server(args.milvus_server, Path(tmp.name)))
         for name, spec in candidates.items():
             gc.collect()
             before, start = rss_mb(), time.perf_counter()
@@ -93,23 +135,43 @@ def main() -> None:
             build_s[name], memory[name] = time.perf_counter() - start, rss_mb() - before
             print(f"built {name} ({catalogs[name].index_type}) for n={n} in {build_s[name]:.1f} s "
                   f"(+{memory[name]:.0f} MB RSS)", flush=True)
+        if server is not None:
+            prefix, pid, version = server
+            print(f"Milvus server {version} at {prefix}", flush=True)
+            for i, spec in enumerate(s.replace("{K}", lists) for s in args.milvus_indexes.split(";") if s):
+                gc.collect()
+                before, start = rss_mb(pid) if pid else None, time.perf_counter()
+                location = f"{prefix}/bench_{n}_{i}"
+                built = build_catalog(location, products, base, embedder_name="bench", embedder_sha256="bench",
+                                      head=None, factory=spec, nprobe=args.nprobe, ef_search=args.ef_search,
+                                      catalog_root=None, recall_k=None)
+                seconds, grown = time.perf_counter() - start, rss_mb(pid) - before if pid else None
+                print(f"built {spec} ({built.index_type}) on the server for n={n} in {seconds:.1f} s"
+                      + (f" (+{grown:.0f} MB server RSS)" if grown is not None else ""), flush=True)
+                for level in args.milvus_consistency.split(","):
+                    name = f"Milvus server ({spec}, {level})"
+                    catalogs[name] = open_catalog(location)
+                    catalogs[name].consistency = level
+                    build_s[name], memory[name] = seconds, grown
         results = time_searches(catalogs, queries, args.k)
         exact = results["exact (Flat)"]
         for name, r in results.items():
             recall = recall_against(r["ids"], exact["ids"])
-            row = {"n": n, "index": name, "build_s": round(build_s[name], 1), "rss_mb": round(memory[name]),
+            row = {"n": n, "index": name, "build_s": round(build_s[name], 1),
+                   "rss_mb": round(memory[name]) if memory[name] is not None else None,
                    "p50_ms": round(r["p50"], 3), "p95_ms": round(r["p95"], 3), "batch64_ms": round(r["batched"], 3),
                    f"recall@{args.k}": round(recall, 3)}
             rows.append(row)
             print(json.dumps(row), flush=True)
         del catalogs
+        stack.close()
         tmp.cleanup()
     print(f"\nD={args.dim}, clustered unit vectors, {args.queries} queries, k={args.k}, {args.threads} FAISS threads, "
           f"nprobe {args.nprobe}, efSearch {args.ef_search}")
     print(f"| n | index | build s | memory MB | 1 query p50 ms | p95 ms | batch-64 ms/query | recall@{args.k} |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['n']:,} | {r['index']} | {r['build_s']} | {r['rss_mb']} | {r['p50_ms']} | {r['p95_ms']} | "
+        print(f"| {r['n']:,} | {r['index']} | {r['build_s']} | {'—' if r['rss_mb'] is None else r['rss_mb']} | {r['p50_ms']} | {r['p95_ms']} | "
               f"{r['batch64_ms']} | {r[f'recall@{args.k}']:.3f} |")
 
 

@@ -299,7 +299,12 @@ class MilvusCatalog:
             check_space(manifest, str(where), expect_embedder_sha256, expect_head_sha256)  # type: ignore[arg-type]
         category = next(f for f in description["fields"] if f["name"] == "category")
         catalog = cls(client, where, manifest, features, nullable=bool(category.get("nullable")))
-        catalog._call("load_collection", where.collection, timeout=BUILD_TIMEOUT_S)
+        from pymilvus.client.types import LoadState
+
+        # Loaded already (by a build, another replica or an operator with the replica count of its choice on a
+        # cluster): left as it is; else loaded here with the server's default.
+        if catalog._call("get_load_state", where.collection)["state"] != LoadState.Loaded:
+            catalog._call("load_collection", where.collection, timeout=BUILD_TIMEOUT_S)
         return catalog
 
     @classmethod
