@@ -2,7 +2,7 @@
 # The same service as docker/service.Dockerfile, installed from the project's `cpu` extra (onnxruntime + openvino)
 # instead of `gpu`. Choose the backend at run time: RTD_BACKEND=openvino (docker-compose's `api-cpu`), precision
 # auto = bf16 on a CPU with bf16 units (AMX / AVX512-BF16), else fp32. A non-reference backend needs a passing
-# `rtd check-backend` record in the artifacts (README, "Choosing an inference backend").
+# `rtd check-backend` record in the artifacts (docs/deployment.md, "Inference backends").
 #   docker build -f docker/service-cpu.Dockerfile -t rtdgan-service-cpu .
 #   docker run -p 8000:8000 -e RTD_BACKEND=openvino -v $PWD/artifacts:/artifacts:ro -v $PWD/index:/index:ro \
 #     -v $PWD/catalog:/catalog:ro -e RTD_CATALOG=/catalog rtdgan-service-cpu

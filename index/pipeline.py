@@ -96,7 +96,7 @@ def backend_mismatch(catalog: CatalogEngine | None, backend: Backend) -> str | N
     """Why the catalog's vectors and this backend's queries may differ (the index was embedded on another backend
     or precision, as index.json records since issue #16), or None. Not refused: the parity gate measured the
     candidate against an fp32-built gallery too; an index embedded at a lower precision and queried at another is
-    a choice to make knowingly (README, "Choosing a backend")."""
+    a choice to make knowingly (docs/deployment.md, "Inference backends")."""
     built = getattr(catalog, "embedder_backend", None)
     if not built or built == backend.describe():
         return None

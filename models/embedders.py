@@ -14,7 +14,7 @@ average pooling, L2 normalisation. Inner product of two outputs is cosine.
 The comparison scale. With `level` L > 0, both the query and every catalog image are reduced L levels of
 the Gaussian pyramid that rough-to-detail training uses for its targets (Sec. 3.3, models/pyramid.py)
 before the backbone sees them, so a generated image is compared with the catalog at the scale the
-generator reproduces reliably rather than at the finest detail, which it may not (README "Choices",
+generator reproduces reliably rather than at the finest detail, which it may not (docs/design-choices.md,
 "The comparison scale"). L = 0, the default, is the paper's protocol: the full-resolution image.
 """
 

@@ -77,10 +77,10 @@ class ExportConfig:
                                                    "efficientnet_lite0 (offline)")
     embedder_weights: Path | None = opt(None, "local state_dict for the backbone instead of its default weights source")
     embed_level: int = opt(0, "compare images L levels down the Gaussian pyramid (each halves the side) instead of "
-                              "at full resolution (0, the paper's); README 'The comparison scale'", metavar="L")
+                              "at full resolution (0, the paper's); docs/design-choices.md 'The comparison scale'", metavar="L")
     embed_input_size: int | None = opt(None, "side the embedder resizes its input to before the backbone (None: the "
-                                             "backbone's ImageNet 224; smaller is faster on CPU: README 'The "
-                                             "embedder's input size')", metavar="PX")
+                                             "backbone's ImageNet 224; smaller is faster on CPU: docs/design-choices.md "
+                                             "'The embedder's input size')", metavar="PX")
     stage: int | None = opt(None, "rtdGAN stage to export (None: the stage the run reached); earlier stages are "
                                   "upsampled (bilinear) to the full resolution")
     parity_data: Path | None = opt(None, "photos for the parity check (LookBook folder or pairs manifest) when the "

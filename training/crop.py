@@ -72,7 +72,7 @@ class FitCropConfig:
     # Default: LookBook framing (the person 87.5 % of the side). On a validation street shop (seed 6200, 300 x 4,
     # 256 px photos, the mixed fused head) street R@10 was 0.475 / 0.499 / 0.577 / 0.637 / 0.668 / 0.688 / 0.699
     # / 0.685 at fill 0.65 / 0.75 / 0.875 / 0.95 / 1.0 / 1.1 / 1.25 / 1.5; but a crop tighter than the person
-    # (> 1: head and feet cut) costs LookBook-framed photos (README, "Street photos: the crop step").
+    # (> 1: head and feet cut) costs LookBook-framed photos (docs/training.md, "The person crop").
     fill: float = opt(LOOKBOOK_FILL, "the person box's longer side / the square crop's side at query time "
                       "(0.875: LookBook framing; > 1: tighter than the person)")
     seed: int = opt(0, "seed of the validation split, the initialisation, the batch order and the flips")

@@ -39,7 +39,7 @@ class DemoConfig:
     products: int = opt(300, "products in the shop")
     photos_per_product: int = opt(4, cli=False)
     size: int = opt(64, cli=False)  # S: 64 px trains on a 2-core CPU
-    framing: str = opt("lookbook", cli=False)  # one full-length person, centred, as in LookBook's photos (README "Choices")
+    framing: str = opt("lookbook", cli=False)  # one full-length person, centred, as in LookBook's photos (docs/design-choices.md)
     seed: int = opt(1000, "the shop's catalog seed")
     # The generator: committed weights, or (missing, or --retrain) trained from the recipe below.
     weights: Path | None = opt(PRETRAINED, cli=False)  # None: always train (the tests' tiny demos)
@@ -54,9 +54,9 @@ class DemoConfig:
     epochs_stab: int = opt(3, cli=False)
     epochs_extra: int = opt(12, cli=False)  # then more epochs at 64 px, where the garment's detail is learnt
     batch_sizes: tuple[int, ...] = opt((32, 32, 16), cli=False)
-    lambda_con: float = opt(10.0, cli=False)  # Eq. 4; the paper uses 1 (README "Choices": content first on CPUs)
+    lambda_con: float = opt(10.0, cli=False)  # Eq. 4; the paper uses 1 (docs/design-choices.md: content first on CPUs)
     lambda_lap: float = opt(10.0, cli=False)
-    # The comparison scale (README "Choices"): full resolution with the learned head. Without a head
+    # The comparison scale (docs/design-choices.md): full resolution with the learned head. Without a head
     # the frozen features do best 2 levels down (16 px; chosen on a validation shop, seed 2000).
     embed_level: int = opt(0, "compare images L Gaussian pyramid levels down (0: full resolution, the paper's "
                            "protocol, where the retrieval head is fitted; 2: 16 px, where the frozen embedder does "

@@ -39,7 +39,7 @@ class SplitConfig:
     test_fraction: float = opt(0.1, "share of the products in the test split (Sec. 4: ten percent)")
     seed: int = opt(0, "seed of the split")
     # Measured on the synthetic set: re-encoding + resizing a photo moves it <= 6 bits; the closest
-    # distinct photos are >= 8 bits apart (README, Choices).
+    # distinct photos are >= 8 bits apart (docs/design-choices.md, Data).
     phash_threshold: int = opt(6, "Hamming distance (bits of 64) at or below which a test photo counts as a "
                                   "copy of a train image")
     workers: int = opt(1, "processes that hash the images")
