@@ -215,10 +215,11 @@ def write_report(study: Path, out: Path | None = None, responses: Path | None = 
     panels = {TASK_TITLES.get(task, task): [RankBar(m, v["average_rank"], v["ci95"][0], v["ci95"][1])
                                              for m, v in t["methods"].items()]
               for task, t in report["tasks"].items()}
-    note = (f"{report['raters']} raters, {report['responses']} responses"
-            + (f" - SIMULATED raters ({report['simulated_raters']}), not people" if report["simulated_raters"] else ""))
-    report["figure"] = [str(p) for p in rank_plot(panels, out / "human-rank.png", len(methods),
-                                                  f"Average human rank with 95 % intervals (Figure 5); {note}")]
+    simulated = (f"SIMULATED RATERS ({report['simulated_raters']} of {report['raters']}), not people: "
+                 if report["simulated_raters"] else "")
+    title = (f"{simulated}average rank with 95 % intervals (Figure 5); {report['raters']} raters, "
+             f"{report['responses']} responses")
+    report["figure"] = [str(p) for p in rank_plot(panels, out / "human-rank.png", len(methods), title)]
     return report
 
 
