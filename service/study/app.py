@@ -16,11 +16,13 @@ permutation of the item's images, any extra field such as a method, a body over 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hmac
 import io
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -120,7 +122,13 @@ def create_study_app(settings: StudySettings) -> FastAPI:
     study = read_study(settings.study)
     store = Store(settings.responses or study.responses)
     images = study.images
-    app = FastAPI(title="rtdgan study", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()  # every response was committed when it was acknowledged: nothing to flush
+
+    app = FastAPI(title="rtdgan study", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
     app.state.store, app.state.study = store, study
     install_error_handlers(app, retry_after_s=1)
 

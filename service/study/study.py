@@ -25,6 +25,7 @@ import argparse
 import json
 import re
 import secrets
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from rtdgan.index.errors import UserError
 from rtdgan.index.files import is_image_file, sha256_file, write_atomic
 from rtdgan.index.images import decode_image, to_image
 from rtdgan.index.lookbook import LOOKBOOK_RE
+from rtdgan.index.runtime.artifacts import read_artifacts
 
 FORMAT = 1
 MANIFEST = "study.json"
@@ -216,9 +218,23 @@ def create_study(cfg: CreateConfig) -> Study:
     out = Path(cfg.out)
     if (out / MANIFEST).exists():
         raise UserError(f"{out} holds a study already (its {MANIFEST}); give another --out")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; give a new or empty folder as --out")
     if cfg.batch < 1:
         raise UserError(f"--batch must be >= 1, got {cfg.batch}")
+    for artifacts in methods.values():
+        read_artifacts(artifacts)  # every folder checked before anything is written
     drawn = draw(test_products(cfg), cfg.count, cfg.seed)
+    try:
+        return _write_study(cfg, out, methods, drawn)
+    except BaseException:
+        for folder in (IMAGES, TRUTH):  # no half-written study stays behind
+            shutil.rmtree(out / folder, ignore_errors=True)
+        raise
+
+
+def _write_study(cfg: CreateConfig, out: Path, methods: dict[str, Path], drawn: list[tuple[str, Path, Path]]) -> Study:
+    """Write the drawn photos, every method's images and the manifest (last) into `out`."""
     photos = [photo for _, photo, _ in drawn]
     items = [{"id": new_id(), "product_id": pid, "photo_name": photo.name, "photo": new_id(), "images": {}}
              for pid, photo, _ in drawn]

@@ -75,6 +75,13 @@ def test_create_writes_images_under_random_ids_and_a_manifest(study: Study) -> N
 def test_create_refuses_bad_requests(study: Study, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="holds a study already"):
         create_study(CreateConfig(out=study.folder, methods=("a=x", "b=y"), data=tmp_path))
+    with pytest.raises(UserError, match="no model.json"):  # checked before anything is written
+        create_study(CreateConfig(out=tmp_path / "new", methods=("a=/nope", "b=/nope"), data=tmp_path))
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not empty"):
+        create_study(CreateConfig(out=tmp_path / "busy", methods=("a=/x", "b=/y"), data=tmp_path))
     with pytest.raises(UserError, match="two or more"):
         parse_methods(("only=/x",))
     with pytest.raises(UserError, match="twice"):
