@@ -148,11 +148,14 @@ def create_study_app(settings: StudySettings) -> FastAPI:
         return FileResponse(STATIC / name, media_type=PAGE_FILES[name])
 
     @app.get("/images/{name}")
-    def image(name: str) -> FileResponse:
+    def image(name: str) -> Response:
         image_id = name.removesuffix(".png")
         if not ID_RE.match(image_id) or image_id not in images or name != f"{image_id}.png":
             raise ApiError(404, "not_found", "no such image")
-        return FileResponse(images[image_id], media_type="image/png")
+        # The bytes alone: no Last-Modified or ETag, which would carry the file's write time, and `create`
+        # writes one method's images after another's, so sorting by it would tell the methods apart.
+        return Response(images[image_id].read_bytes(), media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=86400"})
 
     @app.post("/api/raters", status_code=201)
     async def new_rater(request: Request) -> JSONResponse:

@@ -197,6 +197,8 @@ def test_nothing_the_page_receives_names_a_method(app_client: TestClient, study:
     for image in list(study.images)[:6]:
         response = app_client.get(f"/images/{image}.png")
         received.append(json.dumps(dict(response.headers)))
+        # Headers the same for every image but the length: no write time (methods are written one after another).
+        assert set(response.headers) == {"content-type", "content-length", "cache-control"}, response.headers
         with Image.open(study.images[image]) as img:
             assert not img.text  # type: ignore[attr-defined]  # no PNG text chunks
     blob = "\n".join(received)
