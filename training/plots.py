@@ -1,7 +1,9 @@
 """The report plots, drawn with matplotlib on its Agg canvas (no display, no pyplot state). No torch.
 
 One home for the Recall@K figure that `rtd eval` (OUT/recall.png) and `rtd eval compare` write, and that
-bench/results_synthetic.py draws into docs/results-synthetic/ from the committed per-model results. Each figure
+bench/results_synthetic.py draws into docs/results-synthetic/ from the committed per-model results; and for
+Figure 5, the average human rank per method with its 95 % interval, one panel per task (`rank_plot`, which
+`rtd study report` draws: training/study_report.py). Each figure
 is written twice: PNG (for Markdown) and SVG (vector, for papers and slides) beside it, byte-identical for
 identical curves (no date in the SVG, fixed element ids), so a redrawn committed plot shows no diff.
 
