@@ -144,7 +144,7 @@ def parse_methods(specs: tuple[str, ...]) -> dict[str, Path]:
     return methods
 
 
-def test_products(cfg: CreateConfig) -> dict[str, tuple[Path, list[Path]]]:
+def products_of_test_set(cfg: CreateConfig) -> dict[str, tuple[Path, list[Path]]]:
     """product id -> (product image, its photos) of the test set: the split's test part, else the LookBook folder."""
     if cfg.split is not None:
         try:
@@ -224,7 +224,7 @@ def create_study(cfg: CreateConfig) -> Study:
         raise UserError(f"--batch must be >= 1, got {cfg.batch}")
     for artifacts in methods.values():
         read_artifacts(artifacts)  # every folder checked before anything is written
-    drawn = draw(test_products(cfg), cfg.count, cfg.seed)
+    drawn = draw(products_of_test_set(cfg), cfg.count, cfg.seed)
     try:
         return _write_study(cfg, out, methods, drawn)
     except BaseException:

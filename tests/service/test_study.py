@@ -26,6 +26,7 @@ from rtdgan.service.study.study import (
     create_study,
     draw,
     parse_methods,
+    products_of_test_set,
     read_study,
 )
 from tests.service.study_world import MIXES, make_study
@@ -93,6 +94,23 @@ def test_create_refuses_bad_requests(study: Study, tmp_path: Path) -> None:
         draw(products, 7, 0)
     assert draw(products, 4, 3) == draw(products, 4, 3)  # seeded
     assert len({pid for pid, _, _ in draw(products, 6, 0)}) == 6
+
+
+def test_the_test_set_comes_from_a_split_or_a_lookbook_folder(study: Study, tmp_path: Path) -> None:
+    data = study.folder.parent / "lookbook"
+    from_folder = products_of_test_set(CreateConfig(out=tmp_path, methods=(), data=data))
+    assert sorted(from_folder) == [f"{i:06d}" for i in range(8)] and len(from_folder["000003"][1]) == 2
+    split = tmp_path / "split.json"  # as `rtd data split` writes it: paths relative to the data folder
+    split.write_text(json.dumps({"format": 1, "data": str(data), "train": [], "test": [
+        {"product_id": "000002", "product_image": "PID000002_CLEAN1_IID000006.png",
+         "photos": ["PID000002_CLEAN0_IID000007.png"]}]}))
+    assert products_of_test_set(CreateConfig(out=tmp_path, methods=(), split=split)) == {
+        "000002": (data / "PID000002_CLEAN1_IID000006.png", [data / "PID000002_CLEAN0_IID000007.png"])}
+    split.write_text("{}")
+    with pytest.raises(UserError, match="not a split file"):
+        products_of_test_set(CreateConfig(out=tmp_path, methods=(), split=split))
+    with pytest.raises(UserError, match="give the test set"):
+        products_of_test_set(CreateConfig(out=tmp_path, methods=()))
 
 
 def test_a_rater_ranks_resumes_and_is_refused_a_second_ranking(app_client: TestClient, study: Study) -> None:
