@@ -73,7 +73,9 @@ def bootstrap_interval(data: Responses, draws: int = 2000, seed: int = 0,
     n_r, n_i = len(data.rater_ids), len(data.item_ids)
     rater_counts = np.stack([np.bincount(rng.integers(0, n_r, n_r), minlength=n_r) for _ in range(draws)])
     item_counts = np.stack([np.bincount(rng.integers(0, n_i, n_i), minlength=n_i) for _ in range(draws)])
-    means = resample_means(data, rater_counts, item_counts)
+    block = max(1, 2**22 // max(len(data.ranks), 1))  # draws per (block, R) weight matrix: about 32 MB
+    means = np.concatenate([resample_means(data, rater_counts[i:i + block], item_counts[i:i + block])
+                            for i in range(0, draws, block)])
     means = means[~np.isnan(means).any(axis=1)]
     tail = 100 * (1 - level) / 2
     return np.percentile(means, tail, axis=0), np.percentile(means, 100 - tail, axis=0)
