@@ -97,7 +97,7 @@ COMMANDS = (
             "SQLite, export behind an admin key"),
     Command(("study", "simulate"), "rtdgan.service.study.serve_cli", "add simulated raters to a study (tests and "
             "examples; marked simulated in every report)", "add_arguments_simulate", "run_simulate"),
-    Command(("study", "report"), "rtdgan.training.study_report", "average human rank per method with 95 % intervals "
+    Command(("study", "report"), "rtdgan.training.study_report", "average human rank per method with 95-percent intervals "
             "(Figure 5), win rates, Kendall's W, CSV", extra="eval"),
     Command(("demo",), "rtdgan.training.demo_cli", "build the demo (data, generator, retrieval head, artifacts, index) if absent and serve it",
             extra="train"),

@@ -235,3 +235,12 @@ def test_simulated_raters_fill_part_of_a_plan(study: Study, tmp_path: Path) -> N
     assert all(r["simulated"] for r in rows)
     # The identity generator reproduces the product (the photo is the product picture here): ranked first mostly.
     assert sum(r["ranking"][0] == "identity" for r in rows) >= 12
+
+
+@pytest.mark.parametrize("command", ["", "create", "serve", "simulate", "report"])
+def test_every_study_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from rtdgan.service.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["study", *filter(None, [command]), "--help"])
+    assert exit_.value.code == 0 and "usage: rtd study" in capsys.readouterr().out
