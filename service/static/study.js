@@ -52,6 +52,17 @@ function toggle(id) {
   renderPicks();
 }
 
+// Drag an image onto another: it is ranked just above that one (taking its place; the later picks move down).
+function dropOnto(dragged, target) {
+  if (dragged === target) return;
+  const from = picks.indexOf(dragged);
+  if (from >= 0) picks.splice(from, 1);
+  const at = picks.indexOf(target);
+  if (at >= 0) picks.splice(at, 0, dragged);
+  else picks.push(dragged, target);
+  renderPicks();
+}
+
 function show(doc) {
   const bar = $("progress");
   bar.max = Math.max(doc.total, 1);
@@ -84,12 +95,21 @@ function show(doc) {
     badge.hidden = true;
     const img = document.createElement("img");
     img.src = candidate.url;
+    img.draggable = false;  // the button is dragged, carrying the candidate's id
     img.alt = `candidate ${i + 1}`;
     const key = document.createElement("span");
     key.className = "key";
     key.textContent = `key ${i + 1}`;
     button.append(badge, img, key);
     button.addEventListener("click", () => toggle(candidate.id));
+    button.draggable = true;
+    button.addEventListener("dragstart", (event) => event.dataTransfer.setData("text/plain", candidate.id));
+    button.addEventListener("dragover", (event) => event.preventDefault());
+    button.addEventListener("drop", (event) => {
+      event.preventDefault();
+      const dragged = event.dataTransfer.getData("text/plain");
+      if (current.candidates.some((c) => c.id === dragged)) dropOnto(dragged, candidate.id);
+    });
     li.append(button);
     list.append(li);
   });

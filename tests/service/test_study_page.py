@@ -1,7 +1,7 @@
 """The study page in a real browser: three raters complete a 5-item study (both tasks: 10 rankings each) in headless
 Chromium driven through chromedriver's WebDriver protocol (plain HTTP; no selenium needed), one by mouse, one by
-keyboard with a reload halfway (resume), one using Undo. Every ranking stored must be what the page showed and
-what the rater picked, in the order the page showed it."""
+keyboard with a reload halfway (resume), one using Undo and drag and drop. Every ranking stored must be what the
+page showed and what the rater picked, in the order the page showed it."""
 
 from __future__ import annotations
 
@@ -124,10 +124,16 @@ def study_server(study: Study, responses: Path) -> Iterator[tuple[str, Any]]:
 
 
 SHOWN = "return [...document.querySelectorAll('.candidate')].map(b => b.dataset.id);"
+# HTML5 drag and drop, dispatched as the browser would (WebDriver's pointer actions do not start an HTML5 drag).
+DRAG = """const [from, to] = arguments, data = new DataTransfer();
+const el = (id) => document.querySelector(`.candidate[data-id='${id}']`);
+el(from).dispatchEvent(new DragEvent("dragstart", {dataTransfer: data, bubbles: true}));
+el(to).dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));"""
 
 
 def rank_one(browser: Browser, how: str, seen: list[dict]) -> None:
-    """Rank the step on screen (`how`: mouse in display order, keyboard in reverse, mouse with an Undo) and send it."""
+    """Rank the step on screen (`how`: mouse in display order, keyboard in reverse, "undo": mouse with an Undo
+    and drag and drop on alternate steps) and send it."""
     done = int(browser.js("return document.body.dataset.done;"))
     shown = browser.js(SHOWN)
     step = {"item": browser.js("return document.body.dataset.item;"), "task": browser.js("return document.body.dataset.task;"),
@@ -140,12 +146,19 @@ def rank_one(browser: Browser, how: str, seen: list[dict]) -> None:
         browser.keys("\ue007")  # Enter
     else:
         order = list(range(len(shown)))
-        if how == "undo":
+        if how == "undo" and done % 2 == 0:
             order = [1, 0, 2]
             browser.click(f".candidate[data-id='{shown[2]}']")
             browser.click("#undo")
-        for i in order:
-            browser.click(f".candidate[data-id='{shown[i]}']")
+            for i in order:
+                browser.click(f".candidate[data-id='{shown[i]}']")
+        elif how == "undo":  # by dragging: 2 onto 0 ranks 2 above 0, then 1 onto 0 puts 1 between them
+            order = [2, 1, 0]
+            browser.js(DRAG, shown[2], shown[0])
+            browser.js(DRAG, shown[1], shown[0])
+        else:
+            for i in order:
+                browser.click(f".candidate[data-id='{shown[i]}']")
         assert browser.js("return [...document.querySelectorAll('.candidate .badge')].map(b => b.textContent);") == \
             [str(order.index(i) + 1) for i in range(len(shown))]
         step["picked"] = [shown[i] for i in order]
