@@ -7,12 +7,13 @@ non-loopback address and the others dial it), and the embedded etcd listens on 1
 traffic stays on loopback and servers can run side by side. Its gRPC port is the one asked for, exactly, on every
 start: `start` waits until the port can be bound (the previous run's process gone) and writes it into the
 configuration itself, where the package's launcher would move to the next free port while the old connections
-sit in TIME_WAIT. `stop` is a graceful stop (SIGTERM, as
-`docker stop` and Kubernetes send), `kill` a hard one (SIGKILL: a crash or a lost machine); `start` again reopens
-the same data folder.
+sit in TIME_WAIT. `stop` is a graceful stop (SIGTERM, as `docker stop` and Kubernetes send; SIGKILL after a
+grace period), `kill` a hard one (a crash or a lost machine); `start` again reopens the same data folder. After
+a kill the new process waits for the old one's etcd sessions to expire (`common.session.ttl`, 30 s): about
+55 s from `start` to a server that answers, against about 10 s after a stop.
 
 The `milvus_server` fixture (session-scoped, registered by tests/conftest.py) starts one per test run in a
-temporary folder on a free port and stops it at the end; tests that use it are marked slow.
+temporary folder on a free port and kills it at the end; tests that use it are marked slow.
 """
 
 from __future__ import annotations
