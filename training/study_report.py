@@ -236,6 +236,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; print its average ranks as JSON."""
+    config = {"study": str(args.study), "responses": str(args.responses) if args.responses else None,
+              "out": str(args.out) if args.out else None, "bootstrap": args.bootstrap, "seed": args.seed}
+    print("rtd study report: config " + json.dumps(config), file=sys.stderr)
     if args.bootstrap < 100:
         raise UserError(f"--bootstrap must be >= 100, got {args.bootstrap}")
     report = write_report(args.study, args.out, args.responses, args.bootstrap, args.seed)

@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from rtdgan.service.study.app import StudySettings, create_study_app
 
     key = args.admin_key or os.environ.get("RTD_STUDY_ADMIN_KEY") or None
+    config = {"study": str(args.study), "responses": str(args.responses) if args.responses else None,
+              "host": args.host, "port": args.port, "admin_key": "set" if key else None,
+              "secure_cookie": args.secure_cookie}
+    print("rtd study serve: config " + json.dumps(config), file=sys.stderr)
     if key is not None and len(key) < 12:
         raise UserError("the admin key must be at least 12 characters")
     settings = StudySettings(study=args.study, responses=args.responses, admin_key=key,
@@ -60,6 +64,10 @@ def add_arguments_simulate(parser: argparse.ArgumentParser) -> None:
 def run_simulate(args: argparse.Namespace) -> int:
     """Fill the study's responses with simulated raters (marked as such: the report says so)."""
     from rtdgan.service.study.simulate import simulate
+
+    config = {"study": str(args.study), "raters": args.raters, "noise": args.noise, "complete": args.complete,
+              "seed": args.seed}
+    print("rtd study simulate: config " + json.dumps(config), file=sys.stderr)
 
     counts = simulate(args.study, args.raters, noise=args.noise, complete=args.complete, seed=args.seed)
     print(json.dumps(counts))
