@@ -1,4 +1,4 @@
-"""Recall@K on a held-out LookBook shop through the fused head, per backend (issue #16's int8 check): the
+"""Recall@K on a held-out LookBook shop through the fused head, per backend (the int8 check): the
 catalog (CLEAN1 images) embedded through the head's catalog side, every street photo (CLEAN0) queried through
 generator + embedder + head's query side, exactly as index/parity.py's measure does, on the same artifacts.
 

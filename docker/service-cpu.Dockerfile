@@ -1,4 +1,4 @@
-# The CPU inference image (issue #16): the FastAPI service on onnxruntime and OpenVINO, for nodes without a GPU.
+# The CPU inference image: the FastAPI service on onnxruntime and OpenVINO, for nodes without a GPU.
 # The same service as docker/service.Dockerfile, installed from the project's `cpu` extra (onnxruntime + openvino)
 # instead of `gpu`. Choose the backend at run time: RTD_BACKEND=openvino (docker-compose's `api-cpu`), precision
 # auto = bf16 on a CPU with bf16 units (AMX / AVX512-BF16), else fp32. A non-reference backend needs a passing

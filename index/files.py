@@ -74,7 +74,7 @@ class PacedWriter:
     A multi-GB file written in one go (a catalog's FAISS index at a save or a compaction) leaves gigabytes dirty,
     and every small fsync on the same disk meanwhile — the catalog log's, that is, each admin write's — queues
     behind their write-back: hundreds of ms. Synced as it goes, the file costs the same disk time and the small
-    fsyncs wait for at most `pace` bytes (bench/bench_fsync.py --pace-mb; docs/benchmarks.md, issue #15)."""
+    fsyncs wait for at most `pace` bytes (bench/bench_fsync.py --pace-mb; docs/benchmarks.md)."""
 
     def __init__(self, f: BinaryIO, pace: int = WRITE_PACE) -> None:
         self.f, self.pace, self.unsynced = f, pace, 0

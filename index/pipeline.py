@@ -14,7 +14,7 @@ service, whose generator and embedder sit behind micro-batchers). Both time each
 Without a retrieval head (the paper's protocol) the query is the generated product image (Sec. 5,
 "Recall@K": it lives in the catalog's domain) or the photo itself (`query="photo"`, the no-generation
 baseline), compared with the catalog by the cosine of the frozen embedder's features. With a head
-(index/head.py, issue #13: `rtd fit-head` wrote head.json into the artifacts) the query is the head's mode
+(index/runtime/head.py: `rtd fit-head` wrote head.json into the artifacts) the query is the head's mode
 ("fused": the generated image and the photo, embedded in one embedder call, concatenated; or either alone),
 mapped by the head's query side; the catalog was embedded through its catalog side (`embed_catalog`), and
 an index built without this head is refused. `Pipeline.open(..., head=False)` ignores a head: the paper's
@@ -94,7 +94,7 @@ def check_index(artifacts: Artifacts, index: Path, head: HeadInfo | None = None)
 
 def backend_mismatch(catalog: CatalogEngine | None, backend: Backend) -> str | None:
     """Why the catalog's vectors and this backend's queries may differ (the index was embedded on another backend
-    or precision, as index.json records since issue #16), or None. Not refused: the parity gate measured the
+    or precision, as index.json records), or None. Not refused: the parity gate measured the
     candidate against an fp32-built gallery too; an index embedded at a lower precision and queried at another is
     a choice to make knowingly (docs/deployment.md, "Inference backends")."""
     built = getattr(catalog, "embedder_backend", None)

@@ -1,4 +1,4 @@
-"""The person-box regressor before the generator (issue #13, street framing): a tiny CNN.
+"""The person-box regressor before the generator (for street-framed photos): a tiny CNN.
 
 A street photo, letterboxed to N px (64 by default, the shared preprocessing) -> the person's box
 (x0, y0, x1, y1) in [0, 1] of that square. Four stride-2 convs (N -> N/16; one more conv at N/8 and at N/16,

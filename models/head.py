@@ -1,4 +1,4 @@
-"""The learned retrieval head (issue #13): two small projections into one shared, L2-normalised space.
+"""The learned retrieval head: two small projections into one shared, L2-normalised space.
 
 The frozen embedder compares a query with the catalog by the cosine of its raw ImageNet features. The head
 learns that comparison instead: its *query* side maps the embedder features of the street photo's query

@@ -48,7 +48,7 @@ def test_onnxruntime_comes_from_exactly_one_extra() -> None:
     names = {extra: {canonical(Requirement(r).name) for r in lines} for extra, lines in EXTRAS.items()}
     runtimes = {extra: {n for n in found if n.startswith("onnxruntime")} for extra, found in names.items()}
     assert runtimes["cpu"] == {"onnxruntime"} and runtimes["gpu"] == {"onnxruntime-gpu"}
-    assert names["cpu"] == {"onnxruntime", "openvino"}  # OpenVINO: the CPU image's other backend (issue #16)
+    assert names["cpu"] == {"onnxruntime", "openvino"}  # OpenVINO: the CPU image's other backend
     assert not any(canonical(Requirement(r).name).startswith("onnxruntime") for r in BASE)
     assert not any(n.startswith("onnxruntime") for extra in ("train", "dev") for n in names[extra])
 

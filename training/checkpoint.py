@@ -88,8 +88,8 @@ def cast_floats(state: Any, source: torch.dtype, target: torch.dtype) -> Any:
     """A copy of a checkpoint's nested dicts/lists with every `source`-dtype tensor cast to `target`.
 
     `cast_floats(state, torch.float32, torch.bfloat16)` halves a training checkpoint (weights and the optimisers'
-    moments) for carrying it where space counts — bench/results_synthetic.py commits an unfinished run's so the
-    next session resumes it; the reverse cast restores the dtypes training expects. Other tensors (the RNG
+    moments) for carrying it where space counts — bench/experiments/results_synthetic.py commits an unfinished
+    run's so that a run on another machine resumes it; the reverse cast restores the dtypes training expects. Other tensors (the RNG
     states' bytes) and 0-d ones (Adam's step counters, which bf16 would round) are left as they are."""
     if isinstance(state, torch.Tensor):
         return state.to(target) if state.dtype == source and state.dim() > 0 else state

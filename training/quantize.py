@@ -1,4 +1,4 @@
-"""`rtd quantize` (issue #16): NNCF post-training int8 graphs of the embedder (and the generator), calibrated on
+"""`rtd quantize`: NNCF post-training int8 graphs of the embedder (and the generator), calibrated on
 real preprocessed photos, written beside the fp32 graphs with int8.json (index/quantize.py describes the
 record, what is kept fp32 and why, and how `--precision int8` loads them). Needs nncf and onnx: the train extra.
 """

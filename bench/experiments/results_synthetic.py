@@ -474,8 +474,9 @@ def tables(done: dict[str, dict], ks: tuple[int, ...]) -> str:
 def head_table(e: Experiment, done: dict[str, dict]) -> str:
     """Table 3: each model's fused query through a head fitted for its generator, beside the photo-only head."""
     ks, photo = e.ks, photo_head(e)
-    lines = ["**Table 3** — with issue #13's learned retrieval head: the generated image's and the photo's features "
-             "fused, a head fitted for each model's generator; the photo-only head is the row without generation.", "",
+    lines = ["**Table 3** — with the learned retrieval head (`rtd fit-head`): the generated image's and the photo's "
+             "features fused, a head fitted for each model's generator; the photo-only head is the row without "
+             "generation.", "",
              "| query | " + " | ".join(f"R@{k} [95 % CI]" for k in ks) + " | R@10 vs photo-only head |",
              "|" + "---|" * (len(ks) + 2)]
     for name in MODELS:
@@ -545,8 +546,8 @@ def setup_notes(e: Experiment, done: dict[str, dict]) -> tuple[str, str, str]:
                     "`rtd train\n  --memory-format auto` picks.")
     else:
         hardware = (f"Width {e.width}, precision `{e.precision}` (fp32 on this CPU: it has no bf16 units); memory "
-                    "layout as\n  `rtd train --memory-format auto` picks (channels_last for rtdGAN since session 10, "
-                    "from N = 1's step 18,037 on;\n  the same arithmetic, 1.3-1.5x faster here; the wall times are on a "
+                    "layout as\n  `rtd train --memory-format auto` picks (channels_last for rtdGAN from "
+                    "N = 1's step 18,037 on;\n  the same arithmetic, 1.3-1.5x faster here; the wall times are on a "
                     "2-core machine shared with other work).")
     return where, n3, hardware
 
@@ -561,7 +562,7 @@ def write_doc(e: Experiment, command: str) -> None:
     grids = "\n\n".join(f"{name}:\n\n![samples, {name}]({results.name}/samples-{name}.png)"
                          for name in MODELS if (results / f"samples-{name}.png").is_file())
     block = f"""{BEGIN}
-## Setup (issue #14: where generation works)
+## Setup: where generation works
 
 - Training world: `rtdgan.training.synth`, {e.train_products} products x {e.train_photos} LookBook-framed photos at
   {e.size} px, seed {e.train_seed} (the demo's training world); every model trains on all of it.

@@ -1,4 +1,4 @@
-"""FAISS indexes by index-factory string (issue #17): the choice by catalog size, construction, search parameters.
+"""FAISS indexes by index-factory string: the choice by catalog size, construction, search parameters.
 
 The file catalog (index/catalog.py) holds any FAISS index that `faiss.index_factory(d, STRING,
 METRIC_INNER_PRODUCT)` builds: "Flat" (exact), "HNSW32,Flat", "IVF4096,Flat", "IVF65536_HNSW32,Flat",

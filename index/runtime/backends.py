@@ -1,4 +1,4 @@
-"""Inference backends, chosen at run time (issue #16): the same artifact .onnx files on onnxruntime or OpenVINO. No torch.
+"""Inference backends, chosen at run time: the same artifact .onnx files on onnxruntime or OpenVINO. No torch.
 
 A `Backend` is a name, a resolved precision and the CPU-thread cap; `Backend.load(path)` compiles one ONNX graph
 into a `Runner` (one input, one output, float32 in and out). The artifacts never change: what a backend does to

@@ -1,4 +1,4 @@
-"""The person crop before the generator (issue #13, street framing) at run time: crop.json and crop.onnx. No torch.
+"""The person crop before the generator (for street-framed photos) at run time: crop.json and crop.onnx. No torch.
 
 The generator was trained on LookBook framing (one full-length person filling the photo, the paper's data,
 Sec. 4); a street photo shows its person at 40-95 % of the height, anywhere. `rtd fit-crop`

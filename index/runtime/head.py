@@ -1,4 +1,4 @@
-"""The learned retrieval head at run time (issue #13): head.json and its two ONNX graphs, read and checked. No torch.
+"""The learned retrieval head at run time: head.json and its two ONNX graphs, read and checked. No torch.
 
 `rtd fit-head` (training/head.py) writes three files beside the artifacts' generator.onnx and embedder.onnx
 (in the current version folder, so that a later `rtd export` does not inherit a head trained for its

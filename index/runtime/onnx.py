@@ -69,7 +69,7 @@ class OnnxGenerator(OnnxModel):
 
 
 class OnnxHead(OnnxModel):
-    """head_query.onnx / head_catalog.onnx (issue #13): `features` (B, F) float32 -> `embedding` (B, E) unit vectors."""
+    """head_query.onnx / head_catalog.onnx (the retrieval head): `features` (B, F) float32 -> `embedding` (B, E) unit vectors."""
 
     def __init__(self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None,
                  backend: Backend | None = None) -> None:

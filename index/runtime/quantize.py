@@ -1,4 +1,4 @@
-"""int8 graphs beside the fp32 ones (issue #16): their record (int8.json) and what `RTD_PRECISION=int8` loads.
+"""int8 graphs beside the fp32 ones: their record (int8.json) and what `RTD_PRECISION=int8` loads.
 
 `rtd quantize` (training/quantize.py) calibrates NNCF's post-training static quantization (its ONNX backend:
 per-channel symmetric int8 weights, int8 activations, fast bias correction, and the overflow fix that keeps weights to 7 bits so CPUs

@@ -42,7 +42,7 @@ def test_build_from_lookbook_folder(artifacts: Path, lookbook: Path, tmp_path: P
     assert summary["recall"] is None  # exact search needs no recall check
     manifest = read_manifest(tmp_path / "index")
     sha = sha256_file(artifacts / "embedder.onnx")
-    fp32 = {"backend": "onnxruntime", "precision": "fp32"}  # what embedded the catalog (issue #16)
+    fp32 = {"backend": "onnxruntime", "precision": "fp32"}  # what embedded the catalog (its backend and precision)
     assert manifest["embedder"] == {"name": "tiny_avgpool", "sha256": sha, "backend": fp32}
     assert (manifest["count"], manifest["dim"], manifest["kind"]) == (10, TINY_DIM, "flat")
     catalog = Catalog.open(tmp_path / "index", expect_embedder_sha256=sha)

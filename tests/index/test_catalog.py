@@ -176,7 +176,7 @@ def test_save_and_reopen(tmp_path: Path, kind: str) -> None:
 
 
 def test_base_files_are_written_with_paced_write_back(tmp_path: Path, monkeypatch) -> None:
-    """Issue #15: a save or compaction syncs its big files as it writes them (at most `pace` bytes dirty, so the
+    """A save or compaction syncs its big files as it writes them (at most `pace` bytes dirty, so the
     log's fsyncs never queue behind gigabytes of write-back), and the files read back the same."""
     syncs: list[int] = []
     real = os.fdatasync

@@ -1,7 +1,7 @@
 """Replica-safe catalog writes: an append-only log shared by every process serving one index folder.
 
-The hardening issue's reproductions: two replicas on one folder, each writing without reloading, used to
-lose each other's acknowledged writes (a save wrote the whole in-memory catalog over the folder).
+What it prevents: two replicas on one folder, each writing without reloading, losing each other's
+acknowledged writes (a save that wrote the whole in-memory catalog over the folder).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""FAISS index-factory strings in the file catalog (issue #17): the size rule, any string, old folders, params."""
+"""FAISS index-factory strings in the file catalog: the size rule, any string, old folders, params."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def test_admin_is_disabled_without_a_key(tiny: Tiny, index_copy: Path) -> None:
     with running_client(settings_for(tiny, index=index_copy)) as c:
         for response in (add(c, "X1", png_bytes(new_product())), c.delete("/admin/products/P001", headers=AUTH),
                          c.post("/admin/reload", headers=AUTH)):
-            # 403, not 503: admin is off on this server, not temporarily unavailable (hardening issue, defect 8)
+            # 403, not 503: admin is off on this server, not temporarily unavailable
             assert response.status_code == 403
             assert response.json()["error"] == "admin_disabled" and "RTD_ADMIN_KEY" in response.json()["detail"]
 

@@ -1,4 +1,4 @@
-"""The service on a backend chosen at run time (issue #16): `rtd serve` with RTD_BACKEND=openvino answers /search
+"""The service on a backend chosen at run time: `rtd serve` with RTD_BACKEND=openvino answers /search
 over HTTP, shows its backend on /health/ready and /metrics, and the parity gate refuses a backend whose record
 is missing or failing unless told otherwise."""
 

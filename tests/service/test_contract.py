@@ -1,4 +1,4 @@
-"""Nothing is silently ignored (hardening issue, defect 8): every input either works or gets a 4xx saying why."""
+"""Nothing is silently ignored: every input either works or gets a 4xx saying why."""
 
 from __future__ import annotations
 

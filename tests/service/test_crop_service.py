@@ -1,4 +1,4 @@
-"""The person crop in the one pipeline (issue #13, street framing): the squaring rule, the crop stage before the
+"""The person crop in the one pipeline (for street-framed photos): the squaring rule, the crop stage before the
 generator, artifacts without a crop unchanged, /health/ready and /search with a crop.
 
 Real onnxruntime graphs (tests/service/conftest.py `make_crop`: crop.onnx answers a fixed box, so where the crop
@@ -111,7 +111,7 @@ def test_a_source_photo_is_reduced_before_the_crop(world: tuple[Tiny, Path]) -> 
     pipeline = Pipeline.open(cropped)
     big = Image.new("RGB", (3000, 1500), (10, 120, 200))
     prepared = pipeline.prepare(png_bytes(big))
-    assert CROP_SOURCE_SIDE <= max(prepared.size) < 2 * CROP_SOURCE_SIDE  # bounded memory (issue #15)
+    assert CROP_SOURCE_SIDE <= max(prepared.size) < 2 * CROP_SOURCE_SIDE  # bounded memory: a huge upload is reduced as it is decoded
 
 
 def test_a_crop_json_that_does_not_match_its_graph_is_refused(world: tuple[Tiny, Path], tmp_path: Path) -> None:

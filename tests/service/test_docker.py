@@ -53,7 +53,7 @@ def test_images_install_the_project_and_its_lock_not_a_hand_written_list() -> No
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     extras = pyproject["project"]["optional-dependencies"]
     assert requirement_names(extras["gpu"]) == {"onnxruntime-gpu"}
-    assert requirement_names(extras["cpu"]) == {"onnxruntime", "openvino"}  # OpenVINO: the CPU backend (issue #16)
+    assert requirement_names(extras["cpu"]) == {"onnxruntime", "openvino"}  # OpenVINO: the CPU backend
     assert "onnxruntime" not in requirement_names(pyproject["project"]["dependencies"])  # from one extra only
     names = {id(SERVICE): "service", id(TRAIN): "train", id(SERVICE_CPU): "service-cpu"}
     for dockerfile, lock in ((SERVICE, "lock-gpu.txt"), (TRAIN, "lock-train.txt"), (SERVICE_CPU, "lock-cpu.txt")):
@@ -114,7 +114,7 @@ def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
     api, cpu = sections["api"], sections["api-cpu"]
     jobs = "".join(sections[name] for name in ("export", "index-build"))
     assert "profiles" not in api and jobs.count("profiles:\n    - jobs") == 2  # the jobs run only when asked for
-    # The CPU service (issue #16): its own profile and image, OpenVINO chosen at run time, no GPU reserved.
+    # The CPU service: its own profile and image, OpenVINO chosen at run time, no GPU reserved.
     assert "profiles:\n    - cpu" in cpu and "dockerfile: docker/service-cpu.Dockerfile" in cpu
     assert re.search(r"RTD_BACKEND: openvino\n", cpu) and "nvidia" not in cpu and "/health/ready" in cpu
     assert re.search(r"/artifacts:/artifacts:ro", cpu) and re.search(r"RTD_CATALOG: /catalog\n", cpu)
@@ -133,7 +133,7 @@ def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(COMPOSE is None, reason="needs docker-compose (apt-get install docker-compose)")
 def test_compose_milvus_profile_runs_the_api_on_milvus_standalone(tmp_path: Path) -> None:
-    """Issue #17: profile `milvus` = Milvus Standalone with its own etcd and MinIO, the API pointed at it."""
+    """Profile `milvus` = Milvus Standalone with its own etcd and MinIO, the API pointed at it."""
     result = subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), "--profile", "milvus", "config"],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,4 @@
-"""The retrieval head in the one pipeline (issue #13): index build through its catalog side, one embedder call per
+"""The retrieval head in the one pipeline: index build through its catalog side, one embedder call per
 fused query, refusal of an index in another space, the service's /search and admin adds through the head.
 
 Real onnxruntime graphs (tests/service/conftest.py `make_head`: E = 6 != D = 8, so a vector that skipped the head

@@ -20,7 +20,7 @@ from PIL import Image
 
 from tests.service.conftest import make_world
 
-LIMIT_MB = 300  # the hardening issue's bound on one request's peak RSS growth
+LIMIT_MB = 300  # the bound on one request's peak RSS growth
 
 PROBE = r"""
 import json, sys, httpx
@@ -47,7 +47,7 @@ print(json.dumps(results))
 
 
 def thin_png(width: int, height: int) -> bytes:
-    """The issue's reproduction: an RGB PNG of one colour, a few hundred bytes for any width x height."""
+    """A decompression bomb: an RGB PNG of one colour, a few hundred bytes for any width x height."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     rows = zlib.compress((b"\0" + b"\xc8\x1e\x1e" * width) * height, 9)
@@ -56,7 +56,7 @@ def thin_png(width: int, height: int) -> bytes:
 
 
 def float_tiff(side: int) -> bytes:
-    """A compressed 32-bit float TIFF: a small file that used to become a float64 copy of every pixel."""
+    """A compressed 32-bit float TIFF: a small file that a naive decode turns into a float64 copy of every pixel."""
     buf = io.BytesIO()
     Image.fromarray(np.full((side, side), 0.25, np.float32), "F").save(buf, format="TIFF", compression="tiff_adobe_deflate")
     return buf.getvalue()

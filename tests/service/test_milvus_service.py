@@ -1,4 +1,4 @@
-"""The service on the Milvus engine (issue #17): two processes serving one Milvus catalog share every write at
+"""The service on the Milvus engine: two processes serving one Milvus catalog share every write at
 once, with no follow interval and no reload. Milvus here is real: Milvus Lite's gRPC server (what
 `milvus-lite server` runs) in a thread of the test process, reached as a server (`milvus://127.0.0.1:PORT/...`)
 by an `rtd serve` process and by an in-process app."""

@@ -12,7 +12,7 @@ one-line extra hint. Differences from a real build, each on purpose:
   - the base image's apt-get, venv creation and useradd steps are not run (the host's python makes the venv:
     CPython 3.11, as the image's).
   - PIP_NO_CACHE_DIR is not applied (it only saves image space); PIP_FIND_LINKS is unset as the Makefile does
-    (this machine's pip config points find-links at a local CPU torch wheel).
+    (a developer's pip config may point find-links at local wheels).
   - the host is 127.0.0.1 and the port a free one, both in CMD and in HEALTHCHECK.
 It needs a package index (PyPI or a mirror in pip's config): skipped with the reason when none answers.
 """

@@ -1,4 +1,4 @@
-"""The person crop (issue #13, street framing): the synthesizer's boxes, the regressor learns them better than a
+"""The person crop (for street-framed photos): the synthesizer's boxes, the regressor learns them better than a
 constant centre box, its ONNX matches PyTorch, and `rtd fit-crop` writes a crop the pipeline reads. CPU, tiny sizes."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`rtd eval` with a retrieval head (issue #13): every query kind side by side, per category, one-line refusals.
+"""`rtd eval` with a retrieval head: every query kind side by side, per category, one-line refusals.
 
 The service tests' torch-free world (tests/service/conftest.py): a 16 px generator that swaps red and blue, a
 random-projection embedder, and a fused head whose query side reads the generated image's features through

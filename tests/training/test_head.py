@@ -1,4 +1,4 @@
-"""The learned retrieval head (issue #13): it learns, its ONNX matches PyTorch, the feature cache is reused, and
+"""The learned retrieval head: it learns, its ONNX matches PyTorch, the feature cache is reused, and
 a head is refused on artifacts whose generator or embedder it was not trained with. CPU, tiny sizes."""
 
 from __future__ import annotations

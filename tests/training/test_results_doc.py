@@ -87,7 +87,7 @@ def test_without_heads_there_is_no_table_3_plot(results, committed: Path, tmp_pa
 
 
 def test_another_size_writes_its_own_doc_and_files(results, committed: Path, tmp_path: Path) -> None:
-    """A GPU run at 128 px (issue #14 item 4) gets docs/results-synthetic-128px-w16.md and its folder; the CPU
+    """A GPU run at 128 px gets docs/results-synthetic-128px-w16.md and its folder; the CPU
     run's doc and files are untouched."""
     e = results.Experiment(root=tmp_path / "unused", size=128)
     assert results.results_dir(e) == committed.with_name("results-synthetic-128px-w16")
