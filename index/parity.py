@@ -1,4 +1,4 @@
-"""The backend parity gate (issue #16): a backend is measured against onnxruntime fp32 on real photos, and the
+"""The backend parity gate: a backend is measured against onnxruntime fp32 on real photos, and the
 service refuses a backend whose recorded parity is missing or failing. No torch.
 
 `measure` runs the same photos through two pipelines over the same artifacts (index/pipeline.py): the reference
@@ -8,7 +8,7 @@ retrieval head's query side) and the gallery's vectors (`embed_catalog`), and th
 gallery — both with the candidate's own gallery (an index rebuilt on the candidate) and with the reference's
 (an index built on fp32, queried on the candidate: the usual case after switching a service's backend).
 
-The gate judges retrieval, not the largest pixel difference (the issue measured OpenVINO bf16 at the demo size:
+The gate judges retrieval, not the largest pixel difference (OpenVINO bf16, measured at the demo size:
 embedder cosine >= 0.995 while one generated pixel moved by 0.32 of the [-1, 1] range, mean 0.001). Thresholds:
 
   embedding cosine, every query and gallery vector      >= MIN_COSINE (0.99)
@@ -39,7 +39,7 @@ from rtdgan.index.configs import opt
 from rtdgan.index.errors import ImageError, UserError
 from rtdgan.index.files import is_image_file, write_atomic
 from rtdgan.index.images import decode_image, preprocess
-from rtdgan.index.runtime.artifacts import Artifacts, read_artifacts
+from rtdgan.index.runtime.artifacts import Artifacts, portable_path, read_artifacts, recorded_path
 from rtdgan.index.runtime.backends import KINDS, Backend, make_backend
 from rtdgan.index.runtime.crop import CROP_SOURCE_SIDE, has_crop
 from rtdgan.index.runtime.head import has_head, read_head
@@ -124,12 +124,23 @@ def load_photos(path: Path, info: Artifacts, limit: int) -> np.ndarray | list[Im
     return _read_images(path, limit, "photos", False, lambda file: decode_image(file, reduce_to=CROP_SOURCE_SIDE))
 
 
-def default_photos(info: Artifacts) -> Path:
-    """model.json's generator data folder (the run's photos), or UserError asking for --photos."""
-    data = info.model.get("generator", {}).get("data")
-    if data and Path(data).is_dir():
-        return Path(data)
-    raise UserError(f"no parity photos: model.json's generator data ({data}) is not a folder here; pass --photos DIR")
+def default_photos(info: Artifacts, artifacts: Path) -> Path:
+    """The photos model.json records, found from ARTIFACTS: those `rtd export` measured parity on
+    (`parity_photos`: the demo's shop, ../data), else the generator's training data; UserError naming --photos
+    when neither is a folder here."""
+    recorded = [info.model.get("parity_photos"), info.model.get("generator", {}).get("data")]
+    for path in (recorded_path(artifacts, r) for r in recorded):
+        if path is not None and path.is_dir():
+            return path
+    what = ", ".join(str(r) for r in recorded if r) or "none"
+    raise UserError(f"no photos to measure on: model.json's ({what}) are not folders here; "
+                    f"pass --photos DIR (street photos, a folder)")
+
+
+def source_name(path: Path | str, artifacts: Path) -> str:
+    """Where measured photos came from, as a parity record keeps it: relative to ARTIFACTS when they lie beside
+    it, else the folder's name (no absolute path of this machine in the artifacts)."""
+    return portable_path(path, artifacts) or Path(path).name
 
 
 def outputs(pipeline: Pipeline, photos: Photos, gallery: np.ndarray) -> dict[str, np.ndarray]:
@@ -336,10 +347,11 @@ def run_check(cfg: CheckConfig) -> list[dict]:
     """`rtd check-backend`: measure each candidate, record it, print the table; the records."""
     info = read_artifacts(cfg.artifacts)
     chosen = candidates(cfg)  # an unknown or unrunnable backend fails before any image is read
-    photos_from = cfg.photos if cfg.photos is not None else default_photos(info)
+    photos_from = cfg.photos if cfg.photos is not None else default_photos(info, cfg.artifacts)
     photos = load_photos(photos_from, info, cfg.limit)
     gallery = load_images(cfg.gallery, info.size, cfg.gallery_limit, "gallery images") if cfg.gallery else None
-    sources = {"photos_from": str(photos_from), "gallery_from": str(cfg.gallery or photos_from)}
+    sources = {"photos_from": source_name(photos_from, cfg.artifacts),
+               "gallery_from": source_name(cfg.gallery or photos_from, cfg.artifacts)}
     docs = _check_each(cfg.artifacts, chosen, photos, gallery, sources, "rtd check-backend")
     print(table(docs))
     return docs
@@ -347,8 +359,8 @@ def run_check(cfg: CheckConfig) -> list[dict]:
 
 def gate_after_write(artifacts: Path, photos: Photos, photos_from: str, who: str,
                      threads: int | None = None) -> list[dict]:
-    """The gate as the commands that write graphs run it once they have (`rtd export`, `rtd fit-head`; issue #16:
-    "at export"): every backend this machine runs besides the reference, measured on `photos`
+    """The gate as the commands that write graphs run it once they have (`rtd export`, `rtd fit-head`: the
+    gate at export): every backend this machine runs besides the reference, measured on `photos`
     (the photos themselves the gallery) and recorded, so a service on any of them starts without a manual
     `rtd check-backend`; the table on stderr. None to check (no OpenVINO): one line, nothing recorded. A
     failing backend is recorded as failing (the service refuses it); the write itself stands."""
@@ -357,7 +369,8 @@ def gate_after_write(artifacts: Path, photos: Photos, photos_from: str, who: str
     except UserError as e:
         print(f"{who}: parity gate: nothing checked ({e})", file=sys.stderr)
         return []
-    docs = _check_each(artifacts, chosen, photos, None, {"photos_from": photos_from, "gallery_from": photos_from},
+    name = source_name(photos_from, artifacts)
+    docs = _check_each(artifacts, chosen, photos, None, {"photos_from": name, "gallery_from": name},
                        f"{who}: parity gate")
     print(table(docs), file=sys.stderr)
     return docs

@@ -6,11 +6,20 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+
+
+def absolute_paths(doc: object) -> list[str]:
+    """Every string in a JSON document that is an absolute path (of the machine that wrote it)."""
+    if isinstance(doc, dict):
+        return [p for value in doc.values() for p in absolute_paths(value)]
+    if isinstance(doc, list):
+        return [p for value in doc for p in absolute_paths(value)]
+    return [doc] if isinstance(doc, str) and (PurePosixPath(doc).is_absolute() or PureWindowsPath(doc).drive) else []
 
 
 def random_picture(rng: np.random.Generator, size: int) -> Image.Image:

@@ -1,4 +1,4 @@
-"""`rtd fit-crop` (issue #13, street framing): train the person-box regressor and export it into the artifacts.
+"""`rtd fit-crop` (for street-framed photos): train the person-box regressor and export it into the artifacts.
 
 Reads top to bottom in the order things happen (`fit_crop`):
 
@@ -42,11 +42,12 @@ from rtdgan.index.errors import ImageError, UserError
 from rtdgan.index.files import sha256_file, write_atomic
 from rtdgan.index.images import decode_image, letterbox
 from rtdgan.index.lookbook import LOOKBOOK_RE
-from rtdgan.index.runtime.artifacts import read_artifacts
+from rtdgan.index.runtime.artifacts import portable_path, read_artifacts
 from rtdgan.index.runtime.backends import CPU
 from rtdgan.index.runtime.crop import CROP_FORMAT, CROP_JSON, CROP_ONNX, LOOKBOOK_FILL, read_crop
 from rtdgan.index.runtime.onnx import OnnxModel
 from rtdgan.models.cropper import CropperConfig, PersonCropper
+from rtdgan.training.data import synthetic_world
 from rtdgan.training.synth import BOX_COLUMNS, BOXES_CSV
 
 OPSET = 18
@@ -310,12 +311,13 @@ def fit_crop(cfg: FitCropConfig) -> dict:
         "onnx": CROP_ONNX, "onnx_sha256": sha256_file(folder / CROP_ONNX), "fill": cfg.fill,
         "model": {"architecture": "PersonCropper (models/cropper.py)", "width": cfg.width,
                   "parameters": sum(p.numel() for p in model.parameters())},
-        "training": {"data": [str(Path(d).resolve()) for d in cfg.data], "photos": len(train),
+        "training": {"data": [portable_path(d, cfg.artifacts) for d in cfg.data],
+                     "worlds": [synthetic_world(d) for d in cfg.data], "photos": len(train),
                      "skipped": len(skipped), "seed": cfg.seed},
         "validation": {"fraction": cfg.val_fraction, "photos": len(val), "iou": fit["iou"],
                        "centre_box_iou": baseline, "best_epoch": fit["best_epoch"], "history": fit["history"]},
         "parity": parity,
-        "config": to_json_dict(cfg),
+        "config": to_json_dict(cfg) | {"artifacts": ".", "data": [portable_path(d, cfg.artifacts) for d in cfg.data]},
         "fitted": {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "seconds": round(time.perf_counter() - start, 1)},
     }

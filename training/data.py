@@ -22,6 +22,7 @@ from rtdgan.index.lookbook import LOOKBOOK_RE
 
 MANIFEST_COLUMNS = ("product_id", "product_image", "photo_image")
 SPLIT_FORMAT = 1
+WORLD_KEYS = ("products", "photos_per_product", "size", "seed", "framing")  # a synthetic world's recipe
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,19 @@ def scan_manifest(manifest: Path) -> DatasetScan:
         elif prod.is_file():
             scan.skipped.append(f"product {pid}: no usable photo")
     return scan
+
+
+def synthetic_world(data: str | Path | None) -> dict | None:
+    """The recipe of a synthetic world (`rtd data synth`'s synth.json: products, photos per product, size, seed,
+    framing) when `data` is one here, else None: what a record of where a model came from keeps of it."""
+    marker = Path(data) / "synth.json" if data else None
+    if marker is None or not marker.is_file():
+        return None
+    try:
+        doc = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return {k: doc.get(k) for k in WORLD_KEYS} if isinstance(doc, dict) else None
 
 
 def load_records(data: Path) -> DatasetScan:

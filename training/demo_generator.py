@@ -34,6 +34,12 @@ def generator_weights_sha256(cfg: DemoConfig) -> str | None:
     return None
 
 
+def training_world(cfg: DemoConfig) -> dict:
+    """The recipe of the generator's synthetic training world, as `rtd data synth`'s synth.json records one."""
+    return {"products": cfg.train_products, "photos_per_product": cfg.train_photos_per_product, "size": cfg.size,
+            "seed": cfg.train_seed, "framing": cfg.framing}
+
+
 def train_recipe(cfg: DemoConfig, run: Path) -> None:
     """The training world and the rough-to-detail training of the recipe (resumes an interrupted run)."""
     import torch
@@ -69,8 +75,9 @@ def save_weights(cfg: DemoConfig, run: Path) -> None:
     slim["models"] = {"generator": {k: v.clone() for k, v in state["models"]["generator"].items()}}
     save_checkpoint(cfg.weights, slim)
     params = sum(v.numel() for v in slim["models"]["generator"].values() if torch.is_floating_point(v))
-    write_card(cfg.weights, {"recipe": recipe(cfg), "steps": int(state["step"]), "code_version": state.get("code_version"),
-                             "parameters": params}, "rtd demo --build-only --retrain")
+    write_card(cfg.weights, {"recipe": recipe(cfg), "data": training_world(cfg), "steps": int(state["step"]),
+                             "code_version": state.get("code_version"), "parameters": params},
+               "rtd demo --build-only --retrain")
     say(f"weights: {cfg.weights} ({cfg.weights.stat().st_size / 1e6:.1f} MB, {params} parameters)")
 
 
@@ -99,10 +106,12 @@ def build_model(cfg: DemoConfig, data: Path) -> Path:
             return artifacts
         say(f"export: {artifacts} compares at embed level {level}, this demo at {cfg.embed_level}: exporting again")
         remove(cfg.root, "index", "check.json")  # both were made with the old embedder
+    world = None  # a trained run's world is its train-data folder here (its synth.json)
     if usable_weights(cfg):
         assert cfg.weights is not None
         say(f"model: the committed generator {cfg.weights} (`rtd demo --retrain` reproduces it)")
         run = weights_run(cfg.weights, cfg.root / "pretrained-run")
+        world = training_world(cfg)  # its training world is not here: model.json records its recipe
     else:
         run = cfg.root / "run"
         train_recipe(cfg, run)
@@ -111,5 +120,6 @@ def build_model(cfg: DemoConfig, data: Path) -> Path:
     say(f"export: generator.onnx + embedder.onnx (efficientnet_lite0: its ImageNet weights ship with pip; "
         f"embed level {cfg.embed_level})")
     export_run(ExportConfig(run=run, out=artifacts, embedder="efficientnet_lite0", embed_level=cfg.embed_level,
-                            parity_data=data, check_backends=False))  # the head and crop change the graphs next
+                            parity_data=data, check_backends=False),  # the head and crop change the graphs next
+               world=world)
     return artifacts

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from rtdgan.index.errors import ImageError, UserError
 from rtdgan.index.files import fsync_path, sha256_file, write_atomic
 from rtdgan.index.images import preprocess
-from rtdgan.index.runtime.artifacts import MODEL_JSON, POINTER_KEY, VERSION_DIR
+from rtdgan.index.runtime.artifacts import MODEL_JSON, POINTER_KEY, VERSION_DIR, portable_path
 from rtdgan.index.runtime.backends import CPU
 from rtdgan.index.runtime.onnx import OnnxGenerator
 from rtdgan.models.embedders import Embedder, EmbedderInfo, at_input_size, at_level
@@ -51,7 +51,7 @@ from rtdgan.training.config import (
     ExportConfig as ExportConfig,  # defined there (torch-free, for the CLI's flags)
 )
 from rtdgan.training.config import TrainConfig
-from rtdgan.training.data import ProductRecord, load_records, load_split
+from rtdgan.training.data import ProductRecord, load_records, load_split, synthetic_world
 from rtdgan.training.export_embedder import MIN_PARITY_COSINE, export_embedder
 from rtdgan.training.weights import load_embedder
 
@@ -288,8 +288,13 @@ def _prune(out: Path, current: Path, keep: int) -> None:
             (out / name).unlink()
 
 
-def model_json(gen: RunGenerator, generator_onnx: Path, embedder_fragment: dict, metrics: dict) -> dict:
-    """model.json as the artifact contract (docs/architecture.md) lays it out."""
+def model_json(gen: RunGenerator, generator_onnx: Path, embedder_fragment: dict, metrics: dict, out: Path,
+               parity_photos: str | Path | None = None, world: dict | None = None) -> dict:
+    """model.json as the artifact contract (docs/architecture.md) lays it out. Where things came from is recorded
+    so that it means something on another machine: paths relative to OUT when they lie beside it (else None,
+    never an absolute path of this one), and the recipe of a synthetic training world (`world`, or the data
+    folder's synth.json). `parity_photos`: the photos the export measured parity on, where `rtd check-backend`
+    finds its photos without --photos."""
     cfg = gen.config
     return {
         "format_version": MODEL_JSON_FORMAT,
@@ -303,10 +308,12 @@ def model_json(gen: RunGenerator, generator_onnx: Path, embedder_fragment: dict,
             "width": cfg.width,
             "training_steps": gen.step,
             "training_epochs": gen.epoch + 1,
-            "data": cfg.data,
-            "split": cfg.split,
+            "data": portable_path(cfg.data, out),
+            "data_world": world or synthetic_world(cfg.data),
+            "split": portable_path(cfg.split, out),
             "code_version": gen.code_version,
-            "checkpoint": str(gen.checkpoint.resolve()),
+            "run": portable_path(gen.checkpoint.parent.parent, out),  # RUN/checkpoints/NAME.pt
+            "checkpoint": gen.checkpoint.relative_to(gen.checkpoint.parent.parent).as_posix(),  # in the run
             "input": "photo", "output": "product",
             "onnx_sha256": sha256_file(generator_onnx),
         },
@@ -314,13 +321,17 @@ def model_json(gen: RunGenerator, generator_onnx: Path, embedder_fragment: dict,
         "preprocessing": {"size": cfg.resolution, "letterbox": "white", "range": [-1.0, 1.0],
                           "function": "rtdgan.index.images.preprocess"},
         "metrics": metrics,
+        "parity_photos": portable_path(parity_photos, out),
         "exported": {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code_version": code_version(),
                      "opset": OPSET},
     }
 
 
-def export_run(cfg: ExportConfig, embedder: tuple[Embedder, EmbedderInfo] | None = None) -> dict:
-    """Export `cfg.run` into `cfg.out`; returns model.json. `embedder` overrides cfg.embedder (tests)."""
+def export_run(cfg: ExportConfig, embedder: tuple[Embedder, EmbedderInfo] | None = None,
+               world: dict | None = None) -> dict:
+    """Export `cfg.run` into `cfg.out`; returns model.json. `embedder` overrides cfg.embedder (tests); `world`:
+    the recipe of the synthetic world the generator was trained on when its data folder is not here (the
+    demo's committed weights: their card's recipe)."""
     start = time.perf_counter()
     out = Path(cfg.out)
     _prepare_out(out)
@@ -345,7 +356,7 @@ def export_run(cfg: ExportConfig, embedder: tuple[Embedder, EmbedderInfo] | None
         # The embedder sees both kinds of input it meets: real photos and generated product images.
         fragment = export_embedder(net, info, tmp / "embedder.onnx", size, np.concatenate([sample, products]))
         metrics |= {"embedder_min_cosine_required": MIN_PARITY_COSINE, "parity_images": len(sample)}
-        doc = model_json(gen, tmp / "generator.onnx", fragment, {"export_parity": metrics})
+        doc = model_json(gen, tmp / "generator.onnx", fragment, {"export_parity": metrics}, out, photos.data, world)
         (tmp / MODEL_JSON).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         version = publish_version(tmp, out, doc)
     except RuntimeError as e:  # export_embedder's parity failure, or the exporter itself
@@ -357,7 +368,7 @@ def export_run(cfg: ExportConfig, embedder: tuple[Embedder, EmbedderInfo] | None
                 out.rmdir()
     print(f"rtd export: {cfg.out} written in {time.perf_counter() - start:.1f} s as {version.name} "
           f"(max |onnx - torch| {metrics['generator_max_abs_error']:.2e})", file=sys.stderr)
-    if cfg.check_backends:  # issue #16: the parity gate at export, on the run's held-out photos
+    if cfg.check_backends:  # the parity gate at export, on the run's held-out photos
         from rtdgan.index.parity import GATE_PHOTOS, gate_after_write
 
         gate_after_write(out, parity_sample(photos, GATE_PHOTOS, minimum=len(sample)), str(photos.data), "rtd export")

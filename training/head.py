@@ -1,4 +1,4 @@
-"""`rtd fit-head` (issue #13): a learned retrieval head on top of the frozen embedder, trained and exported.
+"""`rtd fit-head`: a learned retrieval head on top of the frozen embedder, trained and exported.
 
 Reads top to bottom in the order things happen (`fit_head`):
 
@@ -54,7 +54,7 @@ from rtdgan.index.configs import opt, to_json_dict
 from rtdgan.index.errors import UserError
 from rtdgan.index.files import sha256_file, write_atomic
 from rtdgan.index.images import preprocess_many
-from rtdgan.index.runtime.artifacts import Artifacts, read_artifacts
+from rtdgan.index.runtime.artifacts import Artifacts, portable_path, read_artifacts
 from rtdgan.index.runtime.backends import CPU
 from rtdgan.index.runtime.crop import has_crop, prepare_photos, read_crop
 from rtdgan.index.runtime.head import (
@@ -67,7 +67,7 @@ from rtdgan.index.runtime.head import (
 )
 from rtdgan.index.runtime.onnx import OnnxHead
 from rtdgan.models.head import HeadConfig, RetrievalHead
-from rtdgan.training.data import ProductRecord, load_split
+from rtdgan.training.data import ProductRecord, load_split, synthetic_world
 from rtdgan.training.metrics import recall_at_k, true_ranks
 
 FEATURES_FORMAT = 1
@@ -547,9 +547,10 @@ def train_fitted_head(cfg: FitHeadConfig) -> FittedHead:
             "crop": read_crop(art).describe() if has_crop(art) else None,  # the photos were cropped by it
         },
         "training": {
-            "data": str(Path(cfg.data).resolve()), "split": str(Path(cfg.split).resolve()),
+            "data": portable_path(cfg.data, cfg.artifacts), "world": synthetic_world(cfg.data),
+            "split": portable_path(cfg.split, cfg.artifacts),
             "products": len(final_data.products), "photos": len(final_data.owner),
-            "split_train_products": len(records), "features_cache": str(cache_file),
+            "split_train_products": len(records), "features_cache": portable_path(cache_file, cfg.artifacts),
             "refit": cfg.refit, "seed": cfg.seed,
         },
         "chosen": asdict(chosen) | {"epochs": best["epochs"], "lr": cfg.lr, "weight_decay": cfg.weight_decay,
@@ -559,7 +560,8 @@ def train_fitted_head(cfg: FitHeadConfig) -> FittedHead:
             "recall": best["recall"], "frozen_recall": frozen, "grid": results,
             "note": "gallery: the validation products; recall of the head trained without them",
         },
-        "config": to_json_dict(cfg),
+        "config": to_json_dict(cfg) | {key: portable_path(getattr(cfg, key), cfg.artifacts)
+                                       for key in ("artifacts", "data", "split", "cache")},
         "fitted": {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "seconds": round(time.perf_counter() - start, 1)},
     }

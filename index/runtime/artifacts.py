@@ -15,6 +15,7 @@ Two layouts are read (`resolve_artifacts`):
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,34 @@ def read_model_json(artifacts: Path) -> dict | None:
     """The current model.json of an artifact folder (either layout), or None if there is none."""
     found = current_artifacts(artifacts)
     return found[1] if found is not None else None
+
+
+def portable_path(path: str | Path | None, artifacts: Path) -> str | None:
+    """`path` as the files in ARTIFACTS record where something came from: relative to ARTIFACTS (POSIX, such as
+    "../data" for the demo's shop beside demo/artifacts) when it lies in the folder that holds ARTIFACTS, else
+    None: an absolute path of the machine that wrote the artifacts means nothing on another."""
+    if path is None:
+        return None
+    target, base = Path(path).resolve(), Path(artifacts).resolve()
+    if not target.is_relative_to(base.parent):
+        return None
+    return Path(os.path.relpath(target, base)).as_posix()
+
+
+def recorded_path(artifacts: Path, recorded: str | None) -> Path | None:
+    """A path that model.json records (`portable_path`'s, or an older export's absolute one) as it is on this
+    machine, or None when it is not here. Relative to ARTIFACTS, or to its parent when ARTIFACTS is itself a
+    version folder (v-NNNNNN) of a versioned export."""
+    if not recorded:
+        return None
+    bases = [Path(artifacts)]
+    if VERSION_DIR.match(Path(artifacts).resolve().name):
+        bases.append(Path(artifacts).resolve().parent)
+    for base in bases:
+        path = base / recorded  # an absolute `recorded` stays itself
+        if path.exists():
+            return path
+    return None
 
 
 def read_artifacts(folder: Path) -> Artifacts:

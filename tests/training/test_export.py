@@ -46,7 +46,7 @@ from rtdgan.training.export import (
 )
 from rtdgan.training.split import SplitConfig, make_split
 from rtdgan.training.train import TrainConfig, train
-from tests.helpers import make_lookbook
+from tests.helpers import absolute_paths, make_lookbook
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,6 +96,11 @@ def test_each_architecture_exports_with_parity(runs: dict[str, Path], tmp_path: 
     assert parity["generator_batch_max_abs_error"] < MAX_PARITY_ABS_ERROR
     assert json.loads((version / "model.json").read_text()) == doc
     assert json.loads((out / "model.json").read_text()) == doc | {"current": "v-000001"}  # the pointer: a copy
+    # Provenance that means something elsewhere: the run and its data lie outside OUT's folder, so no path of
+    # this machine is recorded for them; the checkpoint is named inside its run.
+    assert absolute_paths(doc) == []
+    assert (g["data"], g["split"], g["run"], doc["parity_photos"]) == (None, None, None, None)
+    assert g["checkpoint"] == "checkpoints/last.pt"
     session = OnnxGenerator(version / "generator.onnx", providers=[CPU])
     photos = np.random.default_rng(0).uniform(-1, 1, (3, 3, size, size)).astype(np.float32)
     product = session(photos)  # dynamic batch: 3 was never seen at export time
@@ -120,10 +125,13 @@ def test_export_runs_the_parity_gate_on_every_other_backend(runs: dict[str, Path
 
 @pytest.mark.slow
 def test_intermediate_stage_is_upsampled_from_its_own_checkpoint(runs: dict[str, Path], tmp_path: Path) -> None:
-    doc = export_run(ExportConfig(run=runs["rtdgan"], out=tmp_path / "a", stage=1), embedder=tiny_embedder(32))
+    out = runs["rtdgan"].parent / "artifacts-stage-1"  # beside the run and its data: recorded relative to OUT
+    doc = export_run(ExportConfig(run=runs["rtdgan"], out=out, stage=1), embedder=tiny_embedder(32))
     g = doc["generator"]
     assert (g["stage"], g["stages"], g["native_size"], g["upsampling"]) == (1, 2, 16, "bilinear")
-    assert g["checkpoint"].endswith("stage_1.pt")
+    assert (g["run"], g["checkpoint"]) == ("../rtdgan", "checkpoints/stage_1.pt")
+    assert (g["data"], g["split"], doc["parity_photos"]) == ("../lb", "../split.json", "../lb")
+    assert absolute_paths(doc) == [] and (out / g["data"]).resolve() == runs["data"].resolve()
     with pytest.raises(UserError, match="stages 1..2"):
         load_generator(runs["rtdgan"], stage=3)
     with pytest.raises(UserError, match="single stage"):
