@@ -132,9 +132,9 @@ def default_photos(info: Artifacts, artifacts: Path) -> Path:
     for path in (recorded_path(artifacts, r) for r in recorded):
         if path is not None and path.is_dir():
             return path
-    what = ", ".join(str(r) for r in recorded if r) or "none"
-    raise UserError(f"no photos to measure on: model.json's ({what}) are not folders here; "
-                    f"pass --photos DIR (street photos, a folder)")
+    what = ", ".join(str(r) for r in recorded if r)
+    raise UserError(f"no photos to measure on: model.json records {f'{what}, not here' if what else 'none'}; "
+                    f"pass --photos DIR (a folder of street photos)")
 
 
 def source_name(path: Path | str, artifacts: Path) -> str:
