@@ -18,7 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PLOT_SIZE_IN, PLOT_DPI = (8.8, 4.8), 100  # 880 x 480 px PNGs
 PHOTO_COLOUR, CHANCE_COLOUR = "0.45", "0.6"
@@ -90,15 +93,7 @@ def recall_plot(curves: Sequence[Curve], path: Path, title: str) -> list[Path]:
     legend = ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9,
                        title="shaded: 95 % bootstrap interval" if bands else None, title_fontsize=8)
     legend.set_zorder(Z_CURVE + 1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = [path.with_suffix(".png"), path.with_suffix(".svg")]
-    from matplotlib import rc_context
-
-    with rc_context({"svg.hashsalt": "rtdgan"}):
-        for out in written:
-            fig.savefig(out, format=out.suffix[1:], metadata={"Date": None} if out.suffix == ".svg" else None)
-    return written
+    return save_png_svg(fig, path)
 
 
 @dataclass(frozen=True)
@@ -114,7 +109,6 @@ class RankBar:
 def rank_plot(panels: dict[str, Sequence[RankBar]], path: Path, methods: int, title: str) -> list[Path]:
     """Figure 5 (Sec. 5.3): one panel per task, each method's average human rank as a bar with its 95 % interval
     as an error bar, rank 1 (best) at the left. Written to `path` (.png) and .svg; returns both paths."""
-    from matplotlib import rc_context
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -136,6 +130,14 @@ def rank_plot(panels: dict[str, Sequence[RankBar]], path: Path, methods: int, ti
     axes[-1].set_xlabel("average human rank (1 = best), 95 % interval")
     fig.suptitle(title, fontsize=9, x=0.01, ha="left")
     fig.tight_layout()
+    return save_png_svg(fig, path)
+
+
+def save_png_svg(fig: Figure, path: Path) -> list[Path]:
+    """`fig` as `path` with .png and .svg suffixes; the SVG without a date and with fixed ids, so a redrawn
+    figure is byte-identical. Returns both paths."""
+    from matplotlib import rc_context
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     written = [path.with_suffix(".png"), path.with_suffix(".svg")]
