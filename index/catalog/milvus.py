@@ -393,7 +393,11 @@ class MilvusCatalog:
         segments in the background, and its query nodes load each one as it is done): a build is complete only
         once its index is, so its recall is the index's and its first search as fast as the later ones."""
         deadline = time.monotonic() + BUILD_TIMEOUT_S
-        while (pending := self._call("describe_index", collection, "vector").get("pending_index_rows", 0)) > 0:
+        while True:  # every row in an indexed segment, or nothing left to index (segments too small to index)
+            state = self._call("describe_index", collection, "vector")
+            pending, indexed = state.get("pending_index_rows", 0), state.get("indexed_rows", 0)
+            if pending == 0 or indexed >= state.get("total_rows", 0):  # (compaction's new segments count pending)
+                return
             if time.monotonic() > deadline:
                 raise MilvusFailed(f"{self.where}: {pending} rows still not indexed after {BUILD_TIMEOUT_S:.0f} s")
             time.sleep(0.5)
