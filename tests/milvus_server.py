@@ -8,9 +8,8 @@ traffic stays on loopback and servers can run side by side. Its gRPC port is the
 start: `start` waits until the port can be bound (the previous run's process gone) and writes it into the
 configuration itself, where the package's launcher would move to the next free port while the old connections
 sit in TIME_WAIT. `stop` is a graceful stop (SIGTERM, as `docker stop` and Kubernetes send; SIGKILL after a
-grace period), `kill` a hard one (a crash or a lost machine); `start` again reopens the same data folder. After
-a kill the new process waits for the old one's etcd sessions to expire (`common.session.ttl`, 30 s): about
-55 s from `start` to a server that answers, against about 10 s after a stop.
+grace period), `kill` a hard one (a crash or a lost machine); `start` again reopens the same data folder, with
+every component on the port it had (about 10 s to a server that answers, after a stop or a kill).
 
 The `milvus_server` fixture (session-scoped, registered by tests/conftest.py) starts one per test run in a
 temporary folder on a free port and kills it at the end; tests that use it are marked slow.
@@ -68,6 +67,7 @@ class LocalMilvus:
         self.config = {f"{c}.ip": LOOPBACK for c in COMPONENTS} | (config or {})
         self.etcd_port, self.etcd_peer_port = free_port(), free_port()
         self.metrics_port = 0  # the health endpoint's, chosen at each start
+        self.component_ports: dict[str, int] = {}  # the other components' (root coord, ...), fixed at the first start
         self.process: subprocess.Popen | None = None
 
     @property
@@ -92,7 +92,11 @@ class LocalMilvus:
         if self.running:
             raise RuntimeError(f"Milvus is already running (pid {self.pid})")
         deadline = time.monotonic() + timeout_s
-        ports = (self.port, self.etcd_port, self.etcd_peer_port)
+        # The gRPC and etcd ports, and from the second start on every component's port of the first: a component
+        # restarted at another address could find a stale etcd session of another component at its old one (a
+        # stop past its grace period, a kill) and give up ("unknown service"), where the same address is the
+        # same component again.
+        ports = (self.port, self.etcd_port, self.etcd_peer_port, *self.component_ports.values())
         held = []
         try:
             for port in ports:  # held while the launcher picks the other components' ports, so it picks others
@@ -108,8 +112,13 @@ class LocalMilvus:
         finally:
             for sock in held:
                 sock.close()
-        # Then the gRPC and etcd ports exactly: the launcher's own check binds without SO_REUSEADDR, so a port in
-        # TIME_WAIT after a stop would move it to the next free one; Milvus (Go) listens with SO_REUSEADDR.
+        # Then those ports exactly: the launcher's own check binds without SO_REUSEADDR, so a port in TIME_WAIT
+        # after a stop would move it to the next free one; Milvus (Go) listens with SO_REUSEADDR.
+        if not self.component_ports:
+            self.component_ports = {key: value[1] for key, value in config.configurable_items.items()
+                                    if key.endswith("_port") and key not in ("proxy_port", "etcd_port")}
+        for key, port in self.component_ports.items():
+            config.configurable_items[key][1] = port
         config.configurable_items["proxy_port"][1] = self.port
         config.configurable_items["etcd_port"][1] = self.etcd_port
         config.write_config()
