@@ -110,7 +110,8 @@ async def remove_product(product_id: ProductIdPath, engine: EngineDep) -> Remove
         raise _not_writable(e) from e
     if not removed:
         raise ApiError(404, "not_found", f"no product {product_id!r} in the catalog")
-    return Removed(product_id=product_id, count=engine.product_count)
+    count = await anyio.to_thread.run_sync(lambda: engine.product_count)  # Milvus: a call to its server
+    return Removed(product_id=product_id, count=count)
 
 
 @router.post("/reload", response_model=Reloaded, summary="Re-read the catalog from the index folder")

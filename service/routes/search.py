@@ -110,8 +110,10 @@ async def search(
             photo = await prepare_query_upload(await read_upload(image, settings), engine, settings, decodes)
         preprocess_ms = _ms(start)
         category = category or None
-        if category is not None and not engine.has_category(category):
-            known = list(engine.categories())
+        # In a worker thread: with a Milvus catalog these are calls to its server, which must not hold the
+        # event loop (the catalog search itself runs in a thread too).
+        if category is not None and not await anyio.to_thread.run_sync(engine.has_category, category):
+            known = list(await anyio.to_thread.run_sync(engine.categories))
             listed = ", ".join(known[:MAX_LISTED_CATEGORIES]) + (" ..." if len(known) > MAX_LISTED_CATEGORIES else "")
             # A schema-valid filter that matches nothing: an explicit empty result saying why (a 422 would
             # tell the client its request was malformed; it is not, the catalog just has no such category).
