@@ -4,6 +4,10 @@
     nice -n 5 .venv/bin/python bench/bench_engines.py --sizes 1000000 --dim 256 --queries 256
     nice -n 5 .venv/bin/python bench/bench_engines.py --sizes 100000 --no-milvus --alternatives "" \
         --milvus-server start            # + a real Milvus server (the `milvus` package's 2.3), HNSW and IVF_FLAT
+    nice .venv/bin/python bench/bench_engines.py --sizes 1000000 --no-milvus --alternatives "" --milvus-server start \
+        --milvus-indexes "HNSW32,Flat" --milvus-consistency Session --milvus-ef 60,96,128 --settle 120 \
+        --milvus-config dataCoord.segment.maxSize=4096 --milvus-config dataCoord.segment.sealProportion=0.5 \
+        --milvus-config dataCoord.segment.maxBinlogFileNumber=256    # 1M rows in one segment, ef swept
 
 For each catalog size n, on clustered unit vectors (bench/common.py `make_data`: ~100 products per
 centre, queries near a stored product), it builds, from the same vectors:
@@ -15,13 +19,17 @@ centre, queries near a stored product), it builds, from the same vectors:
                         `milvus` package, tests/milvus_server.py, in a temporary folder on loopback), each
                         `--milvus-indexes` string built there once and searched through gRPC at each
                         `--milvus-consistency` level (Strong, the catalog's default, waits for the server's next
-                        time tick; Session reads at once: index/catalog/milvus.py, "Consistency")
+                        time tick; Session reads at once: index/catalog/milvus.py, "Consistency"), an HNSW one
+                        at each `--milvus-ef` (the catalog searches with ef = max(ef, k)); a server started here
+                        with `--milvus-config` settings (its milvus.yaml keys, e.g. dataCoord.segment.maxSize in MB)
 and times each one's `search` (what the service calls: FAISS or Milvus plus the metadata of the hits) for
 single queries and for batches of 64, the candidates taking turns query by query so load from other
 processes hits them alike. Recall@k is against the exact catalog's results of the same run. Memory is the
 process's resident-set growth while building each candidate (for Milvus Lite: its server's copy and index; for
 a server started here: the server process's growth; a server elsewhere: not measured). A server's build time
-includes its flush and its index build (`rtd index build` waits for both).
+includes its flush and its index build (`rtd index build` waits for both); `--settle S` waits S seconds after the
+server's builds before timing (its background compaction and re-indexing), and each server collection's loaded
+segments are printed before the timing.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rtdgan.index.catalog import factory as factories  # noqa: E402
-from rtdgan.index.catalog.base import parse_location  # noqa: E402
+from rtdgan.index.catalog.base import milvus_token, parse_location  # noqa: E402
 from rtdgan.index.catalog.engines import build_catalog, open_catalog  # noqa: E402
 
 
@@ -66,8 +74,10 @@ def rss_mb(pid: int | str = "self") -> float:
 
 
 @contextlib.contextmanager
-def milvus_server(spec: str | None, folder: Path) -> Iterator[tuple[str, int | None, str] | None]:
-    """(location prefix, server pid or None, version) of the server `--milvus-server` names; None without one."""
+def milvus_server(spec: str | None, folder: Path, config: dict[str, str] | None = None
+                  ) -> Iterator[tuple[str, int | None, str] | None]:
+    """(location prefix, server pid or None, version) of the server `--milvus-server` names, one started here with
+    `config` (milvus.yaml keys); None without one."""
     if not spec:
         yield None
         return
@@ -79,12 +89,27 @@ def milvus_server(spec: str | None, folder: Path) -> Iterator[tuple[str, int | N
         return
     from tests.milvus_server import LocalMilvus
 
-    server = LocalMilvus(folder / "milvus-server")
+    server = LocalMilvus(folder / "milvus-server", config=config)
     server.start()
     try:
         yield f"milvus://127.0.0.1:{server.port}", server.pid, "v2.3.5 (the milvus package, started here)"
     finally:
         server.kill()
+
+
+def segments(location: str) -> str:
+    """A server collection's segments: the flushed ones (data coordinator) and those its query node serves sealed,
+    with their rows (pymilvus `list_persistent_segments`, `list_loaded_segments`)."""
+    from pymilvus import MilvusClient
+
+    collection = open_catalog(location)._manifest["collection"]
+    client = MilvusClient(uri=parse_location(location).uri, token=milvus_token())
+    try:
+        flushed = sorted((s.num_rows for s in client.list_persistent_segments(collection)), reverse=True)
+        loaded = sorted((s.num_rows for s in client.list_loaded_segments(collection)), reverse=True)
+    finally:
+        client.close()
+    return f"{len(flushed)} flushed segments, rows {flushed}; {len(loaded)} loaded sealed, rows {loaded}"
 
 
 def main() -> None:
@@ -99,6 +124,13 @@ def main() -> None:
                         help="factory strings built on the server, ';'-separated; {K} = the default's IVF lists")
     parser.add_argument("--milvus-consistency", default="Strong,Session",
                         help="consistency levels the server's catalogs are searched at, comma-separated")
+    parser.add_argument("--milvus-ef", default="",
+                        help="ef values an HNSW server catalog is searched at, comma-separated (default: --ef-search)")
+    parser.add_argument("--milvus-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the server started here (milvus.yaml key, e.g. "
+                             "dataCoord.segment.maxSize=2048); repeatable")
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="seconds to wait after the server's builds before timing (background compaction)")
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
     print("bench_engines config: " + json.dumps(vars(args) | {"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"],
@@ -115,7 +147,8 @@ def main() -> None:
         catalogs, build_s, memory = {}, {}, {}
         tmp = tempfile.TemporaryDirectory(prefix="bench_engines_")
         stack = contextlib.ExitStack()
-        server = stack.enter_context(milvus_server(args.milvus_server, Path(tmp.name)))
+        config = dict(item.split("=", 1) for item in args.milvus_config)
+        server = stack.enter_context(milvus_server(args.milvus_server, Path(tmp.name), config))
         for name, spec in candidates.items():
             gc.collect()
             before, start = rss_mb(), time.perf_counter()
@@ -135,6 +168,7 @@ def main() -> None:
             build_s[name], memory[name] = time.perf_counter() - start, rss_mb() - before
             print(f"built {name} ({catalogs[name].index_type}) for n={n} in {build_s[name]:.1f} s "
                   f"(+{memory[name]:.0f} MB RSS)", flush=True)
+        locations = []
         if server is not None:
             prefix, pid, version = server
             print(f"Milvus server {version} at {prefix}", flush=True)
@@ -148,11 +182,20 @@ def main() -> None:
                 seconds, grown = time.perf_counter() - start, rss_mb(pid) - before if pid else None
                 print(f"built {spec} ({built.index_type}) on the server for n={n} in {seconds:.1f} s"
                       + (f" (+{grown:.0f} MB server RSS)" if grown is not None else ""), flush=True)
+                locations.append(location)
+                sweep = [int(ef) for ef in args.milvus_ef.split(",") if ef] if built.index_type == "HNSW" else []
                 for level in args.milvus_consistency.split(","):
-                    name = f"Milvus server ({spec}, {level})"
-                    catalogs[name] = open_catalog(location)
-                    catalogs[name].consistency = level
-                    build_s[name], memory[name] = seconds, grown
+                    for ef in sweep or [None]:
+                        name = f"Milvus server ({spec}, {level}" + (f", ef {ef})" if ef else ")")
+                        catalogs[name] = open_catalog(location)
+                        catalogs[name].consistency = level
+                        catalogs[name].set_search_params(ef_search=ef)
+                        build_s[name], memory[name] = seconds, grown
+            if args.settle:
+                print(f"settling {args.settle:.0f} s", flush=True)
+                time.sleep(args.settle)
+            for location in locations:
+                print(f"{location}: {segments(location)}", flush=True)
         results = time_searches(catalogs, queries, args.k)
         exact = results["exact (Flat)"]
         for name, r in results.items():
