@@ -161,3 +161,79 @@ def at_level(embedder: Embedder, info: EmbedderInfo, level: int, size: int) -> t
     scaled = copy.copy(embedder)  # shares the weights; only `level` differs
     scaled.level = level
     return scaled, replace(info, level=level)
+
+
+class LiteTrunk(nn.Module):
+    """The frozen part of a fine-tuned EfficientNet-Lite embedder: [-1, 1] images -> the activation at the
+    boundary (B, C, h, w), where the trained tail begins. Shares its modules with the embedder."""
+
+    def __init__(self, embedder: Embedder, blocks: int) -> None:
+        super().__init__()
+        self.embedder = embedder
+        self.blocks = blocks  # MBConv blocks of the trunk: the first `blocks` of the backbone's
+
+    def forward(self, image: Tensor) -> Tensor:
+        e, net = self.embedder, self.embedder.features.net
+        x = image
+        for _ in range(e.level):
+            x = pyramid_down(x)
+        if x.shape[-2:] != (e.input_size, e.input_size):
+            x = F.interpolate(x, size=(e.input_size, e.input_size), mode="bilinear", align_corners=False)
+        x = (x - e.shift) / e.scale
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks[:self.blocks]:
+            x = block(x)  # eval mode: no drop connect
+        return x
+
+
+class LiteTail(nn.Module):
+    """The trained part: the boundary activation -> the last MBConv blocks, the 1x1 feature conv, pooling and L2
+    normalisation, i.e. the rest of `Embedder.forward`. Shares its modules with the embedder, so training it
+    trains the embedder that is exported."""
+
+    def __init__(self, embedder: Embedder, first: int) -> None:
+        super().__init__()
+        net = embedder.features.net
+        self.blocks = nn.ModuleList(net._blocks[first:])
+        self.conv_head, self.bn1, self.act = net._conv_head, net._bn1, net._swish
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x)
+        x = self.act(self.bn1(self.conv_head(x)))  # (B, D, h, w)
+        return F.normalize(x.mean(dim=(2, 3)), dim=1)  # (B, D)
+
+
+def tunable_blocks(embedder: Embedder) -> int:
+    """How many tail stages `split_embedder` can train: the 1x1 feature conv plus every MBConv block."""
+    if not isinstance(embedder.features, LiteFeatures):
+        raise UserError("fine-tuning the embedder needs an EfficientNet-Lite backbone (its blocks split at a "
+                        "boundary); DenseNet-121 serves frozen")
+    return 1 + len(embedder.features.net._blocks)
+
+
+def split_embedder(embedder: Embedder, tune: int, boundary: int | None = None) -> tuple[LiteTrunk, LiteTail]:
+    """(trunk, tail) of an EfficientNet-Lite embedder, tail(trunk(x)) == embedder(x): the tail is the last
+    `boundary` (default `tune`) stages counted from the output (1: the 1x1 feature conv alone; 2: it and the
+    last MBConv block; ...), of which the last `tune` train (requires_grad) and the rest stay frozen. Both share
+    the embedder's modules; every parameter outside the trained stages is frozen."""
+    stages = tunable_blocks(embedder)
+    boundary = tune if boundary is None else boundary
+    if not 1 <= tune <= boundary <= stages:
+        raise UserError(f"need 1 <= --tune-blocks <= the cache boundary <= {stages} for "
+                        f"{type(embedder.features.net).__name__}, got {tune} and {boundary}")
+    first = stages - boundary  # the first MBConv block of the tail
+    trained = tuple(f"features.net._blocks.{i}." for i in range(stages - tune, stages - 1)) + \
+        ("features.net._conv_head.", "features.net._bn1.")
+    for name, p in embedder.named_parameters():
+        p.requires_grad_(name.startswith(trained))
+    return LiteTrunk(embedder, first), LiteTail(embedder, first)
+
+
+def tail_state(embedder: Embedder, tune: int) -> dict[str, Tensor]:
+    """The state of the tail `split_embedder(embedder, tune)` trains, keyed as in the embedder's own state dict:
+    all a fine-tuned embedder adds to its ImageNet weights (the rest comes from the weights package)."""
+    first = tunable_blocks(embedder) - tune
+    prefixes = tuple(f"features.net._blocks.{i}." for i in range(first, tunable_blocks(embedder) - 1)) + \
+        ("features.net._conv_head.", "features.net._bn1.")
+    return {k: v.detach().clone().contiguous() for k, v in embedder.state_dict().items() if k.startswith(prefixes)}

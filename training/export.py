@@ -234,7 +234,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_tmp(out: Path) -> None:
+def remove_stale_tmp(out: Path) -> None:
     """Temporary folders of exports that died (their process is gone)."""
     for p in out.iterdir():
         m = TMP_DIR.match(p.name)
@@ -346,7 +346,7 @@ def export_run(cfg: ExportConfig, embedder: tuple[Embedder, EmbedderInfo] | None
 
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(out)
+    remove_stale_tmp(out)
     tmp = out / f".tmp-{os.getpid()}"  # inside OUT: the rename into place never leaves OUT's filesystem
     tmp.mkdir()
     try:

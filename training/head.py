@@ -106,6 +106,22 @@ class FitHeadConfig:
     threads: int | None = opt(None, "CPU threads for onnxruntime and torch (default: theirs)")
     check_backends: bool = opt(True, "once written, run the backend parity gate (`rtd check-backend`) on every "
                                      "backend this machine runs besides onnxruntime fp32 (the head changed the graphs)")
+    # Fine-tuning (training/finetune.py): the embedder's last stages trained with the head.
+    tune_blocks: int = opt(0, "0: the embedder stays frozen; N > 0: train its last N stages with the head (1 = the "
+                           "1x1 feature conv, 2 = it and the last MBConv block, ...; EfficientNet-Lite only) and "
+                           "publish the fine-tuned embedder and head as a new artifacts version", metavar="N")
+    embed_input_size: int | None = opt(None, "with --tune-blocks: the side the fine-tuned embedder resizes its input "
+                                       "to (a multiple of 32; default: the artifacts' embedder's)")
+    tune_boundary: int | None = opt(None, "with --tune-blocks: cache the activations this many stages from the output "
+                                    "(>= --tune-blocks; the stages between run frozen each epoch): one cache serves "
+                                    "every --tune-blocks up to it (default: --tune-blocks)", metavar="M")
+    tune_lr: float = opt(1e-4, "with --tune-blocks: AdamW learning rate of the embedder's trained stages")
+    tune_head_lr: float = opt(1e-4, "with --tune-blocks: AdamW learning rate of the head while the stages train")
+    tune_epochs: int = opt(10, "with --tune-blocks: most epochs of joint training (each: every product once)")
+    tune_batch: int = opt(128, "with --tune-blocks: products per step (negatives: the whole training catalog)")
+    tune_minutes: float | None = opt(None, "with --tune-blocks: stop joint training after the epoch that passes "
+                                     "this many minutes")
+    patience: int = opt(2, "with --tune-blocks: stop when validation Recall@1 has not improved for this many epochs")
 
     def __post_init__(self) -> None:
         if self.mode not in ("fused", "generated", "photo"):
@@ -124,6 +140,15 @@ class FitHeadConfig:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads must be >= 1, got {self.threads}")
+        if self.tune_blocks < 0 or self.tune_epochs < 1 or self.tune_batch < 2 or self.patience < 1:
+            raise UserError("--tune-blocks must be >= 0, --tune-epochs and --patience >= 1, --tune-batch >= 2")
+        if self.tune_lr <= 0 or self.tune_head_lr <= 0 or (self.tune_minutes is not None and self.tune_minutes <= 0):
+            raise UserError("--tune-lr and --tune-head-lr must be > 0, --tune-minutes > 0")
+        if self.tune_boundary is not None and self.tune_boundary < self.tune_blocks:
+            raise UserError(f"--tune-boundary must be >= --tune-blocks ({self.tune_blocks}), got {self.tune_boundary}")
+        if self.embed_input_size is not None and not self.tune_blocks:
+            raise UserError("--embed-input-size needs --tune-blocks (without it the artifacts' embedder serves "
+                            "as exported: `rtd export --embed-input-size`)")
 
 
 def say(text: str) -> None:
@@ -160,11 +185,14 @@ class Features:
                         self.generated[keep])
 
 
-def features_key(artifacts: Artifacts, records: Sequence[ProductRecord], crop: bool = True) -> str:
-    """sha256 of what the features depend on: both graphs, the size, the person crop if used, every image file
-    (path, size, mtime)."""
+def features_key(artifacts: Artifacts, records: Sequence[ProductRecord], crop: bool = True,
+                 encoder: dict | None = None) -> str:
+    """sha256 of what the features depend on: both graphs, the size, the person crop if used, the encoder that
+    replaces the embedder's graph (fine-tuning's trunk) if any, every image file (path, size, mtime)."""
     what = {"format": FEATURES_FORMAT, "generator": artifacts.model["generator"]["onnx_sha256"],
             "embedder": artifacts.embedder_sha256, "size": artifacts.size}
+    if encoder is not None:  # only then: the embedder's own features keep their key
+        what["encoder"] = encoder
     if crop and has_crop(artifacts):  # only then: caches of artifacts without a crop keep their key
         what["crop"] = read_crop(artifacts).sha256
     digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
@@ -180,13 +208,16 @@ def features_key(artifacts: Artifacts, records: Sequence[ProductRecord], crop: b
 
 
 def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch: int = 64,
-                     threads: int | None = None, desc: str = "features", crop: bool = True) -> tuple[Features, list[str]]:
+                     threads: int | None = None, desc: str = "features", crop: bool = True,
+                     encode: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[Features, list[str]]:
     """Product, photo and generated-image features of `records` through the artifacts' pipeline; the skips.
 
     The photos take the served query's path (`Pipeline.features` of a fused query: the person crop when the
     artifacts have one, unless `crop=False`, then generator and embedder); the product images are only embedded.
-    The features are the embedder's, before any head (a head already in the artifacts is not used). An
-    unreadable product image drops its product; an unreadable photo is skipped; both are reported."""
+    The features are the embedder's, before any head (a head already in the artifacts is not used). With
+    `encode`, it replaces the embedder: (B, 3, S, S) images -> (B, ...) arrays, kept in the dtype it returns (the
+    fine-tuning's frozen trunk, training/finetune.py). An unreadable product image drops its product; an
+    unreadable photo is skipped; both are reported."""
     from rtdgan.index.pipeline import Pipeline
 
     pipeline = Pipeline.open(artifacts, threads=threads, crop=crop, head=False)
@@ -206,7 +237,8 @@ def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch
                 continue
             base = len(ids)
             ids += [r.product_id for r, _ in good]
-            products.append(pipeline.embed(np.stack([a for _, a in good])))  # (b, D)
+            images = np.stack([a for _, a in good])
+            products.append(pipeline.embed(images) if encode is None else encode(images))  # (b, D)
             queue = [(base + i, p) for i, (r, _) in enumerate(good) for p in r.photos]
             bar.update(sum(len(r.photos) for r, a in zip(chunk, arrays, strict=True) if isinstance(a, str)))
             for start in range(0, len(queue), batch):
@@ -217,26 +249,36 @@ def extract_features(artifacts: Path, records: Sequence[ProductRecord], *, batch
                 bar.update(len(part))
                 if not kept:
                     continue
-                found = pipeline.features(pipeline.batch([a for _, a in kept]), "fused")
                 owner += [row for row, _ in kept]
-                photos.append(found.features["photo"])
-                generated.append(found.features["generated"])
+                if encode is None:
+                    found = pipeline.features(pipeline.batch([a for _, a in kept]), "fused")
+                    photos.append(found.features["photo"])
+                    generated.append(found.features["generated"])
+                else:  # the served path up to the embedder: crop, generate
+                    (seen, made), _ = pipeline.run(pipeline.generation_plan(pipeline.batch([a for _, a in kept])))
+                    photos.append(encode(seen))
+                    generated.append(encode(made))
     if not ids:
         raise UserError(f"none of the {len(records)} product images could be read")
     if not owner:
         raise UserError(f"none of the photos of the {len(records)} products could be read")
-    feats = Features(np.array(ids, dtype=str), np.concatenate(products).astype(np.float32),
-                     np.array(owner, dtype=np.int64), np.concatenate(photos).astype(np.float32),
-                     np.concatenate(generated).astype(np.float32))
+    dtype = np.float32 if encode is None else None  # an encoder's arrays keep its dtype (float16 activations)
+    feats = Features(np.array(ids, dtype=str), np.asarray(np.concatenate(products), dtype=dtype),
+                     np.array(owner, dtype=np.int64), np.asarray(np.concatenate(photos), dtype=dtype),
+                     np.asarray(np.concatenate(generated), dtype=dtype))
     return feats, skipped
 
 
 def cached_features(artifacts: Path, records: Sequence[ProductRecord], cache: Path, *, batch: int = 64,
-                    threads: int | None = None, desc: str = "features",
-                    crop: bool = True) -> tuple[Features, Path, bool]:
-    """`extract_features` through the cache folder: (features, the cache file, whether it was reused)."""
+                    threads: int | None = None, desc: str = "features", crop: bool = True,
+                    encode: Callable[[np.ndarray], np.ndarray] | None = None,
+                    encoder: dict | None = None) -> tuple[Features, Path, bool]:
+    """`extract_features` through the cache folder: (features, the cache file, whether it was reused). With
+    `encode`, `encoder` describes it (it joins the cache key)."""
+    if (encode is None) != (encoder is None):
+        raise ValueError("encode and encoder come together")
     info = read_artifacts(artifacts)
-    key = features_key(info, records, crop)
+    key = features_key(info, records, crop, encoder)
     path = Path(cache) / f"features-{key[:16]}.npz"
     if path.is_file():
         try:
@@ -247,7 +289,8 @@ def cached_features(artifacts: Path, records: Sequence[ProductRecord], cache: Pa
         except (OSError, ValueError, KeyError) as e:  # a damaged cache file: extract again
             say(f"cache {path} unreadable ({type(e).__name__}): extracting again")
     start = time.perf_counter()
-    feats, skipped = extract_features(artifacts, records, batch=batch, threads=threads, desc=desc, crop=crop)
+    feats, skipped = extract_features(artifacts, records, batch=batch, threads=threads, desc=desc, crop=crop,
+                                      encode=encode)
     for line in skipped[:10]:
         say(f"skipped {line}")
     if len(skipped) > 10:
@@ -443,14 +486,22 @@ class FittedHead:
 
 
 def fit_head(cfg: FitHeadConfig) -> dict:
-    """Features (cached) -> grid on validation -> refit -> export into cfg.artifacts; returns head.json."""
+    """Features (cached) -> grid on validation -> refit -> export into cfg.artifacts; returns head.json. With
+    --tune-blocks, training/finetune.py trains the embedder's last stages too and publishes a new version."""
     start = time.perf_counter()
-    fitted = train_fitted_head(cfg)
+    if cfg.tune_blocks:
+        from rtdgan.training.finetune import fit_tuned
+
+        doc = fit_tuned(cfg)
+    else:
+        fitted = train_fitted_head(cfg)
+        art = read_artifacts(cfg.artifacts)
+        doc = export_head(fitted.head, art.folder, fitted.query_sample, fitted.catalog_sample, fitted.doc)
+        read_head(art)  # what was written reads back
+    parity = max(doc["parity"]["query"]["max_abs_error"], doc["parity"]["catalog"]["max_abs_error"])
     art = read_artifacts(cfg.artifacts)
-    doc = export_head(fitted.head, art.folder, fitted.query_sample, fitted.catalog_sample, fitted.doc)
-    read_head(art)  # what was written reads back
     say(f"wrote {QUERY_ONNX}, {CATALOG_ONNX}, {HEAD_JSON} to {art.folder} in {time.perf_counter() - start:.0f} s "
-        f"(parity: max |onnx - torch| {max(doc['parity']['query']['max_abs_error'], doc['parity']['catalog']['max_abs_error']):.1e})")
+        f"(parity: max |onnx - torch| {parity:.1e})")
     if cfg.check_backends:  # the records measured before the head are stale now (index/parity.py)
         from rtdgan.index.parity import GATE_PHOTOS, gate_after_write
 
@@ -465,16 +516,17 @@ def fit_head(cfg: FitHeadConfig) -> dict:
     return doc
 
 
-def train_fitted_head(cfg: FitHeadConfig) -> FittedHead:
-    """`fit_head` up to the export: features (cached) -> grid on validation -> refit; nothing written but the cache."""
+def train_fitted_head(cfg: FitHeadConfig, found: tuple[Features, Path, bool] | None = None) -> FittedHead:
+    """`fit_head` up to the export: features (cached) -> grid on validation -> refit; nothing written but the cache.
+    `found`: (features, their cache file, reused) computed by the caller (fine-tuning's frozen tail)."""
     start = time.perf_counter()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     art = read_artifacts(cfg.artifacts)  # before the long steps: a bad folder fails at once
     records = training_records(cfg)
     cache = Path(cfg.cache) if cfg.cache is not None else Path(cfg.split).resolve().parent / "head-cache"
-    feats, cache_file, reused = cached_features(cfg.artifacts, records, cache, batch=cfg.embed_batch,
-                                                threads=cfg.threads, desc="fit-head features")
+    feats, cache_file, reused = found or cached_features(cfg.artifacts, records, cache, batch=cfg.embed_batch,
+                                                         threads=cfg.threads, desc="fit-head features")
     t_features = time.perf_counter() - start
     say(f"features {'reused from' if reused else 'cached in'} {cache_file} ({len(feats.products)} products, "
         f"{len(feats.owner)} photos, D={feats.dim}; {t_features:.1f} s)")
