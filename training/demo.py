@@ -8,12 +8,13 @@ seconds):
   export    generator.onnx + embedder.onnx (EfficientNet-Lite0, offline, embed level 0) + model.json   demo/artifacts
   crop      the committed person crop, or fit the recipe, into the artifacts   (demo/crop-world when fitted)
   head      the committed head, or fit the recipe, exported into the artifacts   (demo/head-world when fitted)
+  tune      the committed fine-tuned embedder and head, or fit the recipe, as the artifacts' next version
   index     every catalog product (through the head's catalog side), exact FAISS   demo/index
   check     held-out R@1 and R@10 of /search's path, with the head and without, LookBook- and street-framed
             photos, printed                                        demo/check.json (demo/street-data: street photos)
   samples   one street photo per product, for the page                     demo/samples
 Model and export are training/demo_generator.py, the crop training/demo_crop.py, the head training/demo_head.py,
-the check training/demo_check.py; the cards of the committed weights are training/demo_cards.py, and what every
+the fine-tuned embedder training/demo_tune.py, the check training/demo_check.py; the cards of the committed weights are training/demo_cards.py, and what every
 stage shares (its console line, synthetic worlds) training/demo_stage.py. The build stages need the training
 extras (torch). Serving them (http://127.0.0.1:8000) is `rtd demo`'s last step, in training/demo_cli.py: the one
 module of training/ that calls into service/ (the CLI is the top layer; docs/architecture.md). Nothing here imports
@@ -35,6 +36,7 @@ from rtdgan.training.demo_crop import build_crop
 from rtdgan.training.demo_generator import build_model
 from rtdgan.training.demo_head import build_head, head_wanted
 from rtdgan.training.demo_stage import remove, say, synth_world
+from rtdgan.training.demo_tune import build_tuned, tune_wanted
 
 
 def build_data(cfg: DemoConfig) -> Path:
@@ -94,6 +96,9 @@ def build_demo(cfg: DemoConfig) -> Built:
                         f"--embed-level {cfg.embed_level}" if cfg.head else "--retrain-head and --no-head: choose one")
     if cfg.retrain_crop and not cfg.crop:
         raise UserError("--retrain-crop and --no-crop: choose one")
+    if cfg.retrain_tune and not tune_wanted(cfg):
+        raise UserError("--retrain-tune fine-tunes the embedder with the fused head: drop --no-tune, --no-head and "
+                        "--embed-level")
     cfg.root.mkdir(parents=True, exist_ok=True)
     if cfg.retrain:  # everything downstream of the generator is rebuilt (an interrupted run/ resumes)
         remove(cfg.root, "artifacts", "index", "check.json")
@@ -101,6 +106,7 @@ def build_demo(cfg: DemoConfig) -> Built:
     artifacts = build_model(cfg, data)
     build_crop(cfg, artifacts)
     build_head(cfg, artifacts, data)
+    build_tuned(cfg, artifacts, data)
     index = build_index(cfg, artifacts, data)
     check(cfg, artifacts, index, data)
     samples = held_out_samples(cfg, data)
@@ -109,6 +115,8 @@ def build_demo(cfg: DemoConfig) -> Built:
         record_check(cfg.weights, cfg.root / "check.json")
     if (cfg.retrain_head or cfg.retrain or cfg.retrain_crop) and head_wanted(cfg) and cfg.head_weights is not None:
         record_check(cfg.head_weights, cfg.root / "check.json")
+    if (cfg.retrain_tune or cfg.retrain or cfg.retrain_crop) and tune_wanted(cfg) and cfg.tune_weights is not None:
+        record_check(cfg.tune_weights, cfg.root / "check.json")
     say(f"built: {artifacts}, {index}, {samples}")
     return Built(artifacts, index, samples)
 

@@ -27,6 +27,7 @@ from rtdgan.index.errors import UserError
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "models" / "pretrained" / "rtdgan-demo-64.pt"
 PRETRAINED_HEAD = PRETRAINED.with_name("head-demo-64.pt")
+PRETRAINED_TUNED = PRETRAINED.with_name("tuned-demo-64.pt")
 PRETRAINED_CROP = PRETRAINED.with_name("crop-demo-64.onnx")  # crop.onnx as `rtd fit-crop` wrote it; its card beside it
 
 
@@ -107,6 +108,22 @@ class DemoConfig:
     head_mode: str = opt("fused", cli=False)
     head_fit_seed: int = opt(0, cli=False)
     head_embed_level: int = opt(0, cli=False)  # the level the head is fitted at, and the only one it serves at
+    # The fine-tuned embedder (training/finetune.py): committed weights when their card matches, else fitted from
+    # TUNE_RECIPE (the head's world and split, then `rtd fit-head --tune-blocks`; settings chosen on its validation
+    # part, docs/training.md "Fine-tuning the embedder").
+    tune: bool = opt(True, "serve the fine-tuned embedder and its head (EfficientNet-Lite0's last stages trained with "
+                     "the fused head); --no-tune: the fused head on the frozen ImageNet embedder")
+    tune_weights: Path | None = opt(PRETRAINED_TUNED, cli=False)  # None: always fit (the tests' tiny demos)
+    retrain_tune: bool = opt(False, "reproduce the committed fine-tuned embedder and head: fit their recipe (the "
+                             "head's training world, cached activations, `rtd fit-head --tune-blocks`; about an hour "
+                             "of CPU) and rewrite models/pretrained/tuned-demo-64.pt and its card")
+    tune_blocks: int = opt(3, cli=False)  # the 1x1 feature conv and the last two MBConv blocks
+    tune_input_size: int = opt(128, cli=False)
+    tune_lr: float = opt(1e-4, cli=False)
+    tune_head_lr: float = opt(1e-4, cli=False)
+    tune_epochs: int = opt(8, cli=False)
+    tune_batch: int = opt(128, cli=False)
+    tune_refit: bool = opt(False, cli=False)  # the validation products stay out: the early stopping's epoch is kept
     head_world: Path | None = opt(None, cli=False)  # train-data/, split.json, head-cache/; None: ROOT/head-world
     workers: int = opt(2, cli=False)
     host: str = opt("127.0.0.1", "address to serve on")
@@ -125,6 +142,8 @@ RECIPE = ("size", "framing", "train_products", "train_photos_per_product", "trai
 HEAD_RECIPE = ("size", "head_products", "head_photos_per_product", "head_seed", "head_framing", "head_street_products",
                "head_street_seed", "head_street_size", "head_test_fraction", "head_split_seed", "head_mode",
                "head_fit_seed", "head_embed_level")
+TUNE_RECIPE = HEAD_RECIPE + ("tune_blocks", "tune_input_size", "tune_lr", "tune_head_lr", "tune_epochs", "tune_batch",
+                             "tune_refit")
 CROP_RECIPE = ("size", "crop_products", "crop_photos_per_product", "crop_street_seed", "crop_lookbook_seed", "crop_input",
                "crop_width", "crop_epochs", "crop_fill", "crop_seed")
 

@@ -102,9 +102,12 @@ def build_model(cfg: DemoConfig, data: Path) -> Path:
     model = read_model_json(artifacts)
     if model is not None:
         level = model["embedder"].get("level", 0)
-        if level == cfg.embed_level:
+        tuned = "tuned" in model["embedder"]
+        if level == cfg.embed_level and (not tuned or (cfg.tune and cfg.head and cfg.embed_level == cfg.head_embed_level)):
             return artifacts
-        say(f"export: {artifacts} compares at embed level {level}, this demo at {cfg.embed_level}: exporting again")
+        why = f"compares at embed level {level}, this demo at {cfg.embed_level}" if level != cfg.embed_level else \
+            "serves a fine-tuned embedder, this demo the frozen one (--no-tune, or no head)"
+        say(f"export: {artifacts} {why}: exporting again")
         remove(cfg.root, "index", "check.json")  # both were made with the old embedder
     world = None  # a trained run's world is its train-data folder here (its synth.json)
     if usable_weights(cfg):

@@ -239,6 +239,8 @@ def build_head(cfg: DemoConfig, artifacts: Path, data: Path) -> None:
         say(f"head: none ({why}): the frozen embedder's features, the paper's protocol")
         return
     art = read_artifacts(artifacts)
+    if "tuned" in art.model["embedder"] and cfg.tune:  # the fine-tuned version brings its own head (demo_tune.py)
+        return
     generator_sha = generator_weights_sha256(cfg)
     crop_sha = crop_onnx_sha256(artifacts)
     retrain = cfg.retrain_head or cfg.retrain or cfg.retrain_crop

@@ -329,7 +329,7 @@ def tune_settings(cfg: FitHeadConfig, temperature: float, epochs: int | None = N
                         patience=cfg.patience, seed=cfg.seed, minutes=cfg.tune_minutes)
 
 
-def _sample_images(records: list[ProductRecord], size: int, n: int = 4) -> np.ndarray:
+def sample_images(records: list[ProductRecord], size: int, n: int = 4) -> np.ndarray:
     """A few product images and photos as the embedder takes them: its export's parity check."""
     paths = [r.product_image for r in records[:n]] + [r.photos[0] for r in records[:n] if r.photos]
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
@@ -405,7 +405,7 @@ def train_tuned_fit(cfg: FitHeadConfig) -> TunedFit:
     doc["fitted"]["seconds"] = round(time.perf_counter() - start, 1)
     rows = np.arange(min(64, len(val.owner)))
     fitted = FittedHead(head, doc, tuned_feats.query(inputs)[rows], tuned_feats.products[:64])
-    return TunedFit(embedder, info, cfg.tune_blocks, fitted, tuned, _sample_images(records, art.size))
+    return TunedFit(embedder, info, cfg.tune_blocks, fitted, tuned, sample_images(records, art.size))
 
 
 def publish_tuned(artifacts: Path, fit: TunedFit) -> tuple[Path, dict]:

@@ -28,7 +28,8 @@ from rtdgan.service.settings import Settings
 from rtdgan.training.checkpoint import load_checkpoint
 from rtdgan.training.data import load_records
 from rtdgan.training.demo import run_demo
-from rtdgan.training.demo_config import CROP_RECIPE, HEAD_RECIPE, DemoConfig, recipe
+from rtdgan.training.demo_check import frozen_version
+from rtdgan.training.demo_config import CROP_RECIPE, HEAD_RECIPE, TUNE_RECIPE, DemoConfig, recipe
 from rtdgan.training.demo_crop import crop_onnx_sha256
 from rtdgan.training.demo_head import _head_card_problem
 from tests.helpers import absolute_paths
@@ -39,12 +40,13 @@ HEAD_ROWS = {"head fused", "frozen generated", "frozen photo"}
 
 def tiny_config(root: Path, **kw: object) -> DemoConfig:
     """A demo that trains a tiny generator (weights None) and fits a tiny head (16 LookBook-framed + 8 street-framed
-    products x 2 photos); street photos at 64 px; no person crop unless asked (crop=True fits a tiny one)."""
+    products x 2 photos); street photos at 64 px; no person crop unless asked (crop=True fits a tiny one); the
+    frozen embedder unless asked (tune=True fine-tunes a tiny one at a 32 px input)."""
     base = dict(root=root, products=12, photos_per_product=2, size=32, stages=2, width=4, epochs_fade=1,
                 epochs_stab=1, epochs_extra=0, batch_sizes=(8, 8), train_products=16, workers=1, build_only=True,
                 weights=None, head_weights=None, head_products=16, head_photos_per_product=2, head_street_products=8,
                 head_street_size=64, street_size=64, crop=False, crop_weights=None, crop_products=16, crop_epochs=1,
-                crop_input=32)
+                crop_input=32, tune=False, tune_weights=None, tune_input_size=32, tune_epochs=2, tune_batch=4)
     return DemoConfig(**(base | kw))  # type: ignore[arg-type]
 
 
@@ -192,6 +194,46 @@ def test_demo_builds_every_stage_then_serves_it(tmp_path: Path) -> None:
     assert set(check["recall"]) == {"frozen generated", "frozen photo"}
     assert check["hit_rate"] == check["recall"]["frozen generated"]["10"]
     assert {name: row["10"] for name, row in check["recall"].items()} == direct_recall(root)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_demo_serves_a_fine_tuned_embedder_and_checks_it_against_the_frozen_one(tmp_path: Path) -> None:
+    """--retrain-tune fits the (tiny) recipe and writes weights and card; the artifacts' current version is the
+    fine-tuned embedder with its head, the head on the frozen embedder the version before; the check measures
+    both; a later run keeps it; --no-tune exports the frozen embedder again."""
+    weights = tmp_path / "pretrained" / "t.pt"  # with a committed (tiny) generator: the card names its weights
+    cfg = tiny_config(tmp_path / "demo", tune=True, tune_weights=weights, weights=tmp_path / "pretrained" / "g.pt",
+                      retrain=True)
+    assert run_demo(cfg) == 0
+    root = cfg.root
+    art = read_artifacts(root / "artifacts")
+    tuned = art.model["embedder"]["tuned"]
+    assert tuned["blocks"] == cfg.tune_blocks and art.model["embedder"]["input_size"] == 32
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["sha256"] == sha256_file(weights) and card["recipe"] == recipe(cfg, TUNE_RECIPE)
+    assert tuned["demo"] == {"committed_sha256": card["sha256"], "crop": None}
+    assert weights.stat().st_size < 20e6 and card["check"]["served"] == "fine-tuned head fused"
+    frozen = frozen_version(root / "artifacts")
+    assert frozen is not None and (frozen / HEAD_JSON).is_file() and frozen != art.folder
+    index = json.loads((root / "index" / "index.json").read_text())
+    assert index["embedder"]["sha256"] == art.embedder_sha256
+    check = json.loads((root / "check.json").read_text())
+    rows = {"fine-tuned head fused", "head fused", "frozen generated", "frozen photo"}
+    assert check["served"] == "fine-tuned head fused" and set(check["recall"]) == rows, check
+    assert set(check["street"]["recall"]) == rows and check["tuned"] == cfg.tune_blocks
+
+    # A second run keeps the published version (its source is the written weights) and fits nothing.
+    stamp = (root / "artifacts" / "model.json").stat().st_mtime_ns
+    start = time.perf_counter()
+    assert run_demo(replace(cfg, retrain=False)) == 0
+    assert time.perf_counter() - start < 15 and (root / "artifacts" / "model.json").stat().st_mtime_ns == stamp
+
+    # --no-tune: the frozen embedder again, with the head fitted for it.
+    assert run_demo(replace(cfg, tune=False, retrain=False)) == 0
+    art = read_artifacts(root / "artifacts")
+    assert "tuned" not in art.model["embedder"] and (art.folder / HEAD_JSON).is_file()
+    assert json.loads((root / "check.json").read_text())["served"] == "head fused"
 
 
 @pytest.mark.slow
