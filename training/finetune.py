@@ -75,6 +75,7 @@ from rtdgan.training.head import (
     cached_features,
     embed_sides,
     export_head,
+    gate_written,
     info_nce,
     recall,
     say,
@@ -445,7 +446,10 @@ def fit_tuned(cfg: FitHeadConfig) -> dict:
     start = time.perf_counter()
     fit = train_tuned_fit(cfg)
     version, doc = publish_tuned(cfg.artifacts, fit)
-    say(f"wrote the fine-tuned embedder and head as {version} in {time.perf_counter() - start:.0f} s")
+    parity = max(doc["parity"]["query"]["max_abs_error"], doc["parity"]["catalog"]["max_abs_error"])
+    say(f"wrote the fine-tuned embedder and head as {version} in {time.perf_counter() - start:.0f} s (head parity: "
+        f"max |onnx - torch| {parity:.1e})")
+    gate_written(cfg)
     return doc
 
 

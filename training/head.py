@@ -486,34 +486,38 @@ class FittedHead:
 
 
 def fit_head(cfg: FitHeadConfig) -> dict:
-    """Features (cached) -> grid on validation -> refit -> export into cfg.artifacts; returns head.json. With
-    --tune-blocks, training/finetune.py trains the embedder's last stages too and publishes a new version."""
-    start = time.perf_counter()
+    """Features (cached) -> grid on validation -> refit -> export into cfg.artifacts; returns head.json. (With
+    --tune-blocks the job is training/finetune.py's `fit_tuned`.)"""
     if cfg.tune_blocks:
-        from rtdgan.training.finetune import fit_tuned
-
-        doc = fit_tuned(cfg)
-    else:
-        fitted = train_fitted_head(cfg)
-        art = read_artifacts(cfg.artifacts)
-        doc = export_head(fitted.head, art.folder, fitted.query_sample, fitted.catalog_sample, fitted.doc)
-        read_head(art)  # what was written reads back
-    parity = max(doc["parity"]["query"]["max_abs_error"], doc["parity"]["catalog"]["max_abs_error"])
+        raise ValueError("fit_head trains the head on the frozen embedder; --tune-blocks is fit_tuned's")
+    start = time.perf_counter()
+    fitted = train_fitted_head(cfg)
     art = read_artifacts(cfg.artifacts)
+    doc = export_head(fitted.head, art.folder, fitted.query_sample, fitted.catalog_sample, fitted.doc)
+    read_head(art)  # what was written reads back
+    parity = max(doc["parity"]["query"]["max_abs_error"], doc["parity"]["catalog"]["max_abs_error"])
     say(f"wrote {QUERY_ONNX}, {CATALOG_ONNX}, {HEAD_JSON} to {art.folder} in {time.perf_counter() - start:.0f} s "
         f"(parity: max |onnx - torch| {parity:.1e})")
-    if cfg.check_backends:  # the records measured before the head are stale now (index/parity.py)
-        from rtdgan.index.parity import GATE_PHOTOS, gate_after_write
-
-        records = training_records(cfg)
-        paths = [r.photos[0] for r in records[:: max(1, len(records) // GATE_PHOTOS)] if r.photos][:GATE_PHOTOS]
-        crop = has_crop(art)  # the gate measures the served path: decoded photos for the crop stage when there is one
-        with ThreadPoolExecutor(DECODE_THREADS) as pool:
-            photos = [a for a in prepare_photos(pool, paths, art.size, crop) if not isinstance(a, str)]
-        if photos:  # the features were read from these files: a corrupt one here is rare
-            gate_after_write(cfg.artifacts, photos if crop else np.stack(photos), str(cfg.data), "rtd fit-head",
-                             threads=cfg.threads)
+    gate_written(cfg)
     return doc
+
+
+def gate_written(cfg: FitHeadConfig) -> None:
+    """With cfg.check_backends: the backend parity gate on the graphs just written (the records measured before
+    them are stale now, index/parity.py), on a few of the training photos."""
+    if not cfg.check_backends:
+        return
+    from rtdgan.index.parity import GATE_PHOTOS, gate_after_write
+
+    art = read_artifacts(cfg.artifacts)
+    records = training_records(cfg)
+    paths = [r.photos[0] for r in records[:: max(1, len(records) // GATE_PHOTOS)] if r.photos][:GATE_PHOTOS]
+    crop = has_crop(art)  # the gate measures the served path: decoded photos for the crop stage when there is one
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        photos = [a for a in prepare_photos(pool, paths, art.size, crop) if not isinstance(a, str)]
+    if photos:  # the features were read from these files: a corrupt one here is rare
+        gate_after_write(cfg.artifacts, photos if crop else np.stack(photos), str(cfg.data), "rtd fit-head",
+                         threads=cfg.threads)
 
 
 def train_fitted_head(cfg: FitHeadConfig, found: tuple[Features, Path, bool] | None = None) -> FittedHead:

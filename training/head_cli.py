@@ -21,10 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Flags -> FitHeadConfig; print it; fit, export; print head.json's summary as one JSON line."""
+    from rtdgan.training.finetune import fit_tuned
     from rtdgan.training.head import FitHeadConfig, fit_head
 
     cfg = configs.job_config(FitHeadConfig, args, "fit-head")
-    doc = fit_head(cfg)
+    doc = fit_tuned(cfg) if cfg.tune_blocks else fit_head(cfg)
     print(json.dumps({"artifacts": str(cfg.artifacts), "mode": doc["mode"], "chosen": doc["chosen"],
                       "validation_recall": doc["validation"]["recall"],
                       "frozen_validation_recall": doc["validation"]["frozen_recall"],

@@ -23,7 +23,7 @@ from rtdgan.models.head import HeadConfig, RetrievalHead
 from rtdgan.training import finetune as T
 from rtdgan.training import head_cli
 from rtdgan.training.data import load_records, write_split
-from rtdgan.training.head import Features, fit_head, info_nce
+from rtdgan.training.head import Features, info_nce
 from rtdgan.training.weights import load_embedder
 from tests.helpers import make_lookbook
 from tests.training.test_head import make_artifacts, tiny_config
@@ -159,7 +159,7 @@ def test_fit_head_publishes_a_fine_tuned_version_that_refuses_the_frozen_index(t
     build_index(artifacts, data, tmp_path / "index")  # embedded by the frozen embedder
     cfg = tiny_config(artifacts, data, split, tune_blocks=2, embed_input_size=32, tune_epochs=2, tune_batch=4,
                       check_backends=False)
-    doc = fit_head(cfg)
+    doc = T.fit_tuned(cfg)
 
     art = read_artifacts(artifacts)
     assert art.folder.name == "v-000001" and art.embedder_sha256 != frozen.embedder_sha256
