@@ -97,8 +97,7 @@ def build_demo(cfg: DemoConfig) -> Built:
     if cfg.retrain_crop and not cfg.crop:
         raise UserError("--retrain-crop and --no-crop: choose one")
     if cfg.retrain_tune and not tune_wanted(cfg):
-        raise UserError("--retrain-tune fine-tunes the embedder with the fused head: drop --no-tune, --no-head and "
-                        "--embed-level")
+        raise UserError("--retrain-tune fine-tunes the embedder with the fused head: drop --no-head and --embed-level")
     cfg.root.mkdir(parents=True, exist_ok=True)
     if cfg.retrain:  # everything downstream of the generator is rebuilt (an interrupted run/ resumes)
         remove(cfg.root, "artifacts", "index", "check.json")

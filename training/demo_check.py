@@ -137,15 +137,22 @@ def street_photos(cfg: DemoConfig) -> Path:
 def check(cfg: DemoConfig, artifacts: Path, index: Path, data: Path) -> dict:
     """Measure (once) and print how often the demo's /search finds the product of a held-out photo: the shop's
     LookBook-framed photos (check.json's top level) and street-framed photos of the same products ("street")."""
+    from rtdgan.index.catalog.engines import read_manifest
+
     path = cfg.root / "check.json"
     result = json.loads(path.read_text()) if path.is_file() else {}
-    if result.get("format") != CHECK_FORMAT:
+    # Measured again unless it was measured on this very index (its embedder and head: a stale file of another
+    # build is never printed as this one's).
+    manifest = read_manifest(index)
+    space = {"embedder_sha256": manifest["embedder"]["sha256"], "head_sha256": (manifest.get("head") or {}).get("sha256")}
+    if result.get("format") != CHECK_FORMAT or result.get("space") != space:
         street = street_photos(cfg)
         start = time.perf_counter()
         result = measure(artifacts, index, data) | {"seconds": 0.0}
         result["street"] = measure(artifacts, index, data, queries_from=street) | {
             "photos": {"framing": "street", "size": cfg.street_size}}
         result["seconds"] = round(time.perf_counter() - start, 1)
+        result["space"] = space
         path.write_text(json.dumps(result, indent=1) + "\n")
     crop = "through the person crop" if result.get("crop") else "no person crop"
     for name, rows in (("LookBook-framed", result), ("street-framed", result.get("street"))):

@@ -112,16 +112,17 @@ class DemoConfig:
     # TUNE_RECIPE (the head's world and split, then `rtd fit-head --tune-blocks`; settings chosen on its validation
     # part, docs/training.md "Fine-tuning the embedder").
     tune: bool = opt(True, "serve the fine-tuned embedder and its head (EfficientNet-Lite0's last stages trained with "
-                     "the fused head); --no-tune: the fused head on the frozen ImageNet embedder")
+                     "the fused head; committed, `--retrain-tune` reproduces them); --no-tune: the fused head on the "
+                     "frozen ImageNet embedder")
     tune_weights: Path | None = opt(PRETRAINED_TUNED, cli=False)  # None: always fit (the tests' tiny demos)
     retrain_tune: bool = opt(False, "reproduce the committed fine-tuned embedder and head: fit their recipe (the "
                              "head's training world, cached activations, `rtd fit-head --tune-blocks`; about an hour "
                              "of CPU) and rewrite models/pretrained/tuned-demo-64.pt and its card")
     tune_blocks: int = opt(3, cli=False)  # the 1x1 feature conv and the last two MBConv blocks
-    tune_input_size: int = opt(128, cli=False)
+    tune_input_size: int = opt(224, cli=False)
     tune_lr: float = opt(1e-4, cli=False)
     tune_head_lr: float = opt(1e-4, cli=False)
-    tune_epochs: int = opt(8, cli=False)
+    tune_epochs: int = opt(10, cli=False)
     tune_batch: int = opt(128, cli=False)
     tune_refit: bool = opt(False, cli=False)  # the validation products stay out: the early stopping's epoch is kept
     head_world: Path | None = opt(None, cli=False)  # train-data/, split.json, head-cache/; None: ROOT/head-world
@@ -146,6 +147,12 @@ TUNE_RECIPE = HEAD_RECIPE + ("tune_blocks", "tune_input_size", "tune_lr", "tune_
                              "tune_refit")
 CROP_RECIPE = ("size", "crop_products", "crop_photos_per_product", "crop_street_seed", "crop_lookbook_seed", "crop_input",
                "crop_width", "crop_epochs", "crop_fill", "crop_seed")
+
+
+def serves_tuned(cfg: DemoConfig) -> bool:
+    """The demo serves a fine-tuned embedder: asked for (`--tune`, `--retrain-tune`) and the head is served (at
+    its embed level, training/demo_head.py)."""
+    return (cfg.tune or cfg.retrain_tune) and cfg.head and cfg.embed_level == cfg.head_embed_level
 
 
 def recipe(cfg: DemoConfig, names: tuple[str, ...] = RECIPE) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rtdgan.index.files import sha256_file
 from rtdgan.training.demo_cards import card_problem, write_card
-from rtdgan.training.demo_config import DemoConfig, recipe
+from rtdgan.training.demo_config import DemoConfig, recipe, serves_tuned
 from rtdgan.training.demo_stage import remove, say, synth_world
 
 
@@ -103,7 +103,7 @@ def build_model(cfg: DemoConfig, data: Path) -> Path:
     if model is not None:
         level = model["embedder"].get("level", 0)
         tuned = "tuned" in model["embedder"]
-        if level == cfg.embed_level and (not tuned or (cfg.tune and cfg.head and cfg.embed_level == cfg.head_embed_level)):
+        if level == cfg.embed_level and (not tuned or serves_tuned(cfg)):
             return artifacts
         why = f"compares at embed level {level}, this demo at {cfg.embed_level}" if level != cfg.embed_level else \
             "serves a fine-tuned embedder, this demo the frozen one (--no-tune, or no head)"

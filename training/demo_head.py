@@ -23,7 +23,7 @@ import numpy as np
 
 from rtdgan.index.errors import UserError
 from rtdgan.training.demo_cards import card_problem, read_card, write_card
-from rtdgan.training.demo_config import HEAD_RECIPE, DemoConfig, recipe
+from rtdgan.training.demo_config import HEAD_RECIPE, DemoConfig, recipe, serves_tuned
 from rtdgan.training.demo_crop import crop_onnx_sha256
 from rtdgan.training.demo_generator import generator_weights_sha256
 from rtdgan.training.demo_stage import remove, say, strip_part, synth_world
@@ -239,7 +239,7 @@ def build_head(cfg: DemoConfig, artifacts: Path, data: Path) -> None:
         say(f"head: none ({why}): the frozen embedder's features, the paper's protocol")
         return
     art = read_artifacts(artifacts)
-    if "tuned" in art.model["embedder"] and cfg.tune:  # the fine-tuned version brings its own head (demo_tune.py)
+    if "tuned" in art.model["embedder"] and serves_tuned(cfg):  # the fine-tuned version brings its own head
         return
     generator_sha = generator_weights_sha256(cfg)
     crop_sha = crop_onnx_sha256(artifacts)

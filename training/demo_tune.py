@@ -22,10 +22,10 @@ import numpy as np
 
 from rtdgan.index.errors import UserError
 from rtdgan.training.demo_cards import card_problem, read_card, write_card
-from rtdgan.training.demo_config import TUNE_RECIPE, DemoConfig, recipe
+from rtdgan.training.demo_config import TUNE_RECIPE, DemoConfig, recipe, serves_tuned
 from rtdgan.training.demo_crop import crop_onnx_sha256
 from rtdgan.training.demo_generator import generator_weights_sha256
-from rtdgan.training.demo_head import head_training_set, head_wanted
+from rtdgan.training.demo_head import head_training_set
 from rtdgan.training.demo_stage import remove, say
 
 if TYPE_CHECKING:  # torch is imported only by the stages that need it
@@ -36,8 +36,8 @@ TUNED_WEIGHTS_FORMAT = 1
 
 
 def tune_wanted(cfg: DemoConfig) -> bool:
-    """The demo serves the fine-tuned embedder: asked for (`--tune`, the default) and a head is served."""
-    return cfg.tune and head_wanted(cfg)
+    """The demo serves the fine-tuned embedder (demo_config.py `serves_tuned`)."""
+    return serves_tuned(cfg)
 
 
 def tuned_record(artifacts: Path) -> dict | None:

@@ -121,7 +121,7 @@ class FitHeadConfig:
     tune_batch: int = opt(128, "with --tune-blocks: products per step (negatives: the whole training catalog)")
     tune_minutes: float | None = opt(None, "with --tune-blocks: stop joint training after the epoch that passes "
                                      "this many minutes")
-    patience: int = opt(2, "with --tune-blocks: stop when validation Recall@1 has not improved for this many epochs")
+    patience: int = opt(3, "with --tune-blocks: stop when validation Recall@1 has not improved for this many epochs")
 
     def __post_init__(self) -> None:
         if self.mode not in ("fused", "generated", "photo"):
