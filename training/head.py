@@ -191,7 +191,8 @@ def features_key(artifacts: Artifacts, records: Sequence[ProductRecord], crop: b
     replaces the embedder's graph (fine-tuning's trunk) if any, every image file (path, size, mtime)."""
     what = {"format": FEATURES_FORMAT, "generator": artifacts.model["generator"]["onnx_sha256"],
             "embedder": artifacts.embedder_sha256, "size": artifacts.size}
-    if encoder is not None:  # only then: the embedder's own features keep their key
+    if encoder is not None:  # it replaces the embedder's graph, which then plays no part in the features
+        del what["embedder"]
         what["encoder"] = encoder
     if crop and has_crop(artifacts):  # only then: caches of artifacts without a crop keep their key
         what["crop"] = read_crop(artifacts).sha256
